@@ -1,0 +1,129 @@
+"""The `pipeline` command: thin typer wrappers that load a params section and call a stage."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from pipeline.audio import AudioError
+from pipeline.config import ConfigError, load_params, section
+from pipeline.corpus import CorpusError
+from pipeline.manifest import ManifestError
+from pipeline.students import parse_students
+from pipeline.trainer import TrainConfig
+from stages import cache_teacher, evaluate, prepare, train_student
+from storage import CacheFormatError
+
+app = typer.Typer(
+    help="Distil HuBERT into small LSTM students from a cached teacher (KD / DKD).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file (one section per stage)")
+MANIFEST = typer.Option(Path("data/manifest.jsonl"), help="corpus manifest written by `prepare`")
+CACHE = typer.Option(Path("cache"), help="teacher cache folder written by `cache-teacher`")
+
+# Domain errors become a one-line message and exit code 1 (bad input) or 2 (bad config).
+INPUT_ERRORS = (AudioError, CorpusError, ManifestError, CacheFormatError, FileNotFoundError)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    try:
+        yield
+    except (ConfigError, KeyError) as err:
+        console.print(f"[red]config error:[/red] {err.args[0] if err.args else err}")
+        raise typer.Exit(2) from err
+    except INPUT_ERRORS as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(1) from err
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+
+
+@app.command("prepare")
+def prepare_cmd(
+    out: Path = typer.Option(Path("data"), help="output folder: manifest.jsonl, summary.json, audio/"),
+    params: Path = PARAMS,
+    skip_bad: bool = typer.Option(None, "--skip-bad/--no-skip-bad", help="override prepare.skip_bad"),
+) -> None:
+    """Build the corpus manifest (demo synthesis, LibriSpeech folder or a user list)."""
+    with reported():
+        raw = load_params(params)
+        if skip_bad is not None:
+            raw = {**raw, "prepare": {**raw.get("prepare", {}), "skip_bad": skip_bad}}
+        summary = prepare.run(section(raw, "prepare", prepare.PrepareConfig), out)
+    typer.echo(f"manifest: {out / prepare.MANIFEST}  {summary}")
+
+
+@app.command("cache-teacher")
+def cache_teacher_cmd(
+    out: Path = typer.Option(Path("cache"), help="cache folder to write"),
+    manifest: Path = MANIFEST,
+    params: Path = PARAMS,
+) -> None:
+    """Run the teacher once over the corpus and cache per-frame logits and targets."""
+    with reported():
+        cfg = section(load_params(params), "cache_teacher", cache_teacher.CacheTeacherConfig)
+        header = cache_teacher.run(cfg, manifest, out)
+    typer.echo(f"cache: {out}  {header.num_utterances} utterances, {header.num_frames} frames")
+
+
+@app.command("train-student")
+def train_student_cmd(
+    name: str = typer.Argument(..., help="student name: a key of `students` in params"),
+    out: Path = typer.Option(None, help="output folder (default: students/<name>)"),
+    manifest: Path = MANIFEST,
+    cache: Path = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Train one student from the teacher cache (the teacher is never run)."""
+    with reported():
+        raw = load_params(params)
+        train_cfg = section(raw, "train", TrainConfig)
+        students = parse_students(raw)
+        if name not in students:
+            raise ConfigError(f"no student {name!r} in params `students` ({', '.join(students)})")
+        out = out or Path("students") / name
+        metrics = train_student.run(name, train_cfg, students[name], manifest, cache, out)
+    typer.echo(f"student {name}: {metrics['final']}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    out: Path = typer.Option(Path("eval"), help="output folder for metrics.json"),
+    students_dir: Path = typer.Option(Path("students"), help="folder of trained students"),
+    manifest: Path = MANIFEST,
+    cache: Path = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Score every student in params against the teacher on the held-out split."""
+    with reported():
+        raw = load_params(params)
+        cfg = section(raw, "evaluate", evaluate.EvaluateConfig)
+        names = parse_students(raw)
+        checkpoints = {n: students_dir / n / train_student.CHECKPOINT for n in names}
+        metrics = evaluate.run(cfg, manifest, cache, checkpoints, out)
+    typer.echo(f"metrics: {out / evaluate.METRICS}")
+    for name, m in metrics["students"].items():
+        typer.echo(f"  {name}: top1 agreement {m['top1_agreement']:.3f}  KL {m['kl']:.3f}")
+
+
+if __name__ == "__main__":
+    app()

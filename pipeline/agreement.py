@@ -1,0 +1,38 @@
+"""How closely a student follows the teacher on held-out frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from pipeline.data import Batch
+from pipeline.losses import dkd_loss, kd_loss
+
+
+@torch.inference_mode()
+def teacher_agreement(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
+    """Frame-weighted metrics over ``batches``.
+
+    Returns:
+        ``top1_agreement`` (student argmax == cached target), ``kl`` (mean KL(teacher || student)
+        at tau = 1), ``tckd`` and ``nckd`` (the DKD parts at tau = 1), and ``frames``.
+    """
+    sums = {"top1_agreement": 0.0, "kl": 0.0, "tckd": 0.0, "nckd": 0.0}
+    frames = 0
+    for batch in batches:
+        logits, _ = model(batch.wav, batch.lengths)
+        n = batch.num_frames
+        hits = (logits.argmax(-1) == batch.targets) & batch.frame_mask
+        sums["top1_agreement"] += float(hits.sum())
+        sums["kl"] += float(kd_loss(logits, batch.teacher_logits, batch.frame_mask, tau=1.0)["kd"]) * n
+        parts = dkd_loss(
+            logits, batch.teacher_logits, batch.targets, batch.frame_mask, alpha=1.0, beta=1.0, tau=1.0
+        )
+        sums["tckd"] += float(parts["tckd"]) * n
+        sums["nckd"] += float(parts["nckd"]) * n
+        frames += n
+    if not frames:
+        raise ValueError("no frames to evaluate")
+    return {**{k: round(v / frames, 6) for k, v in sums.items()}, "frames": frames}

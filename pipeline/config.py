@@ -1,0 +1,143 @@
+"""Typed configuration: ``params.yaml`` sections -> frozen dataclasses, strictly checked.
+
+Every section of ``params.yaml`` maps to one frozen dataclass. :func:`from_dict` rejects
+unknown and missing keys and wrong types, naming the full key (``students.kd.losses.kd.tau``)
+so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params file or section that does not match its dataclass."""
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML file into a plain dict (sections at the top level)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise ConfigError(f"params file {path} not found") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"params file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"params file {path} must hold a mapping of sections")
+    return data
+
+
+def section(params: Mapping[str, Any], name: str, cls: type[T]) -> T:
+    """Build ``cls`` from the top-level section ``name`` of loaded params."""
+    if name not in params:
+        raise ConfigError(f"params has no section {name!r} (sections: {', '.join(params)})")
+    return from_dict(cls, params[name], where=name)
+
+
+def from_dict(cls: type[T], data: Any, where: str) -> T:
+    """Build the dataclass ``cls`` from ``data``, recursively and strictly.
+
+    Args:
+        cls: a dataclass type. Field annotations may be primitives, nested dataclasses,
+            ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``X | None`` and ``Literal``.
+        data: the mapping to convert.
+        where: the dotted key of ``data``, used in error messages.
+
+    Raises:
+        ConfigError: on unknown, missing or mistyped keys, naming the dotted key.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {where}.{unknown[0]} (allowed in {where}: {', '.join(fields)})"
+        )
+    values = {}
+    for name, field in fields.items():
+        key = f"{where}.{name}"
+        if name not in data:
+            no_default = field.default is dataclasses.MISSING
+            if no_default and field.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing key {key}")
+            continue
+        values[name] = _convert(hints[name], data[name], key)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return origin(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        item = args[1] if args else Any
+        return {str(k): _convert(item, v, f"{key}.{k}") for k, v in value.items()}
+    return _primitive(tp, value, key)
+
+
+def _primitive(tp: Any, value: Any, key: str) -> Any:
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Path and isinstance(value, str):
+        return Path(value)
+    ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (for checkpoints and cache headers)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}

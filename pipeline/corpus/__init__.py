@@ -1,0 +1,6 @@
+"""Corpus sources for `pipeline prepare`: the offline demo, LibriSpeech folders, user lists."""
+
+from pipeline.corpus import demo, librispeech, listing  # noqa: F401  (register the sources)
+from pipeline.corpus.source import SOURCES, CorpusError, Entry
+
+__all__ = ["SOURCES", "CorpusError", "Entry"]

@@ -1,0 +1,67 @@
+"""LibriSpeech-style folders: ``<speaker>/<chapter>/<spk>-<ch>-<n>.flac`` + ``*.trans.txt``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.corpus.source import SOURCES, CorpusError, Entry
+
+
+@dataclass(frozen=True)
+class LibriSpeechConfig:
+    """Attributes:
+    root: a subset folder (``.../train-clean-100``) or a folder of subsets (``LibriSpeech/``).
+    """
+
+    root: str
+
+
+def _split_of(subset: str) -> str | None:
+    for split in ("train", "dev", "test"):
+        if subset.startswith(split):
+            return split
+    return None
+
+
+def _is_subset(folder: Path) -> bool:
+    return any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
+
+
+@SOURCES.register
+class LibriSpeechSource:
+    """Every utterance listed in a ``*.trans.txt``; the split comes from the subset name."""
+
+    name = "librispeech"
+    config_type = LibriSpeechConfig
+
+    def __init__(self, cfg: LibriSpeechConfig) -> None:
+        self.root = Path(cfg.root).expanduser()
+
+    def entries(self, out_dir: Path) -> Iterator[Entry]:
+        if not self.root.is_dir():
+            raise CorpusError(f"{self.root}: LibriSpeech folder not found (prepare.librispeech.root)")
+        subsets = [self.root] if _is_subset(self.root) else sorted(
+            p for p in self.root.iterdir() if p.is_dir() and _is_subset(p)
+        )
+        if not subsets:
+            raise CorpusError(
+                f"{self.root}: no <speaker>/<chapter>/ folders found; point "
+                "prepare.librispeech.root at a subset such as train-clean-100 or at its parent"
+            )
+        for subset in subsets:
+            split = _split_of(subset.name)
+            for trans in sorted(subset.glob("*/*/*.trans.txt")):
+                yield from self._chapter(trans, split)
+
+    def _chapter(self, trans: Path, split: str | None) -> Iterator[Entry]:
+        speaker = trans.parent.parent.name
+        for lineno, line in enumerate(trans.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            utt_id, _, text = line.partition(" ")
+            if not text:
+                raise CorpusError(f"{trans}:{lineno}: expected '<utterance-id> <TRANSCRIPT>'")
+            audio = trans.parent / f"{utt_id}.flac"
+            yield Entry(id=utt_id, audio=audio, transcript=text.strip(), speaker=speaker, split=split)

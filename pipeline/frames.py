@@ -1,0 +1,50 @@
+"""Frame arithmetic shared by teacher and students: one conv stack, one frame count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """The strided conv stack that turns 16 kHz samples into frames (HuBERT: 320x, 50 Hz).
+
+    Attributes:
+        kernels: kernel size of each conv layer, in input steps.
+        strides: stride of each conv layer.
+    """
+
+    kernels: tuple[int, ...]
+    strides: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.kernels) != len(self.strides) or not self.kernels:
+            raise ValueError("kernels and strides must be non-empty and of equal length")
+
+    @property
+    def hop(self) -> int:
+        """Samples between consecutive frames."""
+        hop = 1
+        for s in self.strides:
+            hop *= s
+        return hop
+
+    def frame_rate(self, sample_rate: int) -> float:
+        return sample_rate / self.hop
+
+    def num_frames(self, samples: int | torch.Tensor) -> int | torch.Tensor:
+        """Frames a valid (unpadded) input of ``samples`` produces: ``floor((n - k) / s) + 1``
+        per layer, clamped at 0 for inputs shorter than the receptive field."""
+        n = samples
+        for k, s in zip(self.kernels, self.strides):
+            n = (n - k) // s + 1
+            n = n.clamp(min=0) if isinstance(n, torch.Tensor) else max(n, 0)
+        return n
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, max_len)`` bool mask, True on valid positions."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]

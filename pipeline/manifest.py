@@ -1,0 +1,82 @@
+"""The corpus manifest: one JSON line per utterance."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.io import atomic_write_text
+
+SPLITS = ("train", "dev", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest file or row that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One manifest row.
+
+    Attributes:
+        id: unique utterance id (letters, digits, ``-`` and ``_``; no dots, for WebDataset keys).
+        audio: path to the audio file; relative paths are relative to the manifest's folder.
+        samples: number of samples in the file at its own ``sample_rate``.
+        sample_rate: the file's sample rate in Hz (loaders resample to 16 kHz).
+        transcript: the words spoken ("" when unknown).
+        speaker: speaker id ("" when unknown).
+        split: one of ``train``, ``dev``, ``test``.
+        phonemes: optional phoneme transcript (space-separated), "" when unknown.
+    """
+
+    id: str
+    audio: str
+    samples: int
+    sample_rate: int
+    transcript: str
+    speaker: str
+    split: str
+    phonemes: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+
+def audio_path(utt: Utterance, manifest: Path) -> Path:
+    """The absolute audio path of ``utt`` listed in ``manifest``."""
+    path = Path(utt.audio)
+    return path if path.is_absolute() else manifest.parent / path
+
+
+def write_manifest(path: Path, utterances: Iterable[Utterance]) -> None:
+    """Write rows as JSONL, atomically."""
+    lines = [json.dumps(dataclasses.asdict(u), ensure_ascii=False) for u in utterances]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
+    """Read a JSONL manifest, optionally keeping one split.
+
+    Raises:
+        ManifestError: naming the file and line of a malformed row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found (run `pipeline prepare` first)")
+    rows = []
+    names = {f.name for f in dataclasses.fields(Utterance)}
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            utt = Utterance(**{k: v for k, v in raw.items() if k in names})
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ManifestError(f"{path}:{lineno}: bad manifest row ({err})") from err
+        if split is None or utt.split == split:
+            rows.append(utt)
+    return rows

@@ -1,0 +1,33 @@
+"""Progress bars for long work (rich, on stderr so stdout stays clean for results)."""
+
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def progress_bar() -> Progress:
+    """A progress bar with count, elapsed and remaining time and a free ``info`` field.
+
+    Add tasks with ``bar.add_task(description, total=n, info="")`` and update ``info`` with
+    rates such as frames/s. Set ``HUBERT_KD_NO_PROGRESS=1`` to silence it.
+    """
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=Console(stderr=True),
+        disable=os.environ.get("HUBERT_KD_NO_PROGRESS") == "1",
+    )

@@ -1,0 +1,64 @@
+"""The student registry and the per-student config (architecture + weighted losses)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import ConfigError, from_dict
+from pipeline.losses import LOSSES
+from pipeline.registry import Registry
+
+STUDENTS: Registry = Registry("student architecture")
+
+
+@dataclass(frozen=True)
+class _RawStudent:
+    arch: str
+    model: dict[str, Any]
+    losses: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """One entry of the ``students`` mapping in params.yaml.
+
+    Attributes:
+        arch: registered student architecture (``lstm``).
+        model: that architecture's config dataclass.
+        losses: loss name -> its config (each has a ``weight``); the total is their weighted sum.
+    """
+
+    arch: str
+    model: Any
+    losses: dict[str, Any]
+
+
+def parse_student(data: Mapping[str, Any], where: str) -> StudentConfig:
+    """Build a :class:`StudentConfig` from ``students.<name>``, checking every key."""
+    raw = from_dict(_RawStudent, data, where)
+    try:
+        model_type = STUDENTS[raw.arch].config_type
+        loss_types = {name: LOSSES[name].config_type for name in raw.losses}
+    except KeyError as err:
+        raise ConfigError(f"{where}: {err.args[0]}") from err
+    if not raw.losses:
+        raise ConfigError(f"{where}.losses: name at least one loss ({', '.join(LOSSES.names())})")
+    model = from_dict(model_type, raw.model, f"{where}.model")
+    losses = {
+        name: from_dict(loss_types[name], cfg, f"{where}.losses.{name}")
+        for name, cfg in raw.losses.items()
+    }
+    return StudentConfig(arch=raw.arch, model=model, losses=losses)
+
+
+def parse_students(params: Mapping[str, Any]) -> dict[str, StudentConfig]:
+    """Every entry of the top-level ``students`` mapping of loaded params, checked."""
+    raw = params.get("students")
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError("params needs a non-empty `students` mapping (name -> student)")
+    for name in raw:
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"students.{name}: names may hold letters, digits, '_' and '-' only")
+    return {name: parse_student(cfg, f"students.{name}") for name, cfg in raw.items()}

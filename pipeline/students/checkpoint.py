@@ -1,0 +1,50 @@
+"""Student checkpoints: weights plus everything needed to rebuild the module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.config import from_dict, to_dict
+from pipeline.frames import FrameSpec
+from pipeline.students.base import STUDENTS, StudentConfig
+
+
+def build_student(cfg: StudentConfig, num_classes: int, frames: FrameSpec) -> nn.Module:
+    """Instantiate the registered architecture ``cfg.arch``."""
+    return STUDENTS[cfg.arch](cfg.model, num_classes=num_classes, frames=frames)
+
+
+def save_student(
+    path: Path, model: nn.Module, cfg: StudentConfig, frames: FrameSpec, extra: dict[str, Any]
+) -> None:
+    """Write ``path`` (a ``.pt`` file) atomically: state dict, architecture, sizes, provenance."""
+    payload = {
+        "arch": cfg.arch,
+        "model_config": to_dict(cfg.model),
+        "losses": {name: to_dict(c) for name, c in cfg.losses.items()},
+        "num_classes": model.head.out_features,
+        "frames": {"kernels": list(frames.kernels), "strides": list(frames.strides)},
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_student(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a saved student in eval mode; returns ``(model, checkpoint dict)``."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    arch = STUDENTS[ckpt["arch"]]
+    model_cfg = from_dict(arch.config_type, ckpt["model_config"], f"{path}:model_config")
+    frames = FrameSpec(tuple(ckpt["frames"]["kernels"]), tuple(ckpt["frames"]["strides"]))
+    model = arch(model_cfg, num_classes=ckpt["num_classes"], frames=frames)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt
+
+

@@ -1,0 +1,133 @@
+"""Stage `prepare`: find or synthesise a corpus, check every audio file, write the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.audio import AudioError, check_audio
+from pipeline.corpus import SOURCES, CorpusError, Entry
+from pipeline.corpus.demo import DemoConfig
+from pipeline.corpus.librispeech import LibriSpeechConfig
+from pipeline.corpus.listing import ListingConfig
+from pipeline.io import atomic_dir, write_json
+from pipeline.manifest import Utterance, write_manifest
+from pipeline.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """The `prepare` section of params.yaml.
+
+    Attributes:
+        source: which corpus source to use (``demo``, ``librispeech``, ``manifest``); its
+            settings are the section of the same name below.
+        skip_bad: skip and count unreadable/empty/non-finite audio instead of stopping.
+        max_bad_fraction: even with ``skip_bad``, fail when more than this fraction is bad.
+        dev_fraction: share of speakers put in dev when the source gives no split.
+        test_fraction: share of speakers put in test when the source gives no split.
+    """
+
+    source: str
+    skip_bad: bool
+    max_bad_fraction: float
+    dev_fraction: float
+    test_fraction: float
+    demo: DemoConfig
+    librispeech: LibriSpeechConfig
+    manifest: ListingConfig
+
+    def __post_init__(self) -> None:
+        SOURCES[self.source]  # raises KeyError listing the registered sources
+        if self.dev_fraction + self.test_fraction >= 1:
+            raise ValueError("dev_fraction + test_fraction must be below 1")
+
+
+def assign_split(key: str, dev_fraction: float, test_fraction: float) -> str:
+    """A stable split for a speaker (or utterance) key, by hashing it to [0, 1)."""
+    u = int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / 16**12
+    return "test" if u < test_fraction else "dev" if u < test_fraction + dev_fraction else "train"
+
+
+def run(cfg: PrepareConfig, out_dir: Path) -> dict:
+    """Build ``out_dir/manifest.jsonl`` (+ ``summary.json``, + demo audio) atomically.
+
+    Returns:
+        The corpus summary (utterances, hours, speakers, per-split counts, vocabulary, skipped).
+
+    Raises:
+        AudioError: a bad audio file, naming it (unless ``skip_bad``).
+        CorpusError: a malformed corpus, or too many bad files.
+    """
+    source = SOURCES[cfg.source](getattr(cfg, cfg.source))
+    with atomic_dir(out_dir) as tmp, progress_bar() as bar:
+        task = bar.add_task(f"prepare ({cfg.source})", total=None, info="")
+        rows, bad = [], []
+        for entry in source.entries(tmp):
+            try:
+                rows.append(_checked(entry, tmp, cfg))
+            except AudioError as err:
+                if not cfg.skip_bad:
+                    raise AudioError(f"{err} (or rerun with --skip-bad)") from err
+                log.warning("skipping bad audio: %s", err)
+                bad.append(str(err))
+            bar.update(task, advance=1, info=f"{len(bad)} skipped")
+        _check_corpus(rows, bad, cfg)
+        write_manifest(tmp / MANIFEST, rows)
+        summary = summarize(rows, skipped=len(bad))
+        write_json(tmp / SUMMARY, summary)
+    log.info("wrote %s: %s", out_dir / MANIFEST, summary)
+    return summary
+
+
+def _checked(entry: Entry, root: Path, cfg: PrepareConfig) -> Utterance:
+    samples, rate = check_audio(entry.audio)
+    audio = Path(entry.audio).resolve()
+    inside = audio.is_relative_to(root.resolve())
+    split = entry.split or assign_split(entry.speaker or entry.id, cfg.dev_fraction, cfg.test_fraction)
+    return Utterance(
+        id=entry.id,
+        audio=os.path.relpath(audio, root.resolve()) if inside else str(audio),
+        samples=samples,
+        sample_rate=rate,
+        transcript=entry.transcript,
+        speaker=entry.speaker,
+        split=split,
+        phonemes=entry.phonemes,
+    )
+
+
+def _check_corpus(rows: list[Utterance], bad: list[str], cfg: PrepareConfig) -> None:
+    total = len(rows) + len(bad)
+    if not rows:
+        raise CorpusError(f"source {cfg.source!r} gave no usable utterances ({len(bad)} bad)")
+    if len(bad) > cfg.max_bad_fraction * total:
+        raise CorpusError(
+            f"{len(bad)} of {total} audio files are bad (more than max_bad_fraction="
+            f"{cfg.max_bad_fraction}); first: {bad[0]}"
+        )
+    dupes = [k for k, n in Counter(r.id for r in rows).items() if n > 1]
+    if dupes:
+        raise CorpusError(f"duplicate utterance ids, e.g. {dupes[0]!r}: ids must be unique")
+
+
+def summarize(rows: list[Utterance], skipped: int = 0) -> dict:
+    """Corpus statistics for the closing note and the README."""
+    words = Counter(w for r in rows for w in r.transcript.lower().split())
+    return {
+        "utterances": len(rows),
+        "hours": round(sum(r.seconds for r in rows) / 3600, 4),
+        "speakers": len({r.speaker for r in rows}),
+        "splits": dict(Counter(r.split for r in rows)),
+        "vocabulary": len(words),
+        "skipped": skipped,
+    }

@@ -1,0 +1,70 @@
+"""Stage `train`: train one student from the teacher cache (the teacher never runs here)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.config import to_dict
+from pipeline.data import Batch, CachedUtterances, LengthBatchSampler, collate
+from pipeline.frames import FrameSpec
+from pipeline.io import write_json
+from pipeline.losses import LOSSES
+from pipeline.manifest import read_manifest
+from pipeline.students import StudentConfig
+from pipeline.students.checkpoint import build_student, save_student
+from pipeline.trainer import TrainConfig, train
+from storage import open_cache
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "model.pt"
+METRICS = "metrics.json"
+CURVE = "curve.json"
+
+
+def endless(loader: DataLoader, sampler: LengthBatchSampler) -> Iterator[Batch]:
+    """Loop over ``loader`` forever, reshuffling each epoch."""
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        yield from loader
+
+
+def run(
+    name: str, train_cfg: TrainConfig, student_cfg: StudentConfig, manifest: Path, cache: Path, out_dir: Path
+) -> dict:
+    """Train student ``name`` on the train split; write checkpoint, metrics and curve to ``out_dir``.
+
+    Raises:
+        CacheFormatError: the cache is incomplete, of another schema, or does not match the audio.
+    """
+    torch.set_num_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)
+    reader = open_cache(cache)
+    header = reader.header
+    frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
+    utts = read_manifest(manifest, split="train")
+    if not utts:
+        raise ValueError(f"{manifest}: no utterances in the train split")
+    dataset = CachedUtterances(utts, manifest, reader, frames)
+    sampler = LengthBatchSampler([u.seconds for u in utts], train_cfg.batch_seconds, train_cfg.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+
+    model = build_student(student_cfg, header.num_classes, frames)
+    losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
+    params = sum(p.numel() for p in model.parameters())
+    log.info("student %s: %s, %.2fM parameters, losses %s", name, student_cfg.arch, params / 1e6, list(losses))
+    curve, summary = train(model, losses, endless(loader, sampler), train_cfg, description=f"train {name}")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = {"name": name, "cache_fingerprint": header.fingerprint, "train": to_dict(train_cfg)}
+    save_student(out_dir / CHECKPOINT, model, student_cfg, frames, provenance)
+    metrics = {"parameters": params, **summary}
+    write_json(out_dir / CURVE, curve)
+    write_json(out_dir / METRICS, metrics)
+    return metrics
