@@ -76,8 +76,8 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
         values[name] = _convert(hints[name], data[name], key)
     try:
         return cls(**values)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from err
+    except (TypeError, ValueError, KeyError) as err:  # __post_init__ checks, registry lookups
+        raise ConfigError(f"{where}: {err.args[0] if err.args else err}") from err
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:

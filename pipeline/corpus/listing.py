@@ -48,7 +48,7 @@ class ListingSource:
             if split is not None and split not in SPLITS:
                 raise CorpusError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
             yield Entry(
-                id=safe_id(str(row.get("id") or Path(row["audio"]).with_suffix("").as_posix())),
+                id=safe_id(str(row.get("id") or Path(row["audio"]).stem)),
                 audio=audio,
                 transcript=str(row.get("transcript", "")),
                 speaker=str(row.get("speaker", "")),

@@ -1,0 +1,22 @@
+# The two commands a new user needs; both bootstrap .venv first (idempotent, ~1 min the first time).
+#   make demo   - run the whole pipeline offline (dvc repro) and print where the metrics are
+#   make test   - run the full test suite (fast and slow tests), as CI does
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: demo test test-fast bootstrap
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	dvc repro
+	@echo "metrics: eval/metrics.json and students/*/metrics.json (see also: dvc metrics show)"
+
+test: bootstrap
+	python -m pytest -m "slow or not slow"
+
+test-fast: bootstrap
+	python -m pytest

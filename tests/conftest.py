@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny version of the real params.yaml, and a tiny prepared corpus."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HUBERT_KD_NO_PROGRESS", "1")
+
+TINY_MODEL = {"conv_dim": 8, "proj_dim": 16, "lstm_layers": 1, "lstm_hidden": 16, "dropout": 0.0}
+
+
+def tiny_params() -> dict:
+    """The repository's params.yaml shrunk to seconds of work (same keys, smaller numbers)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p = copy.deepcopy(params)
+    p["prepare"]["demo"].update(speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1)
+    p["cache_teacher"]["teacher"]["num_classes"] = 20
+    p["cache_teacher"]["teacher"]["random"] = {
+        "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+        "conv_dim": 16, "proj_dim": 16,
+    }  # fmt: skip
+    p["cache_teacher"]["zarr"]["chunk_frames"] = 64
+    p["train"].update(steps=3, warmup_steps=1, batch_seconds=8.0, log_every=2)
+    for student in p["students"].values():
+        student["model"] = dict(TINY_MODEL)
+    return p
+
+
+def write_params(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A prepared tiny demo corpus (4 speakers x 3 utterances); returns its manifest path."""
+    from pipeline.config import section
+    from stages import prepare
+
+    out = tmp_path_factory.mktemp("corpus") / "data"
+    cfg = section(tiny_params(), "prepare", prepare.PrepareConfig)
+    prepare.run(cfg, out)
+    return out / prepare.MANIFEST
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny corpus cached by the tiny random teacher; returns the cache folder."""
+    from pipeline.config import section
+    from stages import cache_teacher
+
+    out = tmp_path_factory.mktemp("cache") / "cache"
+    cfg = section(tiny_params(), "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cache_teacher.run(cfg, tiny_corpus, out)
+    return out

@@ -1,0 +1,62 @@
+"""The `pipeline` CLI end to end on a tiny corpus, through typer's CliRunner."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from cli.main import app
+from conftest import tiny_params, write_params
+
+runner = CliRunner()
+
+
+def test_help_lists_the_stage_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("prepare", "cache-teacher", "train-student", "evaluate"):
+        assert command in result.output
+    for command in ("prepare", "cache-teacher", "train-student", "evaluate"):
+        sub = runner.invoke(app, [command, "--help"])
+        assert sub.exit_code == 0 and "--params" in sub.output
+
+
+def test_stages_run_from_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params()
+    params["students"] = {k: params["students"][k] for k in ("ce", "dkd_b4")}
+    write_params(tmp_path / "params.yaml", params)
+    for args in (["prepare"], ["cache-teacher"], ["train-student", "ce"], ["train-student", "dkd_b4"], ["evaluate"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["students"]) == {"ce", "dkd_b4"}
+    for values in metrics["students"].values():
+        assert 0.0 <= values["top1_agreement"] <= 1.0 and values["kl"] >= 0.0 and values["frames"] > 0
+    student = json.loads((tmp_path / "students" / "dkd_b4" / "metrics.json").read_text())
+    assert {"ce", "dkd", "tckd", "nckd", "loss"} <= set(student["final"])
+    curve = json.loads((tmp_path / "students" / "dkd_b4" / "curve.json").read_text())
+    assert [p["step"] for p in curve] == [2, 3]
+
+
+def test_config_errors_exit_2_and_name_the_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params()
+    params["train"]["stepz"] = 3
+    write_params(tmp_path / "params.yaml", params)
+    result = runner.invoke(app, ["train-student", "ce"])
+    assert result.exit_code == 2 and "unknown key train.stepz" in result.output
+    result = runner.invoke(app, ["train-student", "nobody"])
+    assert result.exit_code == 2
+
+
+def test_missing_inputs_exit_1_with_a_hint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_params())
+    result = runner.invoke(app, ["cache-teacher"])
+    assert result.exit_code == 1 and "run `pipeline prepare` first" in result.output
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.jsonl").write_text("")
+    result = runner.invoke(app, ["train-student", "ce"])
+    assert result.exit_code == 1 and "no header.json" in result.output
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["steps"] == 3

@@ -1,0 +1,94 @@
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_params
+from pipeline.config import ConfigError, from_dict, load_params, section
+from pipeline.students import parse_students
+from pipeline.trainer import TrainConfig
+from stages.cache_teacher import CacheTeacherConfig
+from stages.evaluate import EvaluateConfig
+from stages.prepare import PrepareConfig
+
+SECTIONS = {
+    "prepare": PrepareConfig,
+    "cache_teacher": CacheTeacherConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+}
+
+
+@dataclass(frozen=True)
+class Inner:
+    rate: float
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Outer:
+    steps: int
+    inner: Inner
+    label: str | None = None
+
+
+def test_nested_dataclass_is_built_and_typed():
+    cfg = from_dict(Outer, {"steps": 3, "inner": {"rate": 1, "names": ["a", "b"]}}, "x")
+    assert cfg == Outer(steps=3, inner=Inner(rate=1.0, names=("a", "b")))
+    assert isinstance(cfg.inner.rate, float)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"steps": 3, "inner": {"rate": 1.0, "names": []}, "stepz": 1}, "unknown key x.stepz"),
+        ({"steps": 3, "inner": {"rate": 1.0}}, "missing key x.inner.names"),
+        ({"steps": "3", "inner": {"rate": 1.0, "names": []}}, "x.steps: expected int"),
+        ({"steps": True, "inner": {"rate": 1.0, "names": []}}, "x.steps: expected int"),
+        ({"steps": 3, "inner": {"rate": "fast", "names": []}}, "x.inner.rate"),
+    ],
+)
+def test_bad_keys_are_named(data, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        from_dict(Outer, data, "x")
+
+
+def test_repository_params_load():
+    params = load_params(ROOT / "params.yaml")
+    for name, cls in SECTIONS.items():
+        section(params, name, cls)
+    students = parse_students(params)
+    assert {"ce", "kd", "dkd_b1", "dkd_b4"} <= set(students)
+    assert students["dkd_b4"].losses["dkd"].beta == 4.0
+
+
+def test_student_loss_typo_is_named():
+    params = tiny_params()
+    params["students"]["kd"]["losses"]["kd"]["tua"] = 2.0
+    with pytest.raises(ConfigError, match=r"unknown key students\.kd\.losses\.kd\.tua"):
+        parse_students(params)
+    params = tiny_params()
+    params["students"]["kd"]["losses"]["kdd"] = {"weight": 1.0}
+    with pytest.raises(ConfigError, match="unknown loss 'kdd'; registered: ce, dkd, kd"):
+        parse_students(params)
+
+
+def test_unknown_section_and_registry_names():
+    with pytest.raises(ConfigError, match="no section 'nope'"):
+        section({"a": {}}, "nope", Outer)
+    params = tiny_params()
+    params["prepare"]["source"] = "timit"
+    with pytest.raises(ConfigError, match="unknown corpus source 'timit'"):
+        section(params, "prepare", PrepareConfig)
+
+
+def test_dvc_params_match_the_sections_each_stage_reads():
+    """Each dvc stage declares exactly the params sections its command loads."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["prepare"]["params"] == ["prepare"]
+    assert stages["cache_teacher"]["params"] == ["cache_teacher"]
+    assert stages["train"]["do"]["params"] == ["train", "students.${key}"]
+    assert stages["train"]["foreach"] == "${students}"
+    assert stages["evaluate"]["params"] == ["evaluate", "students"]
+    params = load_params(ROOT / "params.yaml")
+    assert set(params) == set(SECTIONS) | {"students"}

@@ -1,0 +1,51 @@
+"""Students: shapes, frame alignment with the cache, padding independence, checkpoints."""
+
+import torch
+
+from conftest import TINY_MODEL
+from pipeline.frames import FrameSpec
+from pipeline.students import STUDENTS
+from pipeline.students.checkpoint import load_student, save_student
+from pipeline.students.base import StudentConfig
+from pipeline.students.lstm import LSTMStudentConfig
+from pipeline.losses.ce import CEConfig
+
+HUBERT = FrameSpec((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))
+
+
+def _student(**overrides):
+    torch.manual_seed(0)
+    cfg = LSTMStudentConfig(**{**TINY_MODEL, "lstm_layers": 2, **overrides})
+    return STUDENTS["lstm"](cfg, num_classes=11, frames=HUBERT).eval(), cfg
+
+
+def test_shapes_and_frames_follow_the_teacher_stack():
+    model, cfg = _student()
+    lengths = torch.tensor([32_000, 16_000, 4_000])
+    wav = torch.randn(3, 32_000) * 0.1
+    logits, frame_lengths = model(wav, lengths)
+    assert logits.shape == (3, 99, 11)
+    assert frame_lengths.tolist() == [HUBERT.num_frames(int(n)) for n in lengths] == [99, 49, 12]
+    layers, _ = model.extract_features(wav, lengths)
+    assert len(layers) == 1 + cfg.lstm_layers
+    assert layers[0].shape == (3, 99, cfg.proj_dim) and layers[-1].shape == (3, 99, 2 * cfg.lstm_hidden)
+
+
+def test_padding_does_not_change_valid_frames():
+    model, _ = _student()
+    g = torch.Generator().manual_seed(3)
+    a, b = 0.1 * torch.randn(20_000, generator=g), 0.1 * torch.randn(7_000, generator=g)
+    batch = torch.stack([a, torch.cat([b, torch.full((13_000,), 0.9)])])  # garbage padding
+    logits, frames = model(batch, torch.tensor([20_000, 7_000]))
+    alone, _ = model(b[None], torch.tensor([7_000]))
+    torch.testing.assert_close(logits[1, : frames[1]], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model, cfg = _student()
+    spec = StudentConfig(arch="lstm", model=cfg, losses={"ce": CEConfig(weight=1.0)})
+    save_student(tmp_path / "m.pt", model, spec, HUBERT, {"cache_fingerprint": "abc"})
+    loaded, ckpt = load_student(tmp_path / "m.pt")
+    wav = torch.randn(1, 8_000)
+    torch.testing.assert_close(loaded(wav, torch.tensor([8_000]))[0], model(wav, torch.tensor([8_000]))[0])
+    assert ckpt["cache_fingerprint"] == "abc" and ckpt["losses"] == {"ce": {"weight": 1.0}}
