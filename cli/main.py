@@ -1,4 +1,8 @@
-"""The `pipeline` command: thin typer wrappers that load a params section and call a stage."""
+"""The `pipeline` command: thin typer wrappers that load a params section and call a stage.
+
+Stages are imported inside each command so that `pipeline --help` (and any process that
+imports this module, such as a spawned worker) does not pay for torch and transformers.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,8 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from pipeline.audio import AudioError
-from pipeline.config import ConfigError, load_params, section
-from pipeline.corpus import CorpusError
-from pipeline.manifest import ManifestError
-from pipeline.students import parse_students
-from pipeline.trainer import TrainConfig
-from stages import cache_teacher, evaluate, prepare, train_student
-from storage import CacheFormatError
+from pipeline.config import load_params, section
+from pipeline.errors import AudioError, CacheFormatError, ConfigError, CorpusError, ManifestError
 
 app = typer.Typer(
     help="Distil HuBERT into small LSTM students from a cached teacher (KD / DKD).",
@@ -59,11 +57,17 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logg
 
 @app.command("prepare")
 def prepare_cmd(
-    out: Path = typer.Option(Path("data"), help="output folder: manifest.jsonl, summary.json, audio/"),
+    out: Path = typer.Option(
+        Path("data"), help="output folder: manifest.jsonl, summary.json, audio/"
+    ),
     params: Path = PARAMS,
-    skip_bad: bool = typer.Option(None, "--skip-bad/--no-skip-bad", help="override prepare.skip_bad"),
+    skip_bad: bool = typer.Option(
+        None, "--skip-bad/--no-skip-bad", help="override prepare.skip_bad"
+    ),
 ) -> None:
     """Build the corpus manifest (demo synthesis, LibriSpeech folder or a user list)."""
+    from stages import prepare
+
     with reported():
         raw = load_params(params)
         if skip_bad is not None:
@@ -79,6 +83,8 @@ def cache_teacher_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Run the teacher once over the corpus and cache per-frame logits and targets."""
+    from stages import cache_teacher
+
     with reported():
         cfg = section(load_params(params), "cache_teacher", cache_teacher.CacheTeacherConfig)
         header = cache_teacher.run(cfg, manifest, out)
@@ -94,6 +100,10 @@ def train_student_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Train one student from the teacher cache (the teacher is never run)."""
+    from pipeline.students import parse_students
+    from pipeline.trainer import TrainConfig
+    from stages import train_student
+
     with reported():
         raw = load_params(params)
         train_cfg = section(raw, "train", TrainConfig)
@@ -114,6 +124,9 @@ def evaluate_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Score every student in params against the teacher on the held-out split."""
+    from pipeline.students import parse_students
+    from stages import evaluate, train_student
+
     with reported():
         raw = load_params(params)
         cfg = section(raw, "evaluate", evaluate.EvaluateConfig)

@@ -26,9 +26,17 @@ def teacher_agreement(model: nn.Module, batches: Iterable[Batch]) -> dict[str, f
         n = batch.num_frames
         hits = (logits.argmax(-1) == batch.targets) & batch.frame_mask
         sums["top1_agreement"] += float(hits.sum())
-        sums["kl"] += float(kd_loss(logits, batch.teacher_logits, batch.frame_mask, tau=1.0)["kd"]) * n
+        sums["kl"] += (
+            float(kd_loss(logits, batch.teacher_logits, batch.frame_mask, tau=1.0)["kd"]) * n
+        )
         parts = dkd_loss(
-            logits, batch.teacher_logits, batch.targets, batch.frame_mask, alpha=1.0, beta=1.0, tau=1.0
+            logits,
+            batch.teacher_logits,
+            batch.targets,
+            batch.frame_mask,
+            alpha=1.0,
+            beta=1.0,
+            tau=1.0,
         )
         sums["tckd"] += float(parts["tckd"]) * n
         sums["nckd"] += float(parts["nckd"]) * n

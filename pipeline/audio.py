@@ -9,11 +9,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from pipeline.errors import AudioError
+
 SAMPLE_RATE = 16_000
-
-
-class AudioError(ValueError):
-    """An audio file that is missing, unreadable, empty or not finite."""
 
 
 def resample(wav: torch.Tensor, orig_rate: int, new_rate: int = SAMPLE_RATE) -> torch.Tensor:

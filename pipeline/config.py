@@ -16,11 +16,9 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pipeline.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A params file or section that does not match its dataclass."""
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -129,6 +127,7 @@ def _primitive(tp: Any, value: Any, key: str) -> Any:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass (for checkpoints and cache headers)."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, Path):
             return str(v)

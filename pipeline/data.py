@@ -114,7 +114,9 @@ class LengthBatchSampler(Sampler[list[int]]):
     def _batches(self) -> list[list[int]]:
         rng = random.Random(self.seed * 100_003 + self.epoch)
         noise = [rng.random() if self.shuffle else 0.0 for _ in self.seconds]
-        order = sorted(range(len(self.seconds)), key=lambda i: (self.seconds[i] + 0.2 * noise[i], i))
+        order = sorted(
+            range(len(self.seconds)), key=lambda i: (self.seconds[i] + 0.2 * noise[i], i)
+        )
         batches: list[list[int]] = []
         batch: list[int] = []
         longest = 0.0

@@ -38,7 +38,7 @@ class FrameSpec:
         """Frames a valid (unpadded) input of ``samples`` produces: ``floor((n - k) / s) + 1``
         per layer, clamped at 0 for inputs shorter than the receptive field."""
         n = samples
-        for k, s in zip(self.kernels, self.strides):
+        for k, s in zip(self.kernels, self.strides, strict=True):
             n = (n - k) // s + 1
             n = n.clamp(min=0) if isinstance(n, torch.Tensor) else max(n, 0)
         return n

@@ -19,7 +19,9 @@ class ClusterHead(nn.Module):
         logit_temp: the temperature (0.1 in HuBERT).
     """
 
-    def __init__(self, hidden_size: int, proj_dim: int, num_classes: int, logit_temp: float) -> None:
+    def __init__(
+        self, hidden_size: int, proj_dim: int, num_classes: int, logit_temp: float
+    ) -> None:
         super().__init__()
         self.final_proj = nn.Linear(hidden_size, proj_dim)
         self.label_embs = nn.Parameter(torch.empty(num_classes, proj_dim).normal_())

@@ -8,13 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import ManifestError
 from pipeline.io import atomic_write_text
 
 SPLITS = ("train", "dev", "test")
-
-
-class ManifestError(ValueError):
-    """A manifest file or row that cannot be used."""
 
 
 @dataclass(frozen=True)

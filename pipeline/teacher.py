@@ -50,7 +50,9 @@ class TeacherConfig:
 
     def __post_init__(self) -> None:
         if self.source not in TEACHER_SOURCES:
-            raise ValueError(f"teacher source {self.source!r} unknown; available: {TEACHER_SOURCES}")
+            raise ValueError(
+                f"teacher source {self.source!r} unknown; available: {TEACHER_SOURCES}"
+            )
 
 
 class Teacher(nn.Module):

@@ -87,7 +87,8 @@ def train(
             batch = next(batches)
             logits, _ = model(batch.wav, batch.lengths)
             if logits.shape[:2] != batch.frame_mask.shape:
-                raise RuntimeError(f"student frames {tuple(logits.shape[:2])} != cache {tuple(batch.frame_mask.shape)}")
+                got, want = tuple(logits.shape[:2]), tuple(batch.frame_mask.shape)
+                raise RuntimeError(f"student gives {got} frames, the cache {want}")
             warm = min(1.0, step / cfg.distill_warmup_steps) if cfg.distill_warmup_steps else 1.0
             total = logits.new_zeros(())
             for name, loss in losses.items():

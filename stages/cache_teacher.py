@@ -97,14 +97,21 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         task = bar.add_task("cache-teacher", total=len(utts), info="")
         for batch in length_batches(utts, cfg.batch_seconds):
             wavs = [read_audio(audio_path(u, manifest)) for u in batch]
-            for utt, wav in zip(batch, wavs):
+            for utt, wav in zip(batch, wavs, strict=True):
                 if teacher.frames.num_frames(len(wav)) < 1:
                     raise ValueError(f"{utt.id}: {len(wav)} samples is too short for one frame")
-            for utt, logits in zip(batch, teacher.logits(wavs)):
-                writer.write(utt.id, {"logits": logits.numpy(), "targets": logits.argmax(-1).numpy()})
+            for utt, logits in zip(batch, teacher.logits(wavs), strict=True):
+                writer.write(
+                    utt.id, {"logits": logits.numpy(), "targets": logits.argmax(-1).numpy()}
+                )
                 frames += len(logits)
             rate = frames / (time.perf_counter() - start)
             bar.update(task, advance=len(batch), info=f"{rate:,.0f} frames/s")
         header = writer.close()
-    log.info("cached %d utterances, %d frames with %s", header.num_utterances, header.num_frames, header.teacher)
+    log.info(
+        "cached %d utterances, %d frames with %s",
+        header.num_utterances,
+        header.num_frames,
+        header.teacher,
+    )
     return header

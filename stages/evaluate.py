@@ -41,7 +41,9 @@ class EvaluateConfig:
             raise ValueError(f"split must be one of {SPLITS}")
 
 
-def run(cfg: EvaluateConfig, manifest: Path, cache: Path, students: dict[str, Path], out_dir: Path) -> dict:
+def run(
+    cfg: EvaluateConfig, manifest: Path, cache: Path, students: dict[str, Path], out_dir: Path
+) -> dict:
     """Write ``out_dir/metrics.json``: per student, top-1 agreement, KL and DKD parts.
 
     Args:
@@ -57,17 +59,26 @@ def run(cfg: EvaluateConfig, manifest: Path, cache: Path, students: dict[str, Pa
     if not utts:
         raise ValueError(f"{manifest}: no utterances in the {cfg.split} split")
     dataset = CachedUtterances(utts, manifest, reader, frames)
-    sampler = LengthBatchSampler([u.seconds for u in utts], cfg.batch_seconds, seed=0, shuffle=False)
+    sampler = LengthBatchSampler(
+        [u.seconds for u in utts], cfg.batch_seconds, seed=0, shuffle=False
+    )
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     results = {}
     missing = [f"{p} ({n})" for n, p in students.items() if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"student checkpoints not found: {', '.join(missing)}; run train-student first")
+        raise FileNotFoundError(
+            f"student checkpoints not found: {', '.join(missing)}; run train-student first"
+        )
     for name, checkpoint in students.items():
         model, ckpt = load_student(checkpoint)
         if ckpt["cache_fingerprint"] != reader.header.fingerprint:
-            raise CacheFormatError(f"{checkpoint}: student {name!r} was trained on another teacher's cache")
-        results[name] = {"parameters": sum(p.numel() for p in model.parameters()), **teacher_agreement(model, loader)}
+            raise CacheFormatError(
+                f"{checkpoint}: student {name!r} was trained on another teacher's cache"
+            )
+        results[name] = {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            **teacher_agreement(model, loader),
+        }
         log.info("%s: %s", name, results[name])
     metrics = {"split": cfg.split, "teacher": reader.header.teacher, "students": results}
     write_json(out_dir / METRICS, metrics)

@@ -93,7 +93,9 @@ def _checked(entry: Entry, root: Path, cfg: PrepareConfig) -> Utterance:
     samples, rate = check_audio(entry.audio)
     audio = Path(entry.audio).resolve()
     inside = audio.is_relative_to(root.resolve())
-    split = entry.split or assign_split(entry.speaker or entry.id, cfg.dev_fraction, cfg.test_fraction)
+    split = entry.split or assign_split(
+        entry.speaker or entry.id, cfg.dev_fraction, cfg.test_fraction
+    )
     return Utterance(
         id=entry.id,
         audio=os.path.relpath(audio, root.resolve()) if inside else str(audio),

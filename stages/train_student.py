@@ -36,9 +36,14 @@ def endless(loader: DataLoader, sampler: LengthBatchSampler) -> Iterator[Batch]:
 
 
 def run(
-    name: str, train_cfg: TrainConfig, student_cfg: StudentConfig, manifest: Path, cache: Path, out_dir: Path
+    name: str,
+    train_cfg: TrainConfig,
+    student_cfg: StudentConfig,
+    manifest: Path,
+    cache: Path,
+    out_dir: Path,
 ) -> dict:
-    """Train student ``name`` on the train split; write checkpoint, metrics and curve to ``out_dir``.
+    """Train student ``name`` on the train split; write checkpoint, metrics, curve to ``out_dir``.
 
     Raises:
         CacheFormatError: the cache is incomplete, of another schema, or does not match the audio.
@@ -58,11 +63,23 @@ def run(
     model = build_student(student_cfg, header.num_classes, frames)
     losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
     params = sum(p.numel() for p in model.parameters())
-    log.info("student %s: %s, %.2fM parameters, losses %s", name, student_cfg.arch, params / 1e6, list(losses))
-    curve, summary = train(model, losses, endless(loader, sampler), train_cfg, description=f"train {name}")
+    log.info(
+        "student %s: %s, %.2fM parameters, losses %s",
+        name,
+        student_cfg.arch,
+        params / 1e6,
+        list(losses),
+    )
+    curve, summary = train(
+        model, losses, endless(loader, sampler), train_cfg, description=f"train {name}"
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    provenance = {"name": name, "cache_fingerprint": header.fingerprint, "train": to_dict(train_cfg)}
+    provenance = {
+        "name": name,
+        "cache_fingerprint": header.fingerprint,
+        "train": to_dict(train_cfg),
+    }
     save_student(out_dir / CHECKPOINT, model, student_cfg, frames, provenance)
     metrics = {"parameters": params, **summary}
     write_json(out_dir / CURVE, curve)

@@ -13,16 +13,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.errors import CacheFormatError
 from pipeline.registry import Registry
 
 SCHEMA_VERSION = 1
 HEADER = "header.json"
 
 BACKENDS: Registry = Registry("cache backend")
-
-
-class CacheFormatError(ValueError):
-    """A cache folder that is incomplete, damaged or of an unknown schema."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ def read_header(path: Path) -> CacheHeader:
     file = Path(path) / HEADER
     if not file.is_file():
         raise CacheFormatError(
-            f"{path}: no {HEADER}; not a cache or an incomplete one (rerun `pipeline cache-teacher`)"
+            f"{path}: no {HEADER}; not a cache, or an incomplete one (rerun cache-teacher)"
         )
     try:
         raw = json.loads(file.read_text())

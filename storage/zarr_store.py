@@ -85,7 +85,7 @@ class ZarrWriter:
         n = logits.shape[0]
         if logits.shape != (n, self.header.num_classes) or targets.shape != (n,) or n == 0:
             raise ValueError(
-                f"{key}: expected logits (n, {self.header.num_classes}) and targets (n,) with n > 0, "
+                f"{key}: expected logits (n, {self.header.num_classes}) and targets (n,), n > 0; "
                 f"got {logits.shape} and {targets.shape}"
             )
         if key in self._seen:
@@ -120,7 +120,9 @@ class ZarrWriter:
         self._flush(final=True)
         ids = self._group.create_array("utt_ids", shape=(len(self._ids),), dtype=str)
         ids[:] = np.array(self._ids, dtype=str)
-        offsets = self._group.create_array("frame_offsets", shape=(len(self._offsets),), dtype="int64")
+        offsets = self._group.create_array(
+            "frame_offsets", shape=(len(self._offsets),), dtype="int64"
+        )
         offsets[:] = np.array(self._offsets, dtype=np.int64)
         self.header = dataclasses.replace(
             self.header, num_utterances=len(self._ids), num_frames=self._written

@@ -19,7 +19,9 @@ def tiny_params() -> dict:
     """The repository's params.yaml shrunk to seconds of work (same keys, smaller numbers)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = copy.deepcopy(params)
-    p["prepare"]["demo"].update(speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1)
+    p["prepare"]["demo"].update(
+        speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1
+    )
     p["cache_teacher"]["teacher"]["num_classes"] = 20
     p["cache_teacher"]["teacher"]["random"] = {
         "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,

@@ -3,10 +3,10 @@
 import json
 
 import yaml
+from conftest import tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
-from conftest import tiny_params, write_params
 
 runner = CliRunner()
 
@@ -26,13 +26,21 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
     params = tiny_params()
     params["students"] = {k: params["students"][k] for k in ("ce", "dkd_b4")}
     write_params(tmp_path / "params.yaml", params)
-    for args in (["prepare"], ["cache-teacher"], ["train-student", "ce"], ["train-student", "dkd_b4"], ["evaluate"]):
+    for args in (
+        ["prepare"],
+        ["cache-teacher"],
+        ["train-student", "ce"],
+        ["train-student", "dkd_b4"],
+        ["evaluate"],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["students"]) == {"ce", "dkd_b4"}
     for values in metrics["students"].values():
-        assert 0.0 <= values["top1_agreement"] <= 1.0 and values["kl"] >= 0.0 and values["frames"] > 0
+        assert (
+            0.0 <= values["top1_agreement"] <= 1.0 and values["kl"] >= 0.0 and values["frames"] > 0
+        )
     student = json.loads((tmp_path / "students" / "dkd_b4" / "metrics.json").read_text())
     assert {"ce", "dkd", "tckd", "nckd", "loss"} <= set(student["final"])
     curve = json.loads((tmp_path / "students" / "dkd_b4" / "curve.json").read_text())

@@ -2,8 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 import yaml
-
 from conftest import ROOT, tiny_params
+
 from pipeline.config import ConfigError, from_dict, load_params, section
 from pipeline.students import parse_students
 from pipeline.trainer import TrainConfig

@@ -1,12 +1,12 @@
-"""Corpus sources and the prepare stage: demo synthesis, LibriSpeech folders, user lists, bad audio."""
+"""Corpus sources and the prepare stage: demo, LibriSpeech folders, user lists, bad audio."""
 
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import tiny_params
+
 from pipeline.audio import AudioError, read_audio
 from pipeline.config import section
 from pipeline.corpus import CorpusError
@@ -65,7 +65,16 @@ def test_demo_is_deterministic_for_a_seed(tiny_corpus, tmp_path):
 def test_demo_voices_vary_and_grammar_is_closed():
     import random
 
-    spk = speakers(DemoConfig(seed=3, speakers=30, utterances_per_speaker=1, dev_speakers=3, test_speakers=3))
+    spk = speakers(
+        DemoConfig(
+            seed=3,
+            speakers=30,
+            utterances_per_speaker=1,
+            dev_speakers=3,
+            test_speakers=3,
+            workers=1,
+        )
+    )
     assert len({s.voice for s in spk}) == 30
     assert len({s.voice.split("+")[0] for s in spk}) >= 5
     assert all(130 <= s.rate_wpm <= 200 and 25 <= s.pitch <= 75 for s in spk)
@@ -85,21 +94,35 @@ def test_librispeech_folder(tmp_path):
             _tone(chapter / f"{utt}.flac", rate=8000, channels=2)
             lines.append(f"{utt} HELLO WORLD NUMBER {n}")
         (chapter / f"{spk}-198.trans.txt").write_text("\n".join(lines) + "\n")
-    summary = prepare.run(_cfg(source="librispeech", librispeech__root=str(root)), tmp_path / "data")
-    rows = read_manifest(tmp_path / "data" / "manifest.jsonl")
+    summary = prepare.run(
+        _cfg(source="librispeech", librispeech__root=str(root)), tmp_path / "data"
+    )
+    rows = {r.id: r for r in read_manifest(tmp_path / "data" / "manifest.jsonl")}
     assert summary["splits"] == {"train": 2, "test": 2}
-    assert rows[0].id == "19-198-0000" and rows[0].transcript == "HELLO WORLD NUMBER 0"
-    assert rows[0].speaker == "19" and rows[0].sample_rate == 8000 and rows[0].samples == 4000
-    wav = read_audio(audio_path(rows[0], tmp_path / "data" / "manifest.jsonl"))
+    row = rows["19-198-0000"]
+    assert (
+        row.transcript == "HELLO WORLD NUMBER 0"
+        and row.split == "train"
+        and rows["61-198-0001"].split == "test"
+    )
+    assert row.speaker == "19" and row.sample_rate == 8000 and row.samples == 4000
+    wav = read_audio(audio_path(row, tmp_path / "data" / "manifest.jsonl"))
     assert wav.ndim == 1 and len(wav) == 8000
 
 
 def test_user_lists_jsonl_tsv_and_fairseq(tmp_path):
     audio = [_tone(tmp_path / "wavs" / f"a.{i}.wav") for i in range(4)]
     jsonl = tmp_path / "list.jsonl"
-    jsonl.write_text("\n".join(json.dumps({"audio": f"wavs/{p.name}", "speaker": f"s{i}"}) for i, p in enumerate(audio)))
+    jsonl.write_text(
+        "\n".join(
+            json.dumps({"audio": f"wavs/{p.name}", "speaker": f"s{i}"}) for i, p in enumerate(audio)
+        )
+    )
     tsv = tmp_path / "list.tsv"
-    tsv.write_text("audio\ttranscript\tsplit\n" + "".join(f"{p}\tword {i}\ttest\n" for i, p in enumerate(audio)))
+    tsv.write_text(
+        "audio\ttranscript\tsplit\n"
+        + "".join(f"{p}\tword {i}\ttest\n" for i, p in enumerate(audio))
+    )
     fairseq = tmp_path / "fairseq.tsv"
     fairseq.write_text(f"{tmp_path / 'wavs'}\n" + "".join(f"{p.name}\t8000\n" for p in audio))
     for i, path in enumerate((jsonl, tsv, fairseq)):
@@ -110,7 +133,9 @@ def test_user_lists_jsonl_tsv_and_fairseq(tmp_path):
         assert all("." not in r.id for r in rows)  # WebDataset-safe keys
         assert all(audio_path(r, out / "manifest.jsonl").is_file() for r in rows)
     assert {r.split for r in rows} <= {"train", "dev", "test"}
-    assert {r.transcript for r in read_manifest(tmp_path / "data1" / "manifest.jsonl")} == {f"word {i}" for i in range(4)}
+    assert {r.transcript for r in read_manifest(tmp_path / "data1" / "manifest.jsonl")} == {
+        f"word {i}" for i in range(4)
+    }
 
 
 @pytest.mark.parametrize(
@@ -119,7 +144,7 @@ def test_user_lists_jsonl_tsv_and_fairseq(tmp_path):
         (lambda p: p, "audio file not found"),
         (lambda p: (p.write_bytes(b"not audio at all"), p)[1], "cannot decode audio"),
         (lambda p: _tone(p, seconds=0.0), "audio is empty"),
-        (lambda p: _tone(p, value=np.nan, subtype="FLOAT"), "NaN or Inf"),
+        (lambda p: _tone(p, value=np.nan, subtype="FLOAT"), "audio contains NaN or Inf"),
     ],
 )
 def test_bad_audio_is_named_or_skipped(tmp_path, make, message):
@@ -131,13 +156,18 @@ def test_bad_audio_is_named_or_skipped(tmp_path, make, message):
         prepare.run(_cfg(source="manifest", manifest__path=str(listing)), tmp_path / "data")
     assert not (tmp_path / "data").exists()  # nothing half-written is left looking complete
     with pytest.raises(CorpusError, match="1 of 4 audio files are bad"):
-        prepare.run(_cfg(source="manifest", manifest__path=str(listing), skip_bad=True), tmp_path / "data")
+        prepare.run(
+            _cfg(source="manifest", manifest__path=str(listing), skip_bad=True), tmp_path / "data"
+        )
     summary = prepare.run(
-        _cfg(source="manifest", manifest__path=str(listing), skip_bad=True, max_bad_fraction=0.5), tmp_path / "data"
+        _cfg(source="manifest", manifest__path=str(listing), skip_bad=True, max_bad_fraction=0.5),
+        tmp_path / "data",
     )
     assert summary["utterances"] == 3 and summary["skipped"] == 1
 
 
 def test_missing_corpus_folder_is_named(tmp_path):
     with pytest.raises(CorpusError, match="nowhere: LibriSpeech folder not found"):
-        prepare.run(_cfg(source="librispeech", librispeech__root=str(tmp_path / "nowhere")), tmp_path / "d")
+        prepare.run(
+            _cfg(source="librispeech", librispeech__root=str(tmp_path / "nowhere")), tmp_path / "d"
+        )

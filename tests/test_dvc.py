@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
@@ -41,7 +40,8 @@ def repo(tmp_path):
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site"),
         "HUBERT_KD_NO_PROGRESS": "1",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
     }  # fmt: skip
     _run(["git", "init", "-q"], repo, env)
     _run(["dvc", "init", "-q"], repo, env)
@@ -52,7 +52,14 @@ def repo(tmp_path):
 def test_repro_then_loss_change_reruns_only_students(repo):
     repo, env = repo
     first = _run(["dvc", "repro"], repo, env)
-    assert _ran(first) == {"prepare", "cache_teacher", "train@ce", "train@kd", "train@dkd_b4", "evaluate"}
+    assert _ran(first) == {
+        "prepare",
+        "cache_teacher",
+        "train@ce",
+        "train@kd",
+        "train@dkd_b4",
+        "evaluate",
+    }
     metrics = yaml.safe_load((repo / "eval" / "metrics.json").read_text())
     assert set(metrics["students"]) == {"ce", "kd", "dkd_b4"}
     header_mtime = (repo / "cache" / "header.json").stat().st_mtime_ns

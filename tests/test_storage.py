@@ -18,13 +18,17 @@ def _header(c=7):
     return CacheHeader(
         schema_version=SCHEMA_VERSION, backend="zarr", teacher="test", fingerprint="f" * 64,
         corpus="c" * 64, num_classes=c, frame_rate=50.0, frame_kernels=[10], frame_strides=[320],
-        codec={"name": "full", "dtype": "float16"}, target_source="argmax", num_utterances=0, num_frames=0,
+        codec={"name": "full", "dtype": "float16"}, target_source="argmax",
+        num_utterances=0, num_frames=0,
     )  # fmt: skip
 
 
 def _utts(c=7):
     rng = np.random.default_rng(0)
-    return {f"utt-{i}": rng.normal(size=(n, c)).astype(np.float32) for i, n in enumerate([5, 13, 1, 9, 30])}
+    return {
+        f"utt-{i}": rng.normal(size=(n, c)).astype(np.float32)
+        for i, n in enumerate([5, 13, 1, 9, 30])
+    }
 
 
 def _write(path, utts, chunk=8):
@@ -46,7 +50,9 @@ def test_round_trip(tmp_path):
         np.testing.assert_allclose(got["logits"], logits, rtol=1e-3, atol=1e-3)  # fp16 storage
         np.testing.assert_array_equal(got["targets"], logits.argmax(-1))
         assert reader.num_frames(key) == len(logits)
-    np.testing.assert_array_equal(reader.read("utt-4", frames=slice(3, 6))["targets"], utts["utt-4"][3:6].argmax(-1))
+    np.testing.assert_array_equal(
+        reader.read("utt-4", frames=slice(3, 6))["targets"], utts["utt-4"][3:6].argmax(-1)
+    )
     with pytest.raises(KeyError, match="utt-9"):
         reader.read("utt-9")
 
@@ -58,11 +64,15 @@ def test_plain_zarr_and_dask_read_the_cache(tmp_path):
     offsets = group["frame_offsets"][:]
     ids = list(group["utt_ids"][:])
     i = ids.index("utt-3")
-    np.testing.assert_allclose(group["logits"][offsets[i] : offsets[i + 1]], utts["utt-3"], atol=1e-2)
+    np.testing.assert_allclose(
+        group["logits"][offsets[i] : offsets[i + 1]], utts["utt-3"], atol=1e-2
+    )
     assert group.attrs["hubert_kd"]["num_frames"] == 58
     targets = da.from_zarr(str(tmp_path / "cache"), component="targets")
     assert int(targets.shape[0]) == 58
-    np.testing.assert_array_equal(targets.compute(), np.concatenate([u.argmax(-1) for u in utts.values()]))
+    np.testing.assert_array_equal(
+        targets.compute(), np.concatenate([u.argmax(-1) for u in utts.values()])
+    )
 
 
 def test_failed_write_leaves_nothing_and_keeps_old_cache(tmp_path):
@@ -111,6 +121,8 @@ def test_cache_matches_the_corpus(tiny_corpus, tiny_cache):
         got = reader.read(row.id)
         assert len(got["targets"]) == frames.num_frames(row.samples)
         # targets are the argmax of the fp32 logits: a maximum of the stored fp16 logits too
-        picked = np.take_along_axis(got["logits"], got["targets"][:, None].astype(int), axis=1)[:, 0]
+        picked = np.take_along_axis(got["logits"], got["targets"][:, None].astype(int), axis=1)[
+            :, 0
+        ]
         np.testing.assert_array_equal(picked, got["logits"].max(axis=1))
     assert "untrained" in reader.header.teacher

@@ -1,14 +1,14 @@
 """Students: shapes, frame alignment with the cache, padding independence, checkpoints."""
 
 import torch
-
 from conftest import TINY_MODEL
+
 from pipeline.frames import FrameSpec
-from pipeline.students import STUDENTS
-from pipeline.students.checkpoint import load_student, save_student
-from pipeline.students.base import StudentConfig
-from pipeline.students.lstm import LSTMStudentConfig
 from pipeline.losses.ce import CEConfig
+from pipeline.students import STUDENTS
+from pipeline.students.base import StudentConfig
+from pipeline.students.checkpoint import load_student, save_student
+from pipeline.students.lstm import LSTMStudentConfig
 
 HUBERT = FrameSpec((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))
 
@@ -28,7 +28,11 @@ def test_shapes_and_frames_follow_the_teacher_stack():
     assert frame_lengths.tolist() == [HUBERT.num_frames(int(n)) for n in lengths] == [99, 49, 12]
     layers, _ = model.extract_features(wav, lengths)
     assert len(layers) == 1 + cfg.lstm_layers
-    assert layers[0].shape == (3, 99, cfg.proj_dim) and layers[-1].shape == (3, 99, 2 * cfg.lstm_hidden)
+    assert layers[0].shape == (3, 99, cfg.proj_dim) and layers[-1].shape == (
+        3,
+        99,
+        2 * cfg.lstm_hidden,
+    )
 
 
 def test_padding_does_not_change_valid_frames():
@@ -47,5 +51,7 @@ def test_checkpoint_round_trip(tmp_path):
     save_student(tmp_path / "m.pt", model, spec, HUBERT, {"cache_fingerprint": "abc"})
     loaded, ckpt = load_student(tmp_path / "m.pt")
     wav = torch.randn(1, 8_000)
-    torch.testing.assert_close(loaded(wav, torch.tensor([8_000]))[0], model(wav, torch.tensor([8_000]))[0])
+    torch.testing.assert_close(
+        loaded(wav, torch.tensor([8_000]))[0], model(wav, torch.tensor([8_000]))[0]
+    )
     assert ckpt["cache_fingerprint"] == "abc" and ckpt["losses"] == {"ce": {"weight": 1.0}}

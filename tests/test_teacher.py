@@ -2,8 +2,8 @@
 
 import torch
 import torch.nn.functional as F
-
 from conftest import tiny_params
+
 from pipeline.config import section
 from pipeline.teacher import build_teacher
 from stages.cache_teacher import CacheTeacherConfig
@@ -20,9 +20,11 @@ def test_batched_logits_equal_one_at_a_time():
     g = torch.Generator().manual_seed(1)
     wavs = [0.1 * torch.randn(n, generator=g) for n in (24_000, 16_123, 5_000, 400)]
     batched = teacher.logits(wavs)
-    for wav, got in zip(wavs, batched):
+    for wav, got in zip(wavs, batched, strict=True):
         alone = teacher.logits([wav])[0]
-        assert got.shape == alone.shape == (teacher.frames.num_frames(len(wav)), teacher.num_classes)
+        assert (
+            got.shape == alone.shape == (teacher.frames.num_frames(len(wav)), teacher.num_classes)
+        )
         torch.testing.assert_close(got, alone, rtol=1e-4, atol=1e-4)
 
 

@@ -3,20 +3,27 @@
 Speakers differ in accent, voice variant, speaking rate and pitch; sentences come from a
 small grammar over a closed vocabulary, so an ASR probe trained on a few hundred utterances
 gives a meaningful word error rate. Everything is a deterministic function of the seed.
+
+eSpeak NG keeps internal state between utterances, so each speaker is synthesised in a fresh
+process with a seeded generator (see :mod:`pipeline.espeak`): the audio then depends only on
+the seed, the speaker and its sentences, not on the order or parallelism of the work.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.audio import SAMPLE_RATE, resample, write_audio
-from pipeline.corpus.espeak import ESpeak
 from pipeline.corpus.source import SOURCES, Entry
+from pipeline.espeak import speak
 
 # eSpeak NG voice names; "en" is British English.
 ACCENTS = (
@@ -60,6 +67,7 @@ class DemoConfig:
         utterances_per_speaker: sentences spoken by each speaker.
         dev_speakers: speakers held out for the dev split.
         test_speakers: speakers held out for the test split (never seen in train).
+        workers: processes synthesising speakers in parallel.
     """
 
     seed: int
@@ -67,12 +75,13 @@ class DemoConfig:
     utterances_per_speaker: int
     dev_speakers: int
     test_speakers: int
+    workers: int
 
     def __post_init__(self) -> None:
         if self.dev_speakers + self.test_speakers >= self.speakers:
             raise ValueError("dev_speakers + test_speakers must leave at least one train speaker")
-        if min(self.speakers, self.utterances_per_speaker) < 1:
-            raise ValueError("speakers and utterances_per_speaker must be >= 1")
+        if min(self.speakers, self.utterances_per_speaker, self.workers) < 1:
+            raise ValueError("speakers, utterances_per_speaker and workers must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,13 @@ def speakers(cfg: DemoConfig) -> list[Speaker]:
         raise ValueError(f"the demo corpus has at most {len(combos)} distinct speakers")
     out = []
     for i, (accent, variant) in enumerate(rng.sample(combos, cfg.speakers)):
-        split = "test" if i < cfg.test_speakers else "dev" if i < cfg.test_speakers + cfg.dev_speakers else "train"
+        split = (
+            "test"
+            if i < cfg.test_speakers
+            else "dev"
+            if i < cfg.test_speakers + cfg.dev_speakers
+            else "train"
+        )
         out.append(
             Speaker(
                 id=f"spk{i:03d}",
@@ -141,21 +156,25 @@ class DemoSource:
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         audio_dir = out_dir / "audio"
         audio_dir.mkdir(parents=True, exist_ok=True)
-        engine = ESpeak()
         rng = random.Random(self.cfg.seed + 1)
-        for spk in speakers(self.cfg):
-            engine.set_voice(spk.voice, spk.rate_wpm, spk.pitch)
-            for j in range(self.cfg.utterances_per_speaker):
-                text = sentence(rng)
-                pcm = torch.from_numpy(engine.synthesize(text).astype("float32") / 32768.0)
-                utt_id = f"{spk.id}-{j:04d}"
-                path = audio_dir / f"{utt_id}.flac"
-                write_audio(path, resample(pcm, engine.sample_rate, SAMPLE_RATE))
-                yield Entry(
-                    id=utt_id,
-                    audio=path,
-                    transcript=text,
-                    speaker=spk.id,
-                    split=spk.split,
-                    phonemes=" ".join(engine.phonemes(text)),
-                )
+        voices = speakers(self.cfg)
+        texts = [[sentence(rng) for _ in range(self.cfg.utterances_per_speaker)] for _ in voices]
+        pool = ProcessPoolExecutor(
+            self.cfg.workers, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1
+        )
+        jobs = pool.map(
+            speak,
+            [s.voice for s in voices], [s.rate_wpm for s in voices], [s.pitch for s in voices],
+            [self.cfg.seed * 1000 + i for i in range(len(voices))], texts,
+        )  # fmt: skip
+        with pool:
+            for spk, lines, (rate, audio, phonemes) in zip(voices, texts, jobs, strict=True):
+                for j, (text, pcm, phones) in enumerate(zip(lines, audio, phonemes, strict=True)):
+                    utt_id = f"{spk.id}-{j:04d}"
+                    path = audio_dir / f"{utt_id}.flac"
+                    wav = torch.from_numpy(pcm.astype(np.float32) / 32768.0)
+                    write_audio(path, resample(wav, rate, SAMPLE_RATE))
+                    yield Entry(
+                        id=utt_id, audio=path, transcript=text, speaker=spk.id, split=spk.split,
+                        phonemes=" ".join(phones),
+                    )  # fmt: skip

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.corpus.source import SOURCES, CorpusError, Entry
+from pipeline.corpus.source import SOURCES, Entry
+from pipeline.errors import CorpusError
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,13 @@ class LibriSpeechSource:
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.root.is_dir():
-            raise CorpusError(f"{self.root}: LibriSpeech folder not found (prepare.librispeech.root)")
-        subsets = [self.root] if _is_subset(self.root) else sorted(
-            p for p in self.root.iterdir() if p.is_dir() and _is_subset(p)
+            raise CorpusError(
+                f"{self.root}: LibriSpeech folder not found (prepare.librispeech.root)"
+            )
+        subsets = (
+            [self.root]
+            if _is_subset(self.root)
+            else sorted(p for p in self.root.iterdir() if p.is_dir() and _is_subset(p))
         )
         if not subsets:
             raise CorpusError(
@@ -64,4 +69,6 @@ class LibriSpeechSource:
             if not text:
                 raise CorpusError(f"{trans}:{lineno}: expected '<utterance-id> <TRANSCRIPT>'")
             audio = trans.parent / f"{utt_id}.flac"
-            yield Entry(id=utt_id, audio=audio, transcript=text.strip(), speaker=speaker, split=split)
+            yield Entry(
+                id=utt_id, audio=audio, transcript=text.strip(), speaker=speaker, split=split
+            )

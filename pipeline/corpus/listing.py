@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.corpus.source import SOURCES, CorpusError, Entry, safe_id
+from pipeline.corpus.source import SOURCES, Entry, safe_id
+from pipeline.errors import CorpusError
 from pipeline.manifest import SPLITS
 
 

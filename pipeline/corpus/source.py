@@ -13,10 +13,6 @@ SOURCES: Registry = Registry("corpus source")
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class CorpusError(ValueError):
-    """A corpus folder or list that does not have the expected layout."""
-
-
 @dataclass(frozen=True)
 class Entry:
     """An utterance found by a source, before its audio is checked.

@@ -92,5 +92,11 @@ class DKD:
     def __call__(self, student_logits, teacher_logits, targets, frame_mask):
         c = self.cfg
         return dkd_loss(
-            student_logits, teacher_logits, targets, frame_mask, alpha=c.alpha, beta=c.beta, tau=c.tau
+            student_logits,
+            teacher_logits,
+            targets,
+            frame_mask,
+            alpha=c.alpha,
+            beta=c.beta,
+            tau=c.tau,
         )

@@ -46,5 +46,3 @@ def load_student(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     model = arch(model_cfg, num_classes=ckpt["num_classes"], frames=frames)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt
-
-

@@ -71,13 +71,18 @@ class LSTMStudent(nn.Module):
         layers = [x]
         for i, lstm in enumerate(self.lstms):
             packed = pack_padded_sequence(
-                self.dropout(x) if i else x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False
+                self.dropout(x) if i else x,
+                frame_lengths.cpu(),
+                batch_first=True,
+                enforce_sorted=False,
             )
             x, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])
             layers.append(x)
         return layers, frame_lengths
 
-    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wav (B, S)``, ``lengths (B,)`` in samples -> ``logits (B, T, C)``, frame lengths."""
         layers, frame_lengths = self.extract_features(wav, lengths)
         return self.head(layers[-1]), frame_lengths

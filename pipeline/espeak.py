@@ -2,6 +2,12 @@
 
 Only what the demo corpus needs: synthesise text with a voice, rate and pitch, and turn
 text into IPA phonemes. The library keeps one global voice, so one :class:`ESpeak` per process.
+
+Determinism: eSpeak NG's output for a sentence depends on what the process synthesised before
+(internal synthesis state) and on its random generator (breathy voices, Klatt noise). Audio is
+reproducible when a *fresh* process seeds the generator before its first synthesis, which is
+what :func:`speak` expects to be run in. This module imports only numpy and ctypes, so spawning
+such a process is cheap.
 """
 
 from __future__ import annotations
@@ -43,9 +49,12 @@ def _library() -> tuple[ctypes.CDLL, int]:
         ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
     ]  # fmt: skip
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
     lib.espeak_TextToPhonemes.argtypes = [
-        ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int
+        ctypes.POINTER(ctypes.c_char_p),
+        ctypes.c_int,
+        ctypes.c_int,
     ]
     data = espeakng_loader.get_data_path().encode()
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data, 0)
@@ -55,14 +64,15 @@ def _library() -> tuple[ctypes.CDLL, int]:
 
 
 class ESpeak:
-    """Synthesise speech with eSpeak NG.
+    """Synthesise speech with eSpeak NG; ``seed`` seeds its random generator.
 
     Attributes:
         sample_rate: the library's output rate in Hz (22050 for eSpeak NG).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int) -> None:
         self._lib, self.sample_rate = _library()
+        self._lib.espeak_ng_SetRandSeed(seed)
         self._chunks: list[np.ndarray] = []
         self._callback = _Callback(self._collect)  # keep a reference: C holds a pointer
         self._lib.espeak_SetSynthCallback(self._callback)
@@ -101,3 +111,17 @@ class ESpeak:
             for word in chunk.decode().translate(_STRESS).split():
                 out.extend(p for p in word.split(_SEPARATOR) if p)
         return out
+
+
+def speak(
+    voice: str, rate_wpm: int, pitch: int, seed: int, texts: list[str]
+) -> tuple[int, list[np.ndarray], list[list[str]]]:
+    """Synthesise ``texts`` with one voice; run it in a fresh process for reproducible audio.
+
+    Returns:
+        The sample rate, int16 audio per text and IPA phonemes per text.
+    """
+    engine = ESpeak(seed)
+    engine.set_voice(voice, rate_wpm, pitch)
+    audio = [engine.synthesize(text) for text in texts]
+    return engine.sample_rate, audio, [engine.phonemes(text) for text in texts]

@@ -1,0 +1,21 @@
+"""Domain errors, in one light module so the CLI can map them without importing torch."""
+
+
+class ConfigError(ValueError):
+    """A params file or section that does not match its dataclass."""
+
+
+class AudioError(ValueError):
+    """An audio file that is missing, unreadable, empty or not finite."""
+
+
+class CorpusError(ValueError):
+    """A corpus folder or list that does not have the expected layout."""
+
+
+class ManifestError(ValueError):
+    """A manifest file or row that cannot be used."""
+
+
+class CacheFormatError(ValueError):
+    """A cache folder that is incomplete, damaged or of an unknown schema."""
