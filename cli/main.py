@@ -14,9 +14,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
-from pipeline.config import load_params, section
-from pipeline.errors import AudioError, CacheFormatError, ConfigError, CorpusError, ManifestError
+from pipeline.config import load_params, override, section
+from pipeline.errors import (
+    AudioError,
+    CacheFormatError,
+    CheckpointError,
+    ConfigError,
+    CorpusError,
+    ManifestError,
+)
 
 app = typer.Typer(
     help="Distil HuBERT into small LSTM students from a cached teacher (KD / DKD).",
@@ -30,7 +38,14 @@ MANIFEST = typer.Option(Path("data/manifest.jsonl"), help="corpus manifest writt
 CACHE = typer.Option(Path("cache"), help="teacher cache folder written by `cache-teacher`")
 
 # Domain errors become a one-line message and exit code 1 (bad input) or 2 (bad config).
-INPUT_ERRORS = (AudioError, CorpusError, ManifestError, CacheFormatError, FileNotFoundError)
+INPUT_ERRORS = (
+    AudioError,
+    CorpusError,
+    ManifestError,
+    CacheFormatError,
+    CheckpointError,
+    FileNotFoundError,
+)
 
 
 @contextmanager
@@ -38,10 +53,11 @@ def reported() -> Iterator[None]:
     try:
         yield
     except (ConfigError, KeyError) as err:
-        console.print(f"[red]config error:[/red] {err.args[0] if err.args else err}")
+        message = err.args[0] if err.args else str(err)
+        console.print(f"[red]config error:[/red] {escape(str(message))}", soft_wrap=True)
         raise typer.Exit(2) from err
     except INPUT_ERRORS as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(1) from err
 
 
@@ -71,7 +87,7 @@ def prepare_cmd(
     with reported():
         raw = load_params(params)
         if skip_bad is not None:
-            raw = {**raw, "prepare": {**raw.get("prepare", {}), "skip_bad": skip_bad}}
+            raw = override(raw, "prepare.skip_bad", skip_bad)
         summary = prepare.run(section(raw, "prepare", prepare.PrepareConfig), out)
     typer.echo(f"manifest: {out / prepare.MANIFEST}  {summary}")
 
@@ -81,12 +97,25 @@ def cache_teacher_cmd(
     out: Path = typer.Option(Path("cache"), help="cache folder to write"),
     manifest: Path = MANIFEST,
     params: Path = PARAMS,
+    teacher: str = typer.Option(
+        None, help="override cache_teacher.teacher.source: random, hf:<id or dir>, fairseq:<.pt>"
+    ),
+    trust_checkpoint: bool = typer.Option(
+        None,
+        "--trust-checkpoint/--no-trust-checkpoint",
+        help="allow checkpoints that pickle Python objects (only for files you trust)",
+    ),
 ) -> None:
     """Run the teacher once over the corpus and cache per-frame logits and targets."""
     from stages import cache_teacher
 
     with reported():
-        cfg = section(load_params(params), "cache_teacher", cache_teacher.CacheTeacherConfig)
+        raw = load_params(params)
+        if teacher is not None:
+            raw = override(raw, "cache_teacher.teacher.source", teacher)
+        if trust_checkpoint is not None:
+            raw = override(raw, "cache_teacher.teacher.trust_checkpoint", trust_checkpoint)
+        cfg = section(raw, "cache_teacher", cache_teacher.CacheTeacherConfig)
         header = cache_teacher.run(cfg, manifest, out)
     typer.echo(f"cache: {out}  {header.num_utterances} utterances, {header.num_frames} frames")
 

@@ -35,6 +35,15 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def override(params: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of ``params`` with the dotted ``key`` set to ``value`` (for CLI flags)."""
+    head, _, rest = key.partition(".")
+    inner = params.get(head, {}) if rest else None
+    if rest and not isinstance(inner, Mapping):
+        raise ConfigError(f"cannot override {key}: {head} is not a section")
+    return {**params, head: override(inner, rest, value) if rest else value}
+
+
 def section(params: Mapping[str, Any], name: str, cls: type[T]) -> T:
     """Build ``cls`` from the top-level section ``name`` of loaded params."""
     if name not in params:

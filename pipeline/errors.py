@@ -19,3 +19,7 @@ class ManifestError(ValueError):
 
 class CacheFormatError(ValueError):
     """A cache folder that is incomplete, damaged or of an unknown schema."""
+
+
+class CheckpointError(ValueError):
+    """A teacher checkpoint that cannot be (safely) loaded."""

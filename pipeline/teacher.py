@@ -1,28 +1,47 @@
-"""The teacher: a HuBERT encoder plus its cluster head, run with exact batching.
+"""The teacher: a HuBERT encoder plus cluster logits (its head or k-means), with exact batching.
 
-Only the offline ``random`` source exists so far: a small, seeded, *untrained* HuBERT, named
-as such everywhere it appears. Checkpoint sources (Hugging Face, fairseq) plug in here.
+Sources, chosen by one string:
+
+- ``random``: a small seeded, *untrained* HuBERT with a cluster head (the offline placeholder).
+- ``hf:<hub id or local dir>``: a transformers ``HubertModel``; a local dir saved with
+  :func:`save_teacher` also carries its cluster head.
+- ``fairseq:<path.pt>``: a fairseq HuBERT checkpoint, head included (see ``fairseq_hubert``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import HubertConfig, HubertModel
 
-from pipeline.frames import FrameSpec
+from pipeline.errors import CheckpointError
+from pipeline.fairseq_hubert import load_fairseq_hubert
+from pipeline.frames import FrameSpec, lengths_to_mask
 from pipeline.head import ClusterHead
+from pipeline.kmeans import LOGIT_KINDS, KMeansHead, fit_centroids, load_centroids
 
-TEACHER_SOURCES = ("random",)
+HEAD_FILE = "cluster_head.safetensors"
+TEACHER_FILE = "teacher.json"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class RandomTeacherConfig:
-    """Size of the seeded random HuBERT (layer-norm conv stack, pre-LN Transformer)."""
+    """The seeded random HuBERT (layer-norm conv stack, pre-LN Transformer) and its head."""
 
+    seed: int
+    num_classes: int
+    logit_temp: float
     hidden_size: int
     num_layers: int
     num_heads: int
@@ -32,96 +51,296 @@ class RandomTeacherConfig:
 
 
 @dataclass(frozen=True)
+class KMeansConfig:
+    """Attributes:
+    layer: transformer layer (1-based) whose output is clustered.
+    num_clusters: C when fitting.
+    path: an existing model (``.npy`` centroids, or a joblib/scikit-learn file, which needs
+        ``trust_checkpoint``); "" fits one on the train split inside stage one.
+    fit_utterances: train utterances (evenly spaced) used to fit.
+    logits: ``distance`` (negative squared distance) or ``cosine``, over ``temperature``.
+    temperature: divides the logits.
+    seed: k-means seed.
+    """
+
+    layer: int
+    num_clusters: int
+    path: str
+    fit_utterances: int
+    logits: str
+    temperature: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.logits not in LOGIT_KINDS:
+            raise ValueError(f"kmeans.logits must be one of {LOGIT_KINDS}")
+
+
+@dataclass(frozen=True)
 class TeacherConfig:
     """Attributes:
-    source: ``random``: a seeded, untrained HuBERT of the size in ``random`` (a placeholder
-        until a trained teacher is configured; its logits carry no speech knowledge).
-    seed: seed for the random weights.
-    num_classes: C, clusters predicted per frame.
-    logit_temp: the head's cosine temperature (0.1 in HuBERT).
-    random: size of the random teacher.
+    source: ``random``, ``hf:<hub id or dir>`` or ``fairseq:<path.pt>``.
+    logits: ``head`` (the checkpoint's cluster head) or ``kmeans`` (centroids on a layer).
+    targets: ``argmax`` of the logits, or ``kmeans`` labels (HuBERT's own targets).
+    trust_checkpoint: allow unpickling checkpoints/k-means files that hold Python objects.
+    device: ``cpu`` or ``cuda``.
+    precision: ``fp32``, or ``bf16``/``fp16`` autocast (CUDA only).
+    random: the random teacher's size.
+    kmeans: the k-means model, when logits or targets use it.
     """
 
     source: str
-    seed: int
-    num_classes: int
-    logit_temp: float
+    logits: str
+    targets: str
+    trust_checkpoint: bool
+    device: str
+    precision: str
     random: RandomTeacherConfig
+    kmeans: KMeansConfig
 
     def __post_init__(self) -> None:
-        if self.source not in TEACHER_SOURCES:
+        kind = self.source.split(":", 1)[0]
+        if self.source != "random" and (kind not in ("hf", "fairseq") or ":" not in self.source):
             raise ValueError(
-                f"teacher source {self.source!r} unknown; available: {TEACHER_SOURCES}"
+                f"teacher source {self.source!r}: use random, hf:<id or dir> or fairseq:<path>"
             )
+        if self.logits not in ("head", "kmeans") or self.targets not in ("argmax", "kmeans"):
+            raise ValueError("teacher.logits must be head|kmeans and teacher.targets argmax|kmeans")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"teacher.precision must be one of {list(PRECISIONS)}")
+
+    @property
+    def uses_kmeans(self) -> bool:
+        return "kmeans" in (self.logits, self.targets)
 
 
 class Teacher(nn.Module):
-    """HuBERT encoder + cluster head, in eval mode.
+    """HuBERT encoder with cluster logits and per-frame targets, in eval mode.
 
     Attributes:
-        description: human-readable provenance (goes into the cache header).
+        description: provenance for the cache header.
         frames: the conv stack's frame arithmetic.
+        target_source: how targets are made (for the cache header).
     """
 
-    def __init__(self, encoder: HubertModel, head: ClusterHead, description: str) -> None:
+    def __init__(
+        self,
+        encoder: HubertModel,
+        head: ClusterHead | None,
+        *,
+        normalize: bool,
+        description: str,
+        cfg: TeacherConfig,
+        kmeans: KMeansHead | None = None,
+    ) -> None:
         super().__init__()
+        if cfg.logits == "head" and head is None:
+            raise CheckpointError(
+                f"{cfg.source} has no cluster head: set cache_teacher.teacher.logits: kmeans"
+            )
         self.encoder = encoder.eval()
-        self.head = head.eval()
+        self.head = head.eval() if head is not None else None
+        self.kmeans = kmeans
+        self.cfg = cfg
+        self.normalize = normalize
         self.description = description
-        cfg = encoder.config
-        self.frames = FrameSpec(tuple(cfg.conv_kernel), tuple(cfg.conv_stride))
-        # A group-norm conv stack normalises over time, so padding would change the result.
-        self.batchable = cfg.feat_extract_norm == "layer"
+        hcfg = encoder.config
+        self.frames = FrameSpec(tuple(hcfg.conv_kernel), tuple(hcfg.conv_stride))
+        # A group-norm conv stack normalises over time: padding would change its output.
+        self.pad_waveforms = hcfg.feat_extract_norm == "layer"
+        km = cfg.kmeans
+        self.target_source = f"kmeans(layer={km.layer})" if cfg.targets == "kmeans" else "argmax"
+        self.layer = km.layer if cfg.uses_kmeans else None
+        if self.layer is not None and not 1 <= self.layer <= hcfg.num_hidden_layers:
+            raise ValueError(f"kmeans.layer {self.layer} outside 1..{hcfg.num_hidden_layers}")
 
     @property
     def num_classes(self) -> int:
-        return self.head.num_classes
+        return self.kmeans.num_classes if self.cfg.logits == "kmeans" else self.head.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
 
     @torch.inference_mode()
-    def logits(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Per-utterance logits ``(frames_i, C)`` for 16 kHz waveforms ``(samples_i,)``.
+    def encode(self, wavs: list[torch.Tensor], layer: int | None = None):
+        """Run the encoder exactly as on each utterance alone.
 
-        Batched inference gives each utterance the logits it gets alone: layer-norm stacks get
-        an attention mask over zero padding; group-norm stacks run one utterance at a time.
+        Returns ``(final (B, T, D), layer output (B, T, D) or None, frame lengths (B,))``.
+        Layer-norm conv stacks take zero-padded audio (frames never see padding); group-norm
+        stacks run the conv stack per utterance. The Transformer always gets an attention mask.
         """
-        if not self.batchable:
-            return [self._forward(w[None], None)[0] for w in wavs]
-        lengths = torch.tensor([len(w) for w in wavs])
-        batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
-        mask = torch.arange(batch.shape[1])[None, :] < lengths[:, None]
-        out = self._forward(batch, mask.long())
-        return [out[i, : self.frames.num_frames(int(n))] for i, n in enumerate(lengths)]
+        device = self.device
+        wavs = [w.to(device) for w in wavs]
+        if self.normalize:
+            wavs = [F.layer_norm(w, w.shape) for w in wavs]
+        lengths = torch.tensor([len(w) for w in wavs], device=device)
+        frame_lengths = self.frames.num_frames(lengths)
+        dtype = PRECISIONS[self.cfg.precision]
+        captured = {}
+        hook = None
+        if layer is not None:
 
-    def _forward(self, wav: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        hidden = self.encoder(wav, attention_mask=attention_mask).last_hidden_state
-        return self.head(hidden)
+            def keep(_module, _inputs, output):
+                captured["x"] = output[0] if isinstance(output, tuple) else output
+
+            hook = self.encoder.encoder.layers[layer - 1].register_forward_hook(keep)
+        try:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                if self.pad_waveforms:
+                    feats = self.encoder.feature_extractor(pad_sequence(wavs, batch_first=True))
+                    feats = feats.transpose(1, 2)
+                else:
+                    feats = pad_sequence(
+                        [self.encoder.feature_extractor(w[None])[0].T for w in wavs],
+                        batch_first=True,
+                    )
+                mask = lengths_to_mask(frame_lengths, feats.shape[1])
+                hidden = self.encoder.feature_projection(feats)
+                final = self.encoder.encoder(hidden, attention_mask=mask).last_hidden_state
+        finally:
+            if hook is not None:
+                hook.remove()
+        return final.float(), captured.get("x", None), frame_lengths
+
+    @torch.inference_mode()
+    def outputs(self, wavs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per utterance: logits ``(frames_i, C)`` float32, targets ``(frames_i,)`` int64; CPU."""
+        if self.cfg.uses_kmeans and self.kmeans is None:
+            raise ValueError(
+                "k-means logits or targets need a k-means model (build_teacher fits it)"
+            )
+        final, layer_out, frame_lengths = self.encode(wavs, self.layer)
+        logits = self.kmeans(layer_out) if self.cfg.logits == "kmeans" else self.head(final.float())
+        if self.cfg.targets == "kmeans":
+            targets = self.kmeans.labels(layer_out)
+        else:
+            targets = logits.argmax(-1)
+        return [
+            (logits[i, :n].float().cpu(), targets[i, :n].cpu())
+            for i, n in enumerate(frame_lengths.tolist())
+        ]
+
+    def logits(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-utterance logits only."""
+        return [logits for logits, _ in self.outputs(wavs)]
 
     def fingerprint(self) -> str:
-        """sha256 over every weight of encoder and head (names, shapes, dtypes, bytes)."""
+        """sha256 over every weight (encoder, head, k-means) and the logits/targets choices."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
             digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
             digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        digest.update(f"logit_temp={self.head.logit_temp}".encode())
+        km = self.cfg.kmeans
+        choices = {
+            "logits": self.cfg.logits,
+            "targets": self.cfg.targets,
+            "normalize": self.normalize,
+            "logit_temp": self.head.logit_temp if self.head is not None else None,
+            "kmeans": [km.layer, km.logits, km.temperature] if self.cfg.uses_kmeans else None,
+        }
+        digest.update(json.dumps(choices, sort_keys=True).encode())
         return digest.hexdigest()
 
 
-def build_teacher(cfg: TeacherConfig) -> Teacher:
-    """Build the configured teacher (only ``random`` so far)."""
+def _random(cfg: TeacherConfig) -> tuple[HubertModel, ClusterHead, bool, str]:
     r = cfg.random
-    torch.manual_seed(cfg.seed)
-    hubert_cfg = HubertConfig(
-        hidden_size=r.hidden_size,
-        num_hidden_layers=r.num_layers,
-        num_attention_heads=r.num_heads,
-        intermediate_size=r.intermediate_size,
-        conv_dim=(r.conv_dim,) * 7,
-        feat_extract_norm="layer",
-        do_stable_layer_norm=True,
-        conv_bias=True,
-        mask_time_prob=0.0,
+    torch.manual_seed(r.seed)
+    encoder = HubertModel(
+        HubertConfig(
+            hidden_size=r.hidden_size,
+            num_hidden_layers=r.num_layers,
+            num_attention_heads=r.num_heads,
+            intermediate_size=r.intermediate_size,
+            conv_dim=(r.conv_dim,) * 7,
+            feat_extract_norm="layer",
+            do_stable_layer_norm=True,
+            conv_bias=True,
+        )
     )
-    encoder = HubertModel(hubert_cfg)
-    head = ClusterHead(r.hidden_size, r.proj_dim, cfg.num_classes, cfg.logit_temp)
-    return Teacher(encoder, head, f"random HuBERT (untrained, seed {cfg.seed})")
+    head = ClusterHead(r.hidden_size, r.proj_dim, r.num_classes, r.logit_temp)
+    return encoder, head, False, f"random HuBERT (untrained, seed {r.seed})"
+
+
+def _hf(spec: str) -> tuple[HubertModel, ClusterHead | None, bool, str]:
+    local = Path(spec).expanduser()
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        encoder = HubertModel.from_pretrained(
+            str(local) if local.is_dir() else spec, local_files_only=offline
+        )
+    except OSError as err:
+        hint = "HF_HUB_OFFLINE=1 is set, so only the local cache was searched. " if offline else ""
+        raise CheckpointError(
+            f"hf:{spec}: cannot load the model ({err}). {hint}Without network access, fetch it "
+            "on a connected machine (e.g. HubertModel.from_pretrained(id).save_pretrained(dir)) "
+            "and use hf:<that dir>."
+        ) from err
+    head = load_head(local) if (local / HEAD_FILE).is_file() else None
+    normalize = False
+    preprocessor = local / "preprocessor_config.json"
+    if preprocessor.is_file():
+        normalize = bool(json.loads(preprocessor.read_text()).get("do_normalize", False))
+    return encoder, head, normalize, f"hf:{spec}"
+
+
+def build_teacher(
+    cfg: TeacherConfig, fit_audio: Callable[[], Iterable[torch.Tensor]] | None = None
+) -> Teacher:
+    """Load the configured teacher; fit its k-means on ``fit_audio()`` waveforms if needed.
+
+    Raises:
+        CheckpointError: a source that cannot be loaded (named, with what to do).
+    """
+    kind, _, spec = cfg.source.partition(":")
+    if kind == "random":
+        encoder, head, normalize, description = _random(cfg)
+    elif kind == "hf":
+        encoder, head, normalize, description = _hf(spec)
+    else:
+        encoder, head, normalize = load_fairseq_hubert(Path(spec), cfg.trust_checkpoint)
+        description = f"fairseq:{spec}"
+    teacher = Teacher(encoder, head, normalize=normalize, description=description, cfg=cfg)
+    teacher.to(cfg.device)
+    if cfg.uses_kmeans:
+        km = cfg.kmeans
+        if km.path:
+            centroids = load_centroids(Path(km.path), cfg.trust_checkpoint)
+        else:
+            if fit_audio is None:
+                raise ValueError("fitting k-means needs audio")
+            feats = [teacher.encode([w], km.layer)[1][0].cpu().numpy() for w in fit_audio()]
+            centroids = fit_centroids(np.concatenate(feats), km.num_clusters, km.seed)
+        teacher.kmeans = KMeansHead(torch.from_numpy(centroids), km.logits, km.temperature).to(
+            cfg.device
+        )
+    return teacher
+
+
+def save_teacher(directory: Path, encoder: HubertModel, head: ClusterHead, meta: dict) -> None:
+    """Write a teacher directory: ``save_pretrained`` encoder + cluster head + ``teacher.json``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    encoder.save_pretrained(directory)
+    tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
+    save_file(tensors, directory / HEAD_FILE)
+    info = {"num_classes": head.num_classes, "proj_dim": head.label_embs.shape[1],
+            "logit_temp": head.logit_temp, "head": "cosine", **meta}  # fmt: skip
+    (directory / TEACHER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def load_head(directory: Path) -> ClusterHead:
+    """The cluster head of a teacher directory written by :func:`save_teacher`."""
+    from safetensors.torch import load_file
+
+    info_file = Path(directory) / TEACHER_FILE
+    if not info_file.is_file():
+        raise CheckpointError(f"{directory}: {HEAD_FILE} without {TEACHER_FILE}")
+    info = json.loads(info_file.read_text())
+    tensors = load_file(Path(directory) / HEAD_FILE)
+    hidden = tensors["final_proj.weight"].shape[1]
+    head = ClusterHead(hidden, info["proj_dim"], info["num_classes"], info["logit_temp"])
+    head.load_state_dict(tensors)
+    return head

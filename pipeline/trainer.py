@@ -29,6 +29,8 @@ class TrainConfig:
         distill_warmup_steps: distillation terms are scaled by ``min(step / this, 1)`` (0: off).
         threads: torch intra-op threads.
         log_every: steps per logged curve point.
+        expect_teacher: a teacher fingerprint (or its prefix) the cache must carry; "" accepts
+            any cache (its fingerprint is recorded in each checkpoint either way).
     """
 
     seed: int
@@ -41,6 +43,7 @@ class TrainConfig:
     distill_warmup_steps: int
     threads: int
     log_every: int
+    expect_teacher: str
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.warmup_steps < 0 or self.warmup_steps > self.steps:

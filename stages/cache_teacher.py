@@ -74,8 +74,17 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         ValueError: an utterance too short to give a single frame (named).
     """
     torch.set_num_threads(cfg.threads)
-    teacher = build_teacher(cfg.teacher)
     utts = read_manifest(manifest)
+
+    def fit_audio():
+        train = [u for u in utts if u.split == "train"] or utts
+        step = max(1, len(train) // cfg.teacher.kmeans.fit_utterances)
+        return (
+            read_audio(audio_path(u, manifest))
+            for u in train[::step][: cfg.teacher.kmeans.fit_utterances]
+        )
+
+    teacher = build_teacher(cfg.teacher, fit_audio)
     header = CacheHeader(
         schema_version=SCHEMA_VERSION,
         backend=cfg.backend,
@@ -87,7 +96,7 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         frame_kernels=list(teacher.frames.kernels),
         frame_strides=list(teacher.frames.strides),
         codec={"name": "full", "dtype": cfg.logits_dtype},
-        target_source="argmax",
+        target_source=teacher.target_source,
         num_utterances=0,
         num_frames=0,
     )
@@ -100,10 +109,8 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
             for utt, wav in zip(batch, wavs, strict=True):
                 if teacher.frames.num_frames(len(wav)) < 1:
                     raise ValueError(f"{utt.id}: {len(wav)} samples is too short for one frame")
-            for utt, logits in zip(batch, teacher.logits(wavs), strict=True):
-                writer.write(
-                    utt.id, {"logits": logits.numpy(), "targets": logits.argmax(-1).numpy()}
-                )
+            for utt, (logits, targets) in zip(batch, teacher.outputs(wavs), strict=True):
+                writer.write(utt.id, {"logits": logits.numpy(), "targets": targets.numpy()})
                 frames += len(logits)
             rate = frames / (time.perf_counter() - start)
             bar.update(task, advance=len(batch), info=f"{rate:,.0f} frames/s")

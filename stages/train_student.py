@@ -19,7 +19,7 @@ from pipeline.manifest import read_manifest
 from pipeline.students import StudentConfig
 from pipeline.students.checkpoint import build_student, save_student
 from pipeline.trainer import TrainConfig, train
-from storage import open_cache
+from storage import CacheFormatError, open_cache
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ def run(
     torch.manual_seed(train_cfg.seed)
     reader = open_cache(cache)
     header = reader.header
+    if not header.fingerprint.startswith(train_cfg.expect_teacher):
+        raise CacheFormatError(
+            f"{cache}: teacher fingerprint {header.fingerprint[:16]}... ({header.teacher}) is not "
+            f"the expected {train_cfg.expect_teacher!r} (train.expect_teacher); rerun "
+            "cache-teacher with the expected teacher, or update train.expect_teacher"
+        )
     frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
     utts = read_manifest(manifest, split="train")
     if not utts:

@@ -22,11 +22,11 @@ def tiny_params() -> dict:
     p["prepare"]["demo"].update(
         speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1
     )
-    p["cache_teacher"]["teacher"]["num_classes"] = 20
-    p["cache_teacher"]["teacher"]["random"] = {
-        "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-        "conv_dim": 16, "proj_dim": 16,
-    }  # fmt: skip
+    p["cache_teacher"]["teacher"]["random"].update(
+        num_classes=20, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+        conv_dim=16, proj_dim=16,
+    )  # fmt: skip
+    p["cache_teacher"]["teacher"]["kmeans"].update(layer=1, num_clusters=8, fit_utterances=4)
     p["cache_teacher"]["zarr"]["chunk_frames"] = 64
     p["train"].update(steps=3, warmup_steps=1, batch_seconds=8.0, log_every=2)
     for student in p["students"].values():

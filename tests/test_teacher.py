@@ -11,7 +11,7 @@ from stages.cache_teacher import CacheTeacherConfig
 
 def _teacher(seed=0):
     params = tiny_params()
-    params["cache_teacher"]["teacher"]["seed"] = seed
+    params["cache_teacher"]["teacher"]["random"]["seed"] = seed
     return build_teacher(section(params, "cache_teacher", CacheTeacherConfig).teacher)
 
 
