@@ -2,8 +2,8 @@
 #   make demo   - run the whole pipeline offline (dvc repro) and print where the metrics are
 #   make test   - run the full test suite (fast and slow tests), as CI does
 SHELL := /bin/bash
-VENV := $(CURDIR)/.venv
-export PATH := $(VENV)/bin:$(PATH)
+export HUBERT_KD_VENV ?= $(CURDIR)/.venv
+export PATH := $(HUBERT_KD_VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: demo test test-fast bootstrap
