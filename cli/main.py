@@ -120,6 +120,31 @@ def cache_teacher_cmd(
     typer.echo(f"cache: {out}  {header.num_utterances} utterances, {header.num_frames} frames")
 
 
+@app.command("cache-info")
+def cache_info_cmd(cache: Path = typer.Argument(..., help="cache folder")) -> None:
+    """Print what a teacher cache holds: counts, codec, bytes per frame, compression, header."""
+    from storage import cache_summary
+
+    with reported():
+        summary = cache_summary(cache)
+    for key, value in summary.items():
+        typer.echo(f"{key:>24}: {value}")
+
+
+@app.command("cache-verify")
+def cache_verify_cmd(cache: Path = typer.Argument(..., help="cache folder")) -> None:
+    """Check every file of a cache against the checksums in its header."""
+    from storage import verify_cache
+
+    with reported():
+        problems = verify_cache(cache)
+    for problem in problems:
+        console.print(f"[red]damaged:[/red] {escape(str(cache / problem))}", soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{cache}: all files match their checksums")
+
+
 @app.command("train-student")
 def train_student_cmd(
     name: str = typer.Argument(..., help="student name: a key of `students` in params"),

@@ -72,11 +72,12 @@ class CachedUtterances(Dataset):
                 f"{utt.id}: cache has {len(cached['targets'])} frames, audio gives {expected}; "
                 "the cache was made from different audio or another frame stack"
             )
+        logits, targets = self.cache.header.decode(cached)
         return {
             "id": utt.id,
             "wav": wav,
-            "logits": torch.from_numpy(cached["logits"].astype("float32")),
-            "targets": torch.from_numpy(cached["targets"].astype("int64")),
+            "logits": torch.from_numpy(logits),
+            "targets": torch.from_numpy(targets),
         }
 
 

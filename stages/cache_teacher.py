@@ -1,11 +1,20 @@
-"""Stage `cache_teacher`: run the teacher once over the corpus, write logits and targets."""
+"""Stage `cache_teacher`: run the teacher once over the corpus, write logits and targets.
+
+The manifest is cut into shards of ``shard_utterances`` (in manifest order). Each shard is
+written as a complete part cache under ``<out>.partial/`` and committed atomically; a killed run
+resumes by skipping committed parts. When every part is there, the backend merges them into
+``<out>`` (header last) and the partial folder is removed. Shards run in this process, or map
+over dask.distributed workers when ``scheduler`` names one.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +24,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio import SAMPLE_RATE, read_audio
 from pipeline.frames import FrameSpec
+from pipeline.io import atomic_write_text
 from pipeline.manifest import Utterance, audio_path, read_manifest
 from pipeline.progress import progress_bar
-from pipeline.teacher import TeacherConfig, build_teacher
+from pipeline.teacher import Teacher, TeacherConfig, build_teacher
 from storage import BACKENDS, CacheHeader
-from storage.base import SCHEMA_VERSION
+from storage.base import HEADER, SCHEMA_VERSION
+from storage.codecs import CODECS, FullConfig, TopKConfig
+from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
 
 log = logging.getLogger(__name__)
 
-LOGIT_DTYPES = ("float16", "float32")
+PLAN = "plan.json"
 
 
 @dataclass(frozen=True)
@@ -34,25 +46,33 @@ class CacheTeacherConfig:
     Attributes:
         teacher: which teacher and head to run.
         backend: registered cache backend; its settings are the section of the same name.
-        logits_dtype: ``float16`` or ``float32`` storage of the logits.
+        codec: registered logit codec (``full``, ``topk``); its settings likewise.
+        shard_utterances: utterances per shard, the unit of commit, resume and parallelism.
+        scheduler: "" runs shards in this process; ``tcp://host:port`` maps them over that
+            dask.distributed cluster (workers must see the same filesystem).
         batch_seconds: audio per inference batch (utterances are length-sorted first).
         threads: torch intra-op threads.
         loader_workers: processes decoding audio ahead of the teacher (0: in the main process).
-        zarr: settings of the ``zarr`` backend.
     """
 
     teacher: TeacherConfig
     backend: str
-    logits_dtype: str
+    codec: str
+    shard_utterances: int
+    scheduler: str
     batch_seconds: float
     threads: int
     loader_workers: int
     zarr: ZarrConfig
+    webdataset: WdsConfig
+    full: FullConfig
+    topk: TopKConfig
 
     def __post_init__(self) -> None:
         BACKENDS[self.backend]
-        if self.logits_dtype not in LOGIT_DTYPES:
-            raise ValueError(f"logits_dtype must be one of {LOGIT_DTYPES}")
+        CODECS[self.codec]
+        if self.shard_utterances < 1:
+            raise ValueError("shard_utterances must be >= 1")
 
 
 def length_batches(utts: list[Utterance], batch_seconds: float) -> Iterator[list[Utterance]]:
@@ -88,13 +108,74 @@ class BatchAudio(Dataset):
         return wavs
 
 
-def _write(writer, batch: list[Utterance], outputs) -> None:
-    for utt, (logits, targets) in zip(batch, outputs, strict=True):
-        writer.write(utt.id, {"logits": logits.numpy(), "targets": targets.numpy()})
-
-
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def part_path(work: Path, index: int) -> Path:
+    return work / f"part-{index:06d}"
+
+
+def run_shard(
+    teacher: Teacher,
+    cfg: CacheTeacherConfig,
+    header: CacheHeader,
+    utts: list[Utterance],
+    manifest: Path,
+    out: Path,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Run the teacher over one shard and commit it as a part cache at ``out``.
+
+    Audio is decoded by loader workers and writes (zstd) run on a thread, both overlapping the
+    teacher's forward passes. ``on_batch(utterances, frames)`` reports progress. Returns frames.
+    """
+    torch.set_num_threads(cfg.threads)
+    codec = CODECS[cfg.codec](getattr(cfg, cfg.codec))
+    backend = BACKENDS[cfg.backend](getattr(cfg, cfg.backend))
+    batches = list(length_batches(utts, cfg.batch_seconds))
+    loader = DataLoader(
+        BatchAudio(batches, manifest, teacher.frames),
+        batch_size=None,
+        num_workers=cfg.loader_workers,
+        prefetch_factor=4 if cfg.loader_workers else None,
+    )
+
+    def write(batch, outputs) -> None:
+        for utt, (logits, targets) in zip(batch, outputs, strict=True):
+            targets = targets.numpy()
+            writer.write(utt.id, {"targets": targets, **codec.encode(logits.numpy(), targets)})
+
+    frames = 0
+    with backend.writer(out, header) as writer, ThreadPoolExecutor(1) as io:
+        pending = None
+        for batch, wavs in zip(batches, loader, strict=True):
+            outputs = teacher.outputs(wavs)
+            if pending is not None:
+                pending.result()  # keeps order and bounds memory to one batch in flight
+            pending = io.submit(write, batch, outputs)
+            n = sum(len(logits) for logits, _ in outputs)
+            frames += n
+            if on_batch is not None:
+                on_batch(len(batch), n)
+        if pending is not None:
+            pending.result()
+        writer.close()
+    return frames
+
+
+def _prepare_work(work: Path, plan: dict) -> None:
+    """Reuse ``work`` if it was started with the same plan; otherwise start it afresh."""
+    plan_text = json.dumps(plan, sort_keys=True)
+    if work.is_dir() and (work / PLAN).is_file() and (work / PLAN).read_text() == plan_text:
+        for stale in work.glob(".*.tmp-*"):  # a part a killed run was writing
+            shutil.rmtree(stale, ignore_errors=True)
+        return
+    if work.exists():
+        log.warning("discarding %s: it was started with another teacher, corpus or settings", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    atomic_write_text(work / PLAN, plan_text)
 
 
 def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
@@ -102,6 +183,7 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
 
     Raises:
         AudioError: an unreadable audio file (named).
+        CheckpointError: a teacher that cannot be loaded (named).
         ValueError: an utterance too short to give a single frame (named).
     """
     torch.set_num_threads(cfg.threads)
@@ -110,12 +192,11 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
     def fit_audio():
         train = [u for u in utts if u.split == "train"] or utts
         step = max(1, len(train) // cfg.teacher.kmeans.fit_utterances)
-        return (
-            read_audio(audio_path(u, manifest))
-            for u in train[::step][: cfg.teacher.kmeans.fit_utterances]
-        )
+        chosen = train[::step][: cfg.teacher.kmeans.fit_utterances]
+        return (read_audio(audio_path(u, manifest)) for u in chosen)
 
     teacher = build_teacher(cfg.teacher, fit_audio)
+    codec = CODECS[cfg.codec](getattr(cfg, cfg.codec))
     header = CacheHeader(
         schema_version=SCHEMA_VERSION,
         backend=cfg.backend,
@@ -126,40 +207,51 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         frame_rate=teacher.frames.frame_rate(SAMPLE_RATE),
         frame_kernels=list(teacher.frames.kernels),
         frame_strides=list(teacher.frames.strides),
-        codec={"name": "full", "dtype": cfg.logits_dtype},
+        codec=codec.header(),
         target_source=teacher.target_source,
         num_utterances=0,
         num_frames=0,
     )
-    backend = BACKENDS[cfg.backend](getattr(cfg, cfg.backend))
-    batches = list(length_batches(utts, cfg.batch_seconds))
-    # Audio is decoded by loader workers and cache writes (zstd) run on a thread, both
-    # overlapping the teacher's forward passes.
-    loader = DataLoader(
-        BatchAudio(batches, manifest, teacher.frames),
-        batch_size=None,
-        num_workers=cfg.loader_workers,
-        prefetch_factor=4 if cfg.loader_workers else None,
-    )
-    start, frames = time.perf_counter(), 0
-    with (
-        backend.writer(out_dir, header) as writer,
-        progress_bar() as bar,
-        ThreadPoolExecutor(1) as io,
-    ):
-        task = bar.add_task("cache-teacher", total=len(utts), info="")
-        pending = None
-        for batch, wavs in zip(batches, loader, strict=True):
-            outputs = teacher.outputs(wavs)
-            if pending is not None:
-                pending.result()  # keeps order and bounds memory to one batch in flight
-            pending = io.submit(_write, writer, batch, outputs)
-            frames += sum(len(logits) for logits, _ in outputs)
+    shards = [utts[i : i + cfg.shard_utterances] for i in range(0, len(utts), cfg.shard_utterances)]
+    work = out_dir.with_name(out_dir.name + ".partial")
+    backend_cfg = getattr(cfg, cfg.backend)
+    plan = {
+        "header": header.to_json(),
+        "backend": repr(backend_cfg),
+        "batch_seconds": cfg.batch_seconds,
+        "shards": [[u.id for u in shard] for shard in shards],
+    }
+    _prepare_work(work, plan)
+    todo = [i for i in range(len(shards)) if not (part_path(work, i) / HEADER).is_file()]
+    if len(todo) < len(shards):
+        log.info(
+            "resuming: %d of %d shards already committed in %s",
+            len(shards) - len(todo),
+            len(shards),
+            work,
+        )
+
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        done_utts = sum(len(shards[i]) for i in range(len(shards)) if i not in todo)
+        task = bar.add_task("cache-teacher", total=len(utts), completed=done_utts, info="")
+        frames = 0
+
+        def on_batch(n_utts: int, n_frames: int) -> None:
+            nonlocal frames
+            frames += n_frames
             rate = frames / (time.perf_counter() - start)
-            bar.update(task, advance=len(batch), info=f"{rate:,.0f} frames/s")
-        if pending is not None:
-            pending.result()
-        header = writer.close()
+            bar.update(task, advance=n_utts, info=f"{rate:,.0f} frames/s")
+
+        if cfg.scheduler:
+            _run_on_dask(cfg, teacher, header, shards, todo, manifest, work, on_batch)
+        else:
+            for i in todo:
+                run_shard(teacher, cfg, header, shards[i], manifest, part_path(work, i), on_batch)
+
+    backend = BACKENDS[cfg.backend](backend_cfg)
+    header = backend.merge([part_path(work, i) for i in range(len(shards))], out_dir, header)
+    shutil.rmtree(work)
     log.info(
         "cached %d utterances, %d frames with %s",
         header.num_utterances,
@@ -167,3 +259,20 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         header.teacher,
     )
     return header
+
+
+def _run_on_dask(cfg, teacher, header, shards, todo, manifest, work, on_batch) -> None:
+    """Map the missing shards over a dask.distributed cluster; each worker gets the teacher once."""
+    from distributed import Client, as_completed
+
+    with Client(cfg.scheduler) as client:
+        remote_teacher = client.scatter(teacher, broadcast=True)
+        futures = {
+            client.submit(
+                run_shard, remote_teacher, cfg, header, shards[i], manifest.resolve(),
+                part_path(work, i).resolve(), key=f"cache-teacher-shard-{i}", pure=False,
+            ): i
+            for i in todo
+        }  # fmt: skip
+        for future in as_completed(futures):
+            on_batch(len(shards[futures[future]]), future.result())

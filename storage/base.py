@@ -6,6 +6,8 @@ without it (or with an unknown schema version) is never read as a cache.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,8 +17,9 @@ import numpy as np
 
 from pipeline.errors import CacheFormatError
 from pipeline.registry import Registry
+from storage.codecs import codec_from_header
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 HEADER = "header.json"
 
 BACKENDS: Registry = Registry("cache backend")
@@ -36,10 +39,12 @@ class CacheHeader:
         frame_rate: frames per second of the logits (50.0 for HuBERT).
         frame_kernels: conv kernels of the teacher's frame stack (students must match).
         frame_strides: conv strides of the teacher's frame stack.
-        codec: how logits are stored, e.g. ``{"name": "full", "dtype": "float16"}``.
+        codec: how logits are stored, e.g. ``{"name": "full", "dtype": "float16"}`` or
+            ``{"name": "topk", "k": 64, "value_dtype": "float16"}`` (see ``storage.codecs``).
         target_source: how per-frame targets were made (``argmax`` of the teacher's logits).
         num_utterances: utterances in the cache.
         num_frames: frames in the cache.
+        checksums: sha256 of every data file, by path relative to the cache folder.
     """
 
     schema_version: int
@@ -55,9 +60,27 @@ class CacheHeader:
     target_source: str
     num_utterances: int
     num_frames: int
+    checksums: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def fields(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Per-frame fields stored for each utterance: name -> (shape after frames, dtype)."""
+        codec = codec_from_header(self.codec)
+        return {"targets": ((), "int32"), **codec.fields(self.num_classes)}
+
+    def bytes_per_frame(self) -> int:
+        """Uncompressed bytes per frame (targets + encoded logits)."""
+        return sum(
+            int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize
+            for shape, dtype in self.fields().values()
+        )
+
+    def decode(self, fields: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored fields -> ``(logits (n, C) float32, targets (n,) int64)``."""
+        logits = codec_from_header(self.codec).decode(fields, self.num_classes)
+        return logits, fields["targets"].astype(np.int64)
 
 
 def read_header(path: Path) -> CacheHeader:
@@ -92,7 +115,7 @@ class Writer(Protocol):
     name: str
 
     def write(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Add utterance ``key`` with ``logits (n, C)`` and ``targets (n,)``."""
+        """Add utterance ``key`` with every field of ``header.fields()``, each ``(n, ...)``."""
 
     def close(self) -> CacheHeader:
         """Finish and commit the cache; returns the final header."""
@@ -114,7 +137,8 @@ class Reader(Protocol):
         """Frames stored for ``key``."""
 
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
-        """``{"logits": (n, C), "targets": (n,)}`` for ``key`` (optionally a frame slice)."""
+        """The stored fields of ``key`` (optionally a frame slice); decode with
+        ``header.decode``."""
 
 
 def open_cache(path: str | Path) -> Reader:
@@ -122,3 +146,64 @@ def open_cache(path: str | Path) -> Reader:
     path = Path(path)
     header = read_header(path)
     return BACKENDS[header.backend].reader(path, header)
+
+
+def data_files(root: Path) -> list[Path]:
+    """Every file of a cache folder but its header, sorted."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != HEADER)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksums(root: Path) -> dict[str, str]:
+    """sha256 of every data file of a cache folder, by relative path."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in data_files(root)}
+
+
+def verify_cache(path: str | Path) -> list[str]:
+    """Problems found in a committed cache (empty when sound): files missing, added or damaged,
+    each named by its path."""
+    path = Path(path)
+    header = read_header(path)
+    found = {p.relative_to(path).as_posix() for p in data_files(path)}
+    problems = [f"{name}: missing" for name in sorted(set(header.checksums) - found)]
+    problems += [
+        f"{name}: not listed in the header" for name in sorted(found - set(header.checksums))
+    ]
+    for name, expected in sorted(header.checksums.items()):
+        if name in found and sha256_file(path / name) != expected:
+            problems.append(f"{name}: checksum mismatch (damaged or changed)")
+    return problems
+
+
+def cache_summary(path: str | Path) -> dict[str, Any]:
+    """What a committed cache holds, for ``pipeline cache-info``."""
+    path = Path(path)
+    header = read_header(path)
+    on_disk = sum(p.stat().st_size for p in data_files(path))
+    fp32 = header.num_frames * header.num_classes * 4
+    return {
+        "path": str(path),
+        "backend": header.backend,
+        "utterances": header.num_utterances,
+        "frames": header.num_frames,
+        "hours": round(header.num_frames / header.frame_rate / 3600, 4),
+        "classes": header.num_classes,
+        "codec": header.codec,
+        "bytes/frame (encoded)": header.bytes_per_frame(),
+        "bytes/frame (on disk)": round(on_disk / max(header.num_frames, 1), 1),
+        "fp32 logits / on disk": round(fp32 / max(on_disk, 1), 2),
+        "teacher": header.teacher,
+        "fingerprint": header.fingerprint,
+        "targets": header.target_source,
+        "frame rate": header.frame_rate,
+        "files": len(header.checksums),
+        "schema": header.schema_version,
+    }

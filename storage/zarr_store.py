@@ -2,10 +2,13 @@
 
 Layout of the store (a Zarr group at the cache folder)::
 
-    logits         (total_frames, C)  codec dtype, zstd, chunks of ``chunk_frames`` rows
     targets        (total_frames,)    int32
+    <codec fields> (total_frames, ...) e.g. logits (total_frames, C) for the full codec, or
+                                       topk_values / topk_ids (total_frames, k) + rest_lse
     utt_ids        (N,)               str
     frame_offsets  (N + 1,)           int64; utterance i is rows offsets[i]:offsets[i+1]
+
+Every per-frame array is zstd-compressed in chunks of ``chunk_frames`` rows.
 
 Readable with plain ``zarr.open_group(path)`` and ``dask.array.from_zarr(path, component=...)``.
 """
@@ -20,7 +23,7 @@ import numpy as np
 import zarr
 
 from pipeline.io import atomic_dir, write_json
-from storage.base import BACKENDS, HEADER, CacheFormatError, CacheHeader
+from storage.base import BACKENDS, HEADER, CacheFormatError, CacheHeader, checksums, read_header
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,15 @@ class ZarrBackend:
     def reader(path: Path, header: CacheHeader) -> ZarrReader:
         return ZarrReader(Path(path), header)
 
+    def merge(self, parts: list[Path], out: Path, header: CacheHeader) -> CacheHeader:
+        """Concatenate part caches, in order, into one store at ``out`` (chunk-aligned writes)."""
+        with self.writer(out, header) as writer:
+            for part in parts:
+                reader = ZarrReader(Path(part), read_header(Path(part)))
+                for key, fields in reader.items():
+                    writer.write(key, fields)
+            return writer.close()
+
 
 class ZarrWriter:
     """Buffers utterances and writes whole chunks; commits the folder on :meth:`close`."""
@@ -62,16 +74,13 @@ class ZarrWriter:
         self.root = self._commit.__enter__()
         self._group = zarr.open_group(self.root, mode="w")
         compressors = [zarr.codecs.ZstdCodec(level=cfg.zstd_level)]
-        c = header.num_classes
+        self._fields = header.fields()
         self._arrays = {
-            "logits": self._group.create_array(
-                "logits", shape=(0, c), chunks=(cfg.chunk_frames, c),
-                dtype=header.codec["dtype"], compressors=compressors,
-            ),
-            "targets": self._group.create_array(
-                "targets", shape=(0,), chunks=(cfg.chunk_frames,), dtype="int32",
+            name: self._group.create_array(
+                name, shape=(0, *shape), chunks=(cfg.chunk_frames, *shape), dtype=dtype,
                 compressors=compressors,
-            ),
+            )
+            for name, (shape, dtype) in self._fields.items()
         }  # fmt: skip
         self._pending: dict[str, list[np.ndarray]] = {k: [] for k in self._arrays}
         self._pending_frames = 0
@@ -81,18 +90,16 @@ class ZarrWriter:
         self._offsets = [0]
 
     def write(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        logits, targets = arrays["logits"], arrays["targets"]
-        n = logits.shape[0]
-        if logits.shape != (n, self.header.num_classes) or targets.shape != (n,) or n == 0:
-            raise ValueError(
-                f"{key}: expected logits (n, {self.header.num_classes}) and targets (n,), n > 0; "
-                f"got {logits.shape} and {targets.shape}"
-            )
+        n = len(arrays["targets"])
+        expected = {name: (n, *shape) for name, (shape, _) in self._fields.items()}
+        got = {name: getattr(arrays.get(name), "shape", None) for name in self._fields}
+        if got != expected or n == 0 or set(arrays) != set(self._fields):
+            raise ValueError(f"{key}: expected fields {expected} with n > 0, got {got}")
         if key in self._seen:
             raise ValueError(f"{key}: written twice")
         self._seen.add(key)
-        self._pending["logits"].append(logits.astype(self.header.codec["dtype"], copy=False))
-        self._pending["targets"].append(targets.astype(np.int32, copy=False))
+        for name, (_, dtype) in self._fields.items():
+            self._pending[name].append(arrays[name].astype(dtype, copy=False))
         self._pending_frames += n
         self._ids.append(key)
         self._offsets.append(self._offsets[-1] + n)
@@ -127,7 +134,10 @@ class ZarrWriter:
         self.header = dataclasses.replace(
             self.header, num_utterances=len(self._ids), num_frames=self._written
         )
-        self._group.attrs["hubert_kd"] = self.header.to_json()
+        self._group.attrs["hubert_kd"] = {
+            k: v for k, v in self.header.to_json().items() if k != "checksums"
+        }
+        self.header = dataclasses.replace(self.header, checksums=checksums(self.root))
         write_json(self.root / HEADER, self.header.to_json())
         self._commit.__exit__(None, None, None)
         return self.header
@@ -149,11 +159,10 @@ class ZarrReader:
             group = zarr.open_group(path, mode="r")
             self._ids = [str(k) for k in group["utt_ids"][:]]
             self._offsets = group["frame_offsets"][:]
-            self._logits = group["logits"]
-            self._targets = group["targets"]
+            self._arrays = {name: group[name] for name in header.fields()}
         except (KeyError, FileNotFoundError, ValueError) as err:
             raise CacheFormatError(f"{path}: damaged zarr cache ({err})") from err
-        if len(self._offsets) != len(self._ids) + 1 or self._offsets[-1] != self._logits.shape[0]:
+        if len(self._offsets) != len(self._ids) + 1 or self._offsets[-1] != header.num_frames:
             raise CacheFormatError(f"{path}: offsets do not match the stored frames")
         self._index = {k: i for i, k in enumerate(self._ids)}
 
@@ -171,6 +180,21 @@ class ZarrReader:
         start, stop = self._span(key)
         return stop - start
 
+    def items(self):
+        """``(key, fields)`` in storage order, reading about one chunk of frames at a time."""
+        step = self._arrays["targets"].chunks[0]
+        ids, offsets = self._ids, self._offsets
+        i = 0
+        while i < len(ids):
+            j = int(np.searchsorted(offsets, offsets[i] + step, side="left"))
+            j = min(max(j, i + 1), len(ids))
+            lo, hi = int(offsets[i]), int(offsets[j])
+            block = {name: array[lo:hi] for name, array in self._arrays.items()}
+            for k in range(i, j):
+                a, b = int(offsets[k]) - lo, int(offsets[k + 1]) - lo
+                yield ids[k], {name: values[a:b] for name, values in block.items()}
+            i = j
+
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
         start, stop = self._span(key)
         if frames is not None:
@@ -178,4 +202,4 @@ class ZarrReader:
             if step != 1:
                 raise ValueError("frame slices must be contiguous")
             start, stop = start + lo, start + max(hi, lo)
-        return {"logits": self._logits[start:stop], "targets": self._targets[start:stop]}
+        return {name: array[start:stop] for name, array in self._arrays.items()}

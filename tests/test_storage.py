@@ -1,94 +1,175 @@
-"""The zarr cache: round trip, atomic commit, refusal of incomplete caches, plain readers."""
+"""The teacher cache: every backend x codec round trip, plain readers, atomic commits, refusals."""
 
 import json
 import shutil
+import subprocess
+import tarfile
 
 import dask.array as da
 import numpy as np
 import pytest
+import webdataset as wds
 import zarr
 
 from pipeline.frames import FrameSpec
 from storage import BACKENDS, CacheFormatError, CacheHeader, open_cache
 from storage.base import HEADER, SCHEMA_VERSION
+from storage.codecs import CODECS, FullConfig, TopKConfig
+from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
 
+C = 7
+BACKEND_CONFIGS = {
+    "zarr": ZarrConfig(chunk_frames=8, zstd_level=3),
+    "webdataset": WdsConfig(shard_utterances=2),
+}
+CODEC_CONFIGS = {
+    "full16": ("full", FullConfig("float16")),
+    "full32": ("full", FullConfig("float32")),
+    "topk": ("topk", TopKConfig(k=3)),
+}
 
-def _header(c=7):
+
+def _codec(name):
+    kind, cfg = CODEC_CONFIGS[name]
+    return CODECS[kind](cfg)
+
+
+def _header(codec):
     return CacheHeader(
-        schema_version=SCHEMA_VERSION, backend="zarr", teacher="test", fingerprint="f" * 64,
-        corpus="c" * 64, num_classes=c, frame_rate=50.0, frame_kernels=[10], frame_strides=[320],
-        codec={"name": "full", "dtype": "float16"}, target_source="argmax",
-        num_utterances=0, num_frames=0,
+        schema_version=SCHEMA_VERSION, backend="?", teacher="test", fingerprint="f" * 64,
+        corpus="c" * 64, num_classes=C, frame_rate=50.0, frame_kernels=[10], frame_strides=[320],
+        codec=codec.header(), target_source="argmax", num_utterances=0, num_frames=0,
     )  # fmt: skip
 
 
-def _utts(c=7):
+def _utts():
     rng = np.random.default_rng(0)
-    return {
-        f"utt-{i}": rng.normal(size=(n, c)).astype(np.float32)
-        for i, n in enumerate([5, 13, 1, 9, 30])
-    }
+    out = {}
+    for i, n in enumerate([5, 13, 1, 9, 30]):
+        logits = rng.normal(scale=3.0, size=(n, C)).astype(np.float32)
+        targets = logits.argmax(-1)
+        targets[0] = (targets[0] + 1) % C  # one target that is not the argmax
+        out[f"utt-{i}"] = (logits, targets)
+    return out
 
 
-def _write(path, utts, chunk=8):
-    backend = BACKENDS["zarr"](ZarrConfig(chunk_frames=chunk, zstd_level=3))
-    with backend.writer(path, _header()) as writer:
-        for key, logits in utts.items():
-            writer.write(key, {"logits": logits, "targets": logits.argmax(-1)})
+def _write(path, backend, codec_name):
+    codec = _codec(codec_name)
+    with BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(path, _header(codec)) as writer:
+        for key, (logits, targets) in _utts().items():
+            writer.write(key, {"targets": targets, **codec.encode(logits, targets)})
         return writer.close()
 
 
-def test_round_trip(tmp_path):
-    utts = _utts()
-    header = _write(tmp_path / "cache", utts)
-    assert header.num_utterances == 5 and header.num_frames == 58
+@pytest.mark.parametrize("codec_name", list(CODEC_CONFIGS))
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_round_trip(tmp_path, backend, codec_name):
+    header = _write(tmp_path / "cache", backend, codec_name)
+    assert header.backend == backend and header.num_utterances == 5 and header.num_frames == 58
     reader = open_cache(tmp_path / "cache")
-    assert reader.keys() == list(utts) and reader.header == header
-    for key, logits in utts.items():
-        got = reader.read(key)
-        np.testing.assert_allclose(got["logits"], logits, rtol=1e-3, atol=1e-3)  # fp16 storage
-        np.testing.assert_array_equal(got["targets"], logits.argmax(-1))
-        assert reader.num_frames(key) == len(logits)
-    np.testing.assert_array_equal(
-        reader.read("utt-4", frames=slice(3, 6))["targets"], utts["utt-4"][3:6].argmax(-1)
-    )
+    assert reader.keys() == list(_utts()) and reader.header == header
+    for key, (logits, targets) in _utts().items():
+        stored = reader.read(key)
+        got_logits, got_targets = header.decode(stored)
+        np.testing.assert_array_equal(got_targets, targets)
+        assert reader.num_frames(key) == len(targets)
+        if codec_name.startswith("full"):
+            np.testing.assert_allclose(got_logits, logits, rtol=1e-3, atol=2e-3)
+        else:  # top-k: kept logits exact to fp16, target always kept, left-out mass preserved
+            ids = stored["topk_ids"].astype(int)
+            assert (ids == targets[:, None]).any(axis=1).all()
+            kept = np.take_along_axis(logits, ids, axis=1)
+            np.testing.assert_allclose(np.take_along_axis(got_logits, ids, axis=1), kept, atol=2e-2)
+            lse = np.log(np.exp(logits).sum(1))
+            np.testing.assert_allclose(np.log(np.exp(got_logits).sum(1)), lse, rtol=1e-3, atol=1e-2)
+    sliced = reader.read("utt-4", frames=slice(3, 6))
+    np.testing.assert_array_equal(sliced["targets"], _utts()["utt-4"][1][3:6])
     with pytest.raises(KeyError, match="utt-9"):
         reader.read("utt-9")
 
 
-def test_plain_zarr_and_dask_read_the_cache(tmp_path):
-    utts = _utts()
-    _write(tmp_path / "cache", utts)
+@pytest.mark.parametrize("codec_name", list(CODEC_CONFIGS))
+def test_backends_hold_the_same_logical_content(tmp_path, codec_name):
+    readers = {
+        b: open_cache(_write(tmp_path / b, b, codec_name) and tmp_path / b) for b in BACKENDS
+    }
+    zarr_reader, wds_reader = readers["zarr"], readers["webdataset"]
+    assert zarr_reader.keys() == wds_reader.keys()
+    for key in zarr_reader.keys():
+        a, b = zarr_reader.read(key), wds_reader.read(key)
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_codec_sizes():
+    assert _codec("full16").bytes_per_frame(500) == 1000
+    assert _codec("full32").bytes_per_frame(500) == 2000
+    assert CODECS["topk"](TopKConfig(k=32)).bytes_per_frame(500) == 32 * 2 + 32 * 2 + 4
+
+
+def test_plain_zarr_and_dask_read_the_zarr_cache(tmp_path):
+    _write(tmp_path / "cache", "zarr", "full32")
     group = zarr.open_group(tmp_path / "cache", mode="r")
     offsets = group["frame_offsets"][:]
-    ids = list(group["utt_ids"][:])
-    i = ids.index("utt-3")
-    np.testing.assert_allclose(
-        group["logits"][offsets[i] : offsets[i + 1]], utts["utt-3"], atol=1e-2
-    )
+    i = list(group["utt_ids"][:]).index("utt-3")
+    np.testing.assert_array_equal(group["logits"][offsets[i] : offsets[i + 1]], _utts()["utt-3"][0])
     assert group.attrs["hubert_kd"]["num_frames"] == 58
     targets = da.from_zarr(str(tmp_path / "cache"), component="targets")
-    assert int(targets.shape[0]) == 58
-    np.testing.assert_array_equal(
-        targets.compute(), np.concatenate([u.argmax(-1) for u in utts.values()])
-    )
+    expected = np.concatenate([t for _, t in _utts().values()])
+    np.testing.assert_array_equal(targets.compute(), expected)
 
 
-def test_failed_write_leaves_nothing_and_keeps_old_cache(tmp_path):
-    _write(tmp_path / "cache", _utts())
+def test_plain_webdataset_and_tar_read_the_wds_cache(tmp_path):
+    _write(tmp_path / "cache", "webdataset", "full32")
+    shards = sorted(str(p) for p in (tmp_path / "cache").glob("cache-*.tar"))
+    assert [p.rsplit("/", 1)[1] for p in shards] == [
+        "cache-000000.tar",
+        "cache-000001.tar",
+        "cache-000002.tar",
+    ]
+    samples = list(wds.WebDataset(shards, shardshuffle=False).decode())
+    assert [s["__key__"] for s in samples] == list(_utts())
+    for sample, (logits, targets) in zip(samples, _utts().values(), strict=True):
+        np.testing.assert_array_equal(sample["logits.npy"], logits)
+        np.testing.assert_array_equal(sample["targets.npy"], targets)
+        assert sample["json"]["num_frames"] == len(targets)
+    listing = subprocess.run(["tar", "tf", shards[0]], capture_output=True, text=True, check=True)
+    assert sorted(listing.stdout.split()) == [
+        "utt-0.json", "utt-0.logits.npy", "utt-0.targets.npy",
+        "utt-1.json", "utt-1.logits.npy", "utt-1.targets.npy",
+    ]  # fmt: skip
+    with tarfile.open(shards[0]) as tar:
+        assert {m.mtime for m in tar.getmembers()} == {0}
+
+
+def test_webdataset_shards_are_byte_identical_on_rerun(tmp_path):
+    _write(tmp_path / "a", "webdataset", "topk")
+    _write(tmp_path / "b", "webdataset", "topk")
+    for shard in sorted((tmp_path / "a").glob("cache-*.tar")):
+        assert shard.read_bytes() == (tmp_path / "b" / shard.name).read_bytes()
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_failed_write_leaves_nothing_and_keeps_old_cache(tmp_path, backend):
+    _write(tmp_path / "cache", backend, "full16")
     before = (tmp_path / "cache" / HEADER).read_text()
-    backend = BACKENDS["zarr"](ZarrConfig(chunk_frames=8, zstd_level=3))
+    codec = _codec("full16")
     with pytest.raises(RuntimeError, match="boom"):
-        with backend.writer(tmp_path / "cache", _header()) as writer:
-            writer.write("a", {"logits": np.zeros((3, 7)), "targets": np.zeros(3)})
+        with BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(
+            tmp_path / "cache", _header(codec)
+        ) as writer:
+            writer.write(
+                "a", {"targets": np.zeros(3), **codec.encode(np.zeros((3, C)), np.zeros(3, int))}
+            )
             raise RuntimeError("boom")
     assert (tmp_path / "cache" / HEADER).read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
 def test_incomplete_or_foreign_caches_are_refused(tmp_path):
-    _write(tmp_path / "cache", _utts())
+    _write(tmp_path / "cache", "zarr", "full16")
     shutil.copytree(tmp_path / "cache", tmp_path / "nohead")
     (tmp_path / "nohead" / HEADER).unlink()
     with pytest.raises(CacheFormatError, match="nohead: no header.json"):
@@ -99,14 +180,17 @@ def test_incomplete_or_foreign_caches_are_refused(tmp_path):
         open_cache(tmp_path / "cache")
 
 
-def test_writer_rejects_bad_shapes_and_duplicates(tmp_path):
-    backend = BACKENDS["zarr"](ZarrConfig(chunk_frames=8, zstd_level=3))
-    with backend.writer(tmp_path / "c", _header()) as writer:
-        with pytest.raises(ValueError, match="x: expected logits"):
-            writer.write("x", {"logits": np.zeros((3, 6)), "targets": np.zeros(3)})
-        writer.write("y", {"logits": np.zeros((3, 7)), "targets": np.zeros(3)})
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_writer_rejects_bad_shapes_and_duplicates(tmp_path, backend):
+    codec = _codec("full16")
+    with BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(
+        tmp_path / "c", _header(codec)
+    ) as writer:
+        with pytest.raises(ValueError, match="x: expected fields"):
+            writer.write("x", {"targets": np.zeros(3), "logits": np.zeros((3, C - 1))})
+        writer.write("y", {"targets": np.zeros(3), "logits": np.zeros((3, C))})
         with pytest.raises(ValueError, match="y: written twice"):
-            writer.write("y", {"logits": np.zeros((3, 7)), "targets": np.zeros(3)})
+            writer.write("y", {"targets": np.zeros(3), "logits": np.zeros((3, C))})
         writer.close()
 
 
@@ -118,11 +202,8 @@ def test_cache_matches_the_corpus(tiny_corpus, tiny_cache):
     rows = read_manifest(tiny_corpus)
     assert sorted(reader.keys()) == sorted(r.id for r in rows)
     for row in rows:
-        got = reader.read(row.id)
-        assert len(got["targets"]) == frames.num_frames(row.samples)
+        logits, targets = reader.header.decode(reader.read(row.id))
+        assert len(targets) == frames.num_frames(row.samples)
         # targets are the argmax of the fp32 logits: a maximum of the stored fp16 logits too
-        picked = np.take_along_axis(got["logits"], got["targets"][:, None].astype(int), axis=1)[
-            :, 0
-        ]
-        np.testing.assert_array_equal(picked, got["logits"].max(axis=1))
+        np.testing.assert_array_equal(logits[np.arange(len(targets)), targets], logits.max(axis=1))
     assert "untrained" in reader.header.teacher

@@ -1,0 +1,150 @@
+"""Logit codecs: how per-frame teacher logits are stored, and decoded for the losses.
+
+A codec turns ``logits (n, C)`` float32 (+ the frame targets) into named per-frame fields and
+back into dense ``(n, C)`` logits. Logits are stored as logits, never softened probabilities.
+
+- ``full``: all C logits as float16 or float32 (exact, or exact to fp16).
+- ``topk``: the k largest logits (fp16) and their class ids, with the frame's target class
+  always kept, plus ``rest_lse``, the log-sum-exp of the C - k logits left out. Decoding puts
+  ``rest_lse - log(C - k)`` on every left-out class, so the softmax mass of the left-out classes
+  is exact at tau = 1 (only how it is spread among them is lost). At tau != 1 the left-out mass
+  is approximate: it is computed as if the left-out logits were all equal, which overstates it
+  for tau > 1 and understates it for tau < 1; the error shrinks as the left-out mass does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.registry import Registry
+
+CODECS: Registry = Registry("logit codec")
+
+
+@dataclass(frozen=True)
+class FullConfig:
+    """Attributes: dtype: ``float16`` or ``float32``."""
+
+    dtype: str
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError("full codec dtype must be float16 or float32")
+
+
+@CODECS.register
+class FullCodec:
+    name = "full"
+    config_type = FullConfig
+
+    def __init__(self, cfg: FullConfig) -> None:
+        self.cfg = cfg
+
+    def header(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.cfg.dtype}
+
+    def fields(self, num_classes: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Per-frame fields: name -> (shape after the frame axis, dtype)."""
+        return {"logits": ((num_classes,), self.cfg.dtype)}
+
+    def bytes_per_frame(self, num_classes: int) -> int:
+        return num_classes * np.dtype(self.cfg.dtype).itemsize
+
+    def encode(self, logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        return {"logits": logits.astype(self.cfg.dtype)}
+
+    def decode(self, fields: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
+        return fields["logits"].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TopKConfig:
+    """Attributes: k: logits kept per frame (the target class is always among them)."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError("topk codec needs k >= 1")
+
+
+@CODECS.register
+class TopKCodec:
+    name = "topk"
+    config_type = TopKConfig
+
+    def __init__(self, cfg: TopKConfig) -> None:
+        self.cfg = cfg
+
+    def header(self) -> dict[str, Any]:
+        return {"name": self.name, "k": self.cfg.k, "value_dtype": "float16"}
+
+    def _k(self, num_classes: int) -> int:
+        return min(self.cfg.k, num_classes)
+
+    @staticmethod
+    def _id_dtype(num_classes: int) -> str:
+        return "int16" if num_classes <= np.iinfo(np.int16).max else "int32"
+
+    def fields(self, num_classes: int) -> dict[str, tuple[tuple[int, ...], str]]:
+        k = self._k(num_classes)
+        return {
+            "topk_values": ((k,), "float16"),
+            "topk_ids": ((k,), self._id_dtype(num_classes)),
+            "rest_lse": ((), "float32"),
+        }
+
+    def bytes_per_frame(self, num_classes: int) -> int:
+        return sum(
+            int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize
+            for shape, dtype in self.fields(num_classes).values()
+        )
+
+    def encode(self, logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        n, c = logits.shape
+        k = self._k(c)
+        ids = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+        # keep the target: where it is missing, it replaces the smallest kept logit
+        missing = ~(ids == targets[:, None]).any(axis=1)
+        if missing.any():
+            kept = np.take_along_axis(logits, ids, axis=1)
+            ids[missing, kept[missing].argmin(axis=1)] = targets[missing]
+        order = np.argsort(-np.take_along_axis(logits, ids, axis=1), axis=1, kind="stable")
+        ids = np.take_along_axis(ids, order, axis=1)
+        values = np.take_along_axis(logits, ids, axis=1)
+        rest = logits.astype(np.float64).copy()
+        np.put_along_axis(rest, ids, -np.inf, axis=1)
+        top = rest.max(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lse = (
+                (np.log(np.exp(rest - top).sum(axis=1)) + top[:, 0])
+                if k < c
+                else np.full(n, -np.inf)
+            )
+        return {
+            "topk_values": values.astype(np.float16),
+            "topk_ids": ids.astype(self._id_dtype(c)),
+            "rest_lse": lse.astype(np.float32),
+        }
+
+    def decode(self, fields: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
+        values, ids = fields["topk_values"], fields["topk_ids"].astype(np.int64)
+        n, k = values.shape
+        if k < num_classes:
+            fill = fields["rest_lse"].astype(np.float32) - math.log(num_classes - k)
+        else:
+            fill = np.zeros(n, dtype=np.float32)
+        dense = np.repeat(fill[:, None], num_classes, axis=1)
+        np.put_along_axis(dense, ids, values.astype(np.float32), axis=1)
+        return dense
+
+
+def codec_from_header(header_codec: dict[str, Any]):
+    """The codec a cache header describes."""
+    params = {k: v for k, v in header_codec.items() if k not in ("name", "value_dtype")}
+    codec_type = CODECS[header_codec["name"]]
+    return codec_type(codec_type.config_type(**params))

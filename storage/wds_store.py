@@ -1,0 +1,211 @@
+"""WebDataset backend: tar shards with one sample per utterance.
+
+Layout::
+
+    cache-000000.tar, cache-000001.tar, ...   each holding, per utterance <id>:
+        <id>.json            {"id": ..., "num_frames": n}
+        <id>.targets.npy     (n,) int32
+        <id>.<field>.npy     the codec's fields, e.g. <id>.logits.npy (n, C)
+    header.json
+
+Members carry a fixed mtime, owner and mode, so re-running gives byte-identical shards. Arrays
+are plain ``.npy`` (never pickled). Readable with ``webdataset.WebDataset(urls,
+shardshuffle=False).decode()`` and with ``tar``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+from pipeline.errors import CacheFormatError
+from pipeline.io import atomic_dir, write_json
+from storage.base import BACKENDS, HEADER, CacheHeader, checksums, read_header
+
+SHARD_PATTERN = "cache-{:06d}.tar"
+
+
+@dataclass(frozen=True)
+class WdsConfig:
+    """Attributes: shard_utterances: utterances per tar shard."""
+
+    shard_utterances: int
+
+    def __post_init__(self) -> None:
+        if self.shard_utterances < 1:
+            raise ValueError("shard_utterances must be >= 1")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+@BACKENDS.register
+class WdsBackend:
+    name = "webdataset"
+    config_type = WdsConfig
+
+    def __init__(self, cfg: WdsConfig) -> None:
+        self.cfg = cfg
+
+    def writer(self, path: Path, header: CacheHeader) -> WdsWriter:
+        return WdsWriter(Path(path), header, self.cfg)
+
+    @staticmethod
+    def reader(path: Path, header: CacheHeader) -> WdsReader:
+        return WdsReader(Path(path), header)
+
+    def merge(self, parts: list[Path], out: Path, header: CacheHeader) -> CacheHeader:
+        """Gather the parts' shards, renumbered in order, into one cache at ``out``."""
+        with atomic_dir(out) as root:
+            count, frames, number = 0, 0, 0
+            for part in parts:
+                part_header = read_header(Path(part))
+                count += part_header.num_utterances
+                frames += part_header.num_frames
+                for shard in sorted(Path(part).glob("cache-*.tar")):
+                    shutil.copyfile(shard, root / SHARD_PATTERN.format(number))
+                    number += 1
+            merged = dataclasses.replace(
+                header, backend=self.name, num_utterances=count, num_frames=frames,
+                checksums=checksums(root),
+            )  # fmt: skip
+            write_json(root / HEADER, merged.to_json())
+        return merged
+
+
+class WdsWriter:
+    """Writes shards under temp names and renames each when full; commits on :meth:`close`."""
+
+    name = "webdataset"
+
+    def __init__(self, path: Path, header: CacheHeader, cfg: WdsConfig) -> None:
+        self.header = dataclasses.replace(header, backend=self.name)
+        self.cfg = cfg
+        self._commit = atomic_dir(path)
+        self.root = self._commit.__enter__()
+        self._fields = header.fields()
+        self._shard = -1
+        self._in_shard = 0
+        self._tar: wds.TarWriter | None = None
+        self._file = None
+        self._seen: set[str] = set()
+        self._frames = 0
+
+    def _next_shard(self) -> None:
+        self._close_shard()
+        self._shard += 1
+        self._file = open(self.root / f".{SHARD_PATTERN.format(self._shard)}.tmp", "wb")
+        self._tar = wds.TarWriter(
+            self._file, user="hubert-kd", group="hubert-kd", mtime=0.0, encoder=False
+        )
+
+    def _close_shard(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            name = SHARD_PATTERN.format(self._shard)
+            (self.root / f".{name}.tmp").replace(self.root / name)
+            self._tar, self._file, self._in_shard = None, None, 0
+
+    def write(self, key: str, arrays: dict[str, np.ndarray]) -> None:
+        n = len(arrays["targets"])
+        expected = {name: (n, *shape) for name, (shape, _) in self._fields.items()}
+        got = {name: getattr(arrays.get(name), "shape", None) for name in self._fields}
+        if got != expected or n == 0 or set(arrays) != set(self._fields):
+            raise ValueError(f"{key}: expected fields {expected} with n > 0, got {got}")
+        if "." in key or key in self._seen:
+            raise ValueError(f"{key}: written twice, or holds a dot (not a WebDataset key)")
+        self._seen.add(key)
+        if self._tar is None or self._in_shard == self.cfg.shard_utterances:
+            self._next_shard()
+        sample = {"__key__": key, "json": json.dumps({"id": key, "num_frames": n}).encode()}
+        for name, (_, dtype) in self._fields.items():
+            sample[f"{name}.npy"] = _npy(arrays[name].astype(dtype, copy=False))
+        self._tar.write(sample)
+        self._in_shard += 1
+        self._frames += n
+
+    def close(self) -> CacheHeader:
+        self._close_shard()
+        self.header = dataclasses.replace(
+            self.header,
+            num_utterances=len(self._seen),
+            num_frames=self._frames,
+            checksums=checksums(self.root),
+        )
+        write_json(self.root / HEADER, self.header.to_json())
+        self._commit.__exit__(None, None, None)
+        return self.header
+
+    def __enter__(self) -> WdsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            if self._tar is not None:
+                self._tar.close()
+            self._commit.__exit__(exc_type, exc, tb)
+
+
+class WdsReader:
+    """Random access by utterance id through an index of tar member offsets built at open."""
+
+    def __init__(self, path: Path, header: CacheHeader) -> None:
+        self.header = header
+        self.path = path
+        self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
+        self._order: list[str] = []
+        shards = sorted(path.glob("cache-*.tar"))
+        for shard in shards:
+            try:
+                with tarfile.open(shard) as tar:
+                    for member in tar.getmembers():
+                        key, _, ext = member.name.partition(".")
+                        if key not in self._index:
+                            self._index[key] = {}
+                            self._order.append(key)
+                        self._index[key][ext] = (shard, member.offset_data, member.size)
+            except tarfile.TarError as err:
+                raise CacheFormatError(f"{shard}: damaged tar shard ({err})") from err
+        if len(self._order) != header.num_utterances:
+            raise CacheFormatError(
+                f"{path}: shards hold {len(self._order)} utterances, "
+                f"the header {header.num_utterances}"
+            )
+
+    def keys(self) -> list[str]:
+        return list(self._order)
+
+    def _bytes(self, key: str, ext: str) -> bytes:
+        try:
+            shard, offset, size = self._index[key][ext]
+        except KeyError:
+            raise KeyError(f"utterance {key!r} is not in the cache (or lacks {ext})") from None
+        with open(shard, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+    def num_frames(self, key: str) -> int:
+        return int(json.loads(self._bytes(key, "json"))["num_frames"])
+
+    def items(self):
+        """``(key, fields)`` in storage order."""
+        for key in self._order:
+            yield key, self.read(key)
+
+    def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.header.fields():
+            array = np.load(io.BytesIO(self._bytes(key, f"{name}.npy")), allow_pickle=False)
+            out[name] = array if frames is None else array[frames]
+        return out
