@@ -1,11 +1,11 @@
 """Cache read throughput vs what a student consumes.
 
-Reads every utterance of a cache in random order through the Reader protocol and decodes its
-logits (what training does per utterance), printing frames/s for each backend x codec built from
-the same teacher outputs; then times training steps of the configured student on the same
-machine and prints the frames/s it consumes. Goal: reading >= 10x the student's consumption.
+For each backend x codec (rewritten from the same cache), prints frames/s read and decoded when
+streaming block by block (the training path) and with random access by utterance id; then the
+training stream as a whole (cache + audio + batching, ``CacheBatches``) and the frames/s the
+configured student consumes in training steps on this machine. Goal: reading >= 10x consumption.
 
-    .venv/bin/python bench/cache_read.py [--cache cache] [--student kd] [--steps 5]
+    .venv/bin/python bench/cache_read.py [--cache cache] [--manifest data/manifest.jsonl]
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import numpy as np
 import torch
 import yaml
 
+from pipeline.data import CacheBatches
 from pipeline.frames import FrameSpec
 from pipeline.losses import LOSSES
+from pipeline.manifest import read_manifest
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import build_student
 from storage import BACKENDS, open_cache
@@ -33,14 +35,28 @@ from storage.zarr_store import ZarrConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def read_rate(path: Path) -> float:
+def read_rates(path: Path) -> tuple[float, float]:
+    """(streamed, random-access) frames/s, reading and decoding every utterance once."""
     reader = open_cache(path)
+    start, frames = time.perf_counter(), 0
+    for block in reader.blocks():
+        for _, fields in reader.read_block(block):
+            frames += len(reader.header.decode(fields)[1])
+    streamed = frames / (time.perf_counter() - start)
     keys = reader.keys()
     random.Random(0).shuffle(keys)
-    start, frames = time.perf_counter(), 0
+    start = time.perf_counter()
     for key in keys:
-        logits, targets = reader.header.decode(reader.read(key))
-        frames += len(targets)
+        reader.header.decode(reader.read(key))
+    return streamed, frames / (time.perf_counter() - start)
+
+
+def stream_rate(cache: Path, manifest: Path) -> float:
+    """Frames/s of the whole training stream: cache blocks + audio + length batches."""
+    utts = read_manifest(manifest)
+    dataset = CacheBatches(cache, utts, manifest, batch_seconds=16.0, seed=0, shuffle=True, pool=64)
+    start = time.perf_counter()
+    frames = sum(batch.num_frames for batch in dataset)
     return frames / (time.perf_counter() - start)
 
 
@@ -74,6 +90,7 @@ def student_rate(cache: Path, name: str, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", default=str(ROOT / "cache"), help="a cache from `dvc repro`")
+    parser.add_argument("--manifest", default=str(ROOT / "data" / "manifest.jsonl"))
     parser.add_argument("--student", default="kd")
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
@@ -105,10 +122,15 @@ def main() -> None:
                             {"targets": targets.astype(np.int32), **codec.encode(logits, targets)},
                         )
                     writer.close()
-                rate = read_rate(out)
-                print(f"read + decode {backend:>10} {codec_name:>9}: {rate:>10,.0f} frames/s")
+                streamed, random_access = read_rates(out)
+                print(
+                    f"read + decode {backend:>10} {codec_name:>9}: {streamed:>10,.0f} frames/s "
+                    f"streamed, {random_access:>10,.0f} by random access"
+                )
+    rate = stream_rate(Path(args.cache), Path(args.manifest))
+    print(f"training stream with audio   : {rate:>10,.0f} frames/s (CacheBatches, no workers)")
     rate = student_rate(Path(args.cache), args.student, args.steps)
-    print(f"student {args.student!r} consumes  : {rate:>10,.0f} frames/s")
+    print(f"student {args.student!r} consumes     : {rate:>10,.0f} frames/s")
 
 
 if __name__ == "__main__":

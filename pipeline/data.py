@@ -1,4 +1,4 @@
-"""Training data: utterance audio from the manifest joined with the teacher cache."""
+"""Training data: the teacher cache streamed in storage order, joined with utterance audio."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from pathlib import Path
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.audio import read_audio
+from pipeline.audio import SAMPLE_RATE, read_audio
+from pipeline.batching import length_batches
 from pipeline.frames import FrameSpec, lengths_to_mask
 from pipeline.manifest import Utterance, audio_path
-from storage import CacheFormatError, Reader
+from storage import CacheFormatError, open_cache
 
 
 @dataclass
@@ -42,43 +43,99 @@ class Batch:
         return int(self.frame_mask.sum())
 
 
-class CachedUtterances(Dataset):
-    """Utterance ``i``: its waveform and its cached teacher logits and targets.
+class CacheBatches(IterableDataset):
+    """Length-bucketed batches of some utterances, streamed from the teacher cache.
 
-    Raises (on access):
-        CacheFormatError: the utterance is missing from the cache, or the cached frame count
+    The cache's storage blocks (runs of chunks, tar shards) are shuffled per epoch and dealt to
+    DataLoader workers, each block to exactly one worker, so no utterance repeats within an
+    epoch. Utterances are read block by block (each chunk decompressed once), joined with their
+    audio, collected ``pool`` at a time (the shuffle buffer), sorted by length and cut into
+    batches of at most ``batch_seconds`` of padded audio. The stream is a pure function of
+    ``(seed, epoch, number of workers)``; with ``shuffle=False`` batches are length-sorted.
+
+    Raises:
+        CacheFormatError: an utterance missing from the cache, or whose cached frame count
             differs from what the frame stack gives for its audio.
     """
 
-    def __init__(self, utts: list[Utterance], manifest: Path, cache: Reader, frames: FrameSpec):
-        self.utts = utts
+    def __init__(
+        self,
+        cache: Path,
+        utts: list[Utterance],
+        manifest: Path,
+        *,
+        batch_seconds: float,
+        seed: int,
+        shuffle: bool,
+        pool: int,
+    ) -> None:
+        self.cache = Path(cache)
+        self.utts = {u.id: u for u in utts}
         self.manifest = Path(manifest)
-        self.cache = cache
-        self.frames = frames
-
-    def __len__(self) -> int:
-        return len(self.utts)
-
-    def __getitem__(self, i: int) -> dict:
-        utt = self.utts[i]
-        wav = read_audio(audio_path(utt, self.manifest))
-        try:
-            cached = self.cache.read(utt.id)
-        except KeyError as err:
-            raise CacheFormatError(f"{utt.id}: not in the cache; rerun cache-teacher") from err
-        expected = self.frames.num_frames(len(wav))
-        if len(cached["targets"]) != expected:
+        self.batch_seconds = batch_seconds
+        self.seed = seed
+        self.shuffle = shuffle
+        self.pool = pool if shuffle else len(utts)
+        self.epoch = 0
+        stored = set(open_cache(self.cache).keys())
+        missing = [u for u in self.utts if u not in stored]
+        if missing:
             raise CacheFormatError(
-                f"{utt.id}: cache has {len(cached['targets'])} frames, audio gives {expected}; "
+                f"{missing[0]}: not in the cache {self.cache} ({len(missing)} missing); "
+                "rerun cache-teacher"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[Batch]:
+        reader = open_cache(self.cache)
+        header = reader.header
+        frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        blocks = [b for b in reader.blocks() if any(k in self.utts for k in b)]
+        if self.shuffle:
+            random.Random(f"{self.seed}/{self.epoch}").shuffle(blocks)
+        rng = random.Random(f"{self.seed}/{self.epoch}/{worker}")
+        pool: list[dict] = []
+        for block in blocks[worker::workers]:
+            for key, fields in reader.read_block(block):
+                if key in self.utts:
+                    pool.append(self._item(self.utts[key], fields, header, frames))
+                if len(pool) >= self.pool:
+                    yield from self._batches(pool, rng)
+                    pool = []
+        yield from self._batches(pool, rng)
+
+    def _item(self, utt: Utterance, fields: dict, header, frames: FrameSpec) -> dict:
+        wav = read_audio(audio_path(utt, self.manifest))
+        expected = frames.num_frames(len(wav))
+        if len(fields["targets"]) != expected:
+            raise CacheFormatError(
+                f"{utt.id}: cache has {len(fields['targets'])} frames, audio gives {expected}; "
                 "the cache was made from different audio or another frame stack"
             )
-        logits, targets = self.cache.header.decode(cached)
+        logits, targets = header.decode(fields)
         return {
             "id": utt.id,
             "wav": wav,
             "logits": torch.from_numpy(logits),
             "targets": torch.from_numpy(targets),
         }
+
+    def _batches(self, pool: list[dict], rng: random.Random) -> Iterator[Batch]:
+        jitter = {item["id"]: rng.random() * 0.2 if self.shuffle else 0.0 for item in pool}
+        batches = length_batches(
+            pool,
+            seconds=lambda item: len(item["wav"]) / SAMPLE_RATE,
+            batch_seconds=self.batch_seconds,
+            sort_key=lambda item: (len(item["wav"]) / SAMPLE_RATE + jitter[item["id"]], item["id"]),
+        )
+        if self.shuffle:
+            rng.shuffle(batches)
+        for batch in batches:
+            yield collate(batch)
 
 
 def collate(items: list[dict]) -> Batch:
@@ -93,49 +150,3 @@ def collate(items: list[dict]) -> Batch:
         targets=pad_sequence([it["targets"] for it in items], batch_first=True),
         frame_mask=lengths_to_mask(frame_lengths),
     )
-
-
-class LengthBatchSampler(Sampler[list[int]]):
-    """Batches of similar-length utterances holding at most ``batch_seconds`` of padded audio.
-
-    Each epoch shuffles within length buckets and shuffles the batch order; the sequence is a
-    pure function of ``(seed, epoch)``. With ``shuffle=False`` batches are length-sorted.
-    """
-
-    def __init__(self, seconds: list[float], batch_seconds: float, seed: int, shuffle: bool = True):
-        self.seconds = seconds
-        self.batch_seconds = batch_seconds
-        self.seed = seed
-        self.shuffle = shuffle
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        rng = random.Random(self.seed * 100_003 + self.epoch)
-        noise = [rng.random() if self.shuffle else 0.0 for _ in self.seconds]
-        order = sorted(
-            range(len(self.seconds)), key=lambda i: (self.seconds[i] + 0.2 * noise[i], i)
-        )
-        batches: list[list[int]] = []
-        batch: list[int] = []
-        longest = 0.0
-        for i in order:
-            longest_if = max(longest, self.seconds[i])
-            if batch and (len(batch) + 1) * longest_if > self.batch_seconds:
-                batches.append(batch)
-                batch, longest_if = [], self.seconds[i]
-            batch.append(i)
-            longest = longest_if
-        if batch:
-            batches.append(batch)
-        if self.shuffle:
-            rng.shuffle(batches)
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        return len(self._batches())

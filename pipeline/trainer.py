@@ -29,6 +29,8 @@ class TrainConfig:
         distill_warmup_steps: distillation terms are scaled by ``min(step / this, 1)`` (0: off).
         threads: torch intra-op threads.
         log_every: steps per logged curve point.
+        shuffle_pool: utterances shuffled and length-bucketed together while streaming.
+        loader_workers: DataLoader worker processes reading the cache and audio (0: none).
         expect_teacher: a teacher fingerprint (or its prefix) the cache must carry; "" accepts
             any cache (its fingerprint is recorded in each checkpoint either way).
     """
@@ -43,6 +45,8 @@ class TrainConfig:
     distill_warmup_steps: int
     threads: int
     log_every: int
+    shuffle_pool: int
+    loader_workers: int
     expect_teacher: str
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio import SAMPLE_RATE, read_audio
+from pipeline.batching import length_batches
 from pipeline.frames import FrameSpec
 from pipeline.io import atomic_write_text
 from pipeline.manifest import Utterance, audio_path, read_manifest
@@ -75,18 +76,6 @@ class CacheTeacherConfig:
             raise ValueError("shard_utterances must be >= 1")
 
 
-def length_batches(utts: list[Utterance], batch_seconds: float) -> Iterator[list[Utterance]]:
-    """Length-sorted batches of at most ``batch_seconds`` of audio (at least one utterance)."""
-    batch: list[Utterance] = []
-    for utt in sorted(utts, key=lambda u: (u.seconds, u.id)):
-        if batch and (len(batch) + 1) * utt.seconds > batch_seconds:
-            yield batch
-            batch = []
-        batch.append(utt)
-    if batch:
-        yield batch
-
-
 class BatchAudio(Dataset):
     """Item ``i``: the 16 kHz waveforms of batch ``i`` (checked to give at least one frame)."""
 
@@ -133,7 +122,9 @@ def run_shard(
     torch.set_num_threads(cfg.threads)
     codec = CODECS[cfg.codec](getattr(cfg, cfg.codec))
     backend = BACKENDS[cfg.backend](getattr(cfg, cfg.backend))
-    batches = list(length_batches(utts, cfg.batch_seconds))
+    batches = length_batches(
+        utts, lambda u: u.seconds, cfg.batch_seconds, sort_key=lambda u: (u.seconds, u.id)
+    )
     loader = DataLoader(
         BatchAudio(batches, manifest, teacher.frames),
         batch_size=None,

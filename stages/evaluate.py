@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from pipeline.agreement import teacher_agreement
-from pipeline.data import CachedUtterances, LengthBatchSampler, collate
-from pipeline.frames import FrameSpec
+from pipeline.data import CacheBatches
 from pipeline.io import write_json
 from pipeline.manifest import SPLITS, read_manifest
 from pipeline.students.checkpoint import load_student
@@ -54,15 +52,12 @@ def run(
     """
     torch.set_num_threads(cfg.threads)
     reader = open_cache(cache)
-    frames = FrameSpec(tuple(reader.header.frame_kernels), tuple(reader.header.frame_strides))
     utts = read_manifest(manifest, split=cfg.split)
     if not utts:
         raise ValueError(f"{manifest}: no utterances in the {cfg.split} split")
-    dataset = CachedUtterances(utts, manifest, reader, frames)
-    sampler = LengthBatchSampler(
-        [u.seconds for u in utts], cfg.batch_seconds, seed=0, shuffle=False
+    batches = CacheBatches(
+        cache, utts, manifest, batch_seconds=cfg.batch_seconds, seed=0, shuffle=False, pool=0
     )
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     results = {}
     missing = [f"{p} ({n})" for n, p in students.items() if not Path(p).is_file()]
     if missing:
@@ -77,7 +72,7 @@ def run(
             )
         results[name] = {
             "parameters": sum(p.numel() for p in model.parameters()),
-            **teacher_agreement(model, loader),
+            **teacher_agreement(model, batches),
         }
         log.info("%s: %s", name, results[name])
     metrics = {"split": cfg.split, "teacher": reader.header.teacher, "students": results}

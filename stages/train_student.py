@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import to_dict
-from pipeline.data import Batch, CachedUtterances, LengthBatchSampler, collate
+from pipeline.data import Batch, CacheBatches
 from pipeline.frames import FrameSpec
 from pipeline.io import write_json
 from pipeline.losses import LOSSES
@@ -28,11 +28,11 @@ METRICS = "metrics.json"
 CURVE = "curve.json"
 
 
-def endless(loader: DataLoader, sampler: LengthBatchSampler) -> Iterator[Batch]:
-    """Loop over ``loader`` forever, reshuffling each epoch."""
+def endless(dataset: CacheBatches, workers: int) -> Iterator[Batch]:
+    """Stream ``dataset`` forever, reshuffled each epoch."""
     for epoch in itertools.count():
-        sampler.set_epoch(epoch)
-        yield from loader
+        dataset.set_epoch(epoch)
+        yield from DataLoader(dataset, batch_size=None, num_workers=workers)
 
 
 def run(
@@ -62,9 +62,10 @@ def run(
     utts = read_manifest(manifest, split="train")
     if not utts:
         raise ValueError(f"{manifest}: no utterances in the train split")
-    dataset = CachedUtterances(utts, manifest, reader, frames)
-    sampler = LengthBatchSampler([u.seconds for u in utts], train_cfg.batch_seconds, train_cfg.seed)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    dataset = CacheBatches(
+        cache, utts, manifest, batch_seconds=train_cfg.batch_seconds, seed=train_cfg.seed,
+        shuffle=True, pool=train_cfg.shuffle_pool,
+    )  # fmt: skip
 
     model = build_student(student_cfg, header.num_classes, frames)
     losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
@@ -77,7 +78,11 @@ def run(
         list(losses),
     )
     curve, summary = train(
-        model, losses, endless(loader, sampler), train_cfg, description=f"train {name}"
+        model,
+        losses,
+        endless(dataset, train_cfg.loader_workers),
+        train_cfg,
+        description=f"train {name}",
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)

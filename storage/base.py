@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -139,6 +140,13 @@ class Reader(Protocol):
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
         """The stored fields of ``key`` (optionally a frame slice); decode with
         ``header.decode``."""
+
+    def blocks(self) -> list[list[str]]:
+        """Utterance ids grouped in storage units that are cheap to read together (a chunk
+        run, a tar shard): the unit of streaming and of splitting work across readers."""
+
+    def read_block(self, block: list[str]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """``(key, fields)`` for every utterance of one of :meth:`blocks`."""
 
 
 def open_cache(path: str | Path) -> Reader:

@@ -198,10 +198,21 @@ class WdsReader:
     def num_frames(self, key: str) -> int:
         return int(json.loads(self._bytes(key, "json"))["num_frames"])
 
+    def blocks(self) -> list[list[str]]:
+        """The utterances of each tar shard."""
+        out: dict[Path, list[str]] = {}
+        for key in self._order:
+            out.setdefault(self._index[key]["json"][0], []).append(key)
+        return list(out.values())
+
+    def read_block(self, block: list[str]):
+        for key in block:
+            yield key, self.read(key)
+
     def items(self):
         """``(key, fields)`` in storage order."""
-        for key in self._order:
-            yield key, self.read(key)
+        for block in self.blocks():
+            yield from self.read_block(block)
 
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
         out = {}

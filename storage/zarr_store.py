@@ -180,20 +180,30 @@ class ZarrReader:
         start, stop = self._span(key)
         return stop - start
 
-    def items(self):
-        """``(key, fields)`` in storage order, reading about one chunk of frames at a time."""
+    def blocks(self) -> list[list[str]]:
+        """Runs of consecutive utterances spanning about one chunk of frames each."""
         step = self._arrays["targets"].chunks[0]
-        ids, offsets = self._ids, self._offsets
-        i = 0
-        while i < len(ids):
-            j = int(np.searchsorted(offsets, offsets[i] + step, side="left"))
-            j = min(max(j, i + 1), len(ids))
-            lo, hi = int(offsets[i]), int(offsets[j])
-            block = {name: array[lo:hi] for name, array in self._arrays.items()}
-            for k in range(i, j):
-                a, b = int(offsets[k]) - lo, int(offsets[k + 1]) - lo
-                yield ids[k], {name: values[a:b] for name, values in block.items()}
+        out, i = [], 0
+        while i < len(self._ids):
+            j = int(np.searchsorted(self._offsets, self._offsets[i] + step, side="left"))
+            j = min(max(j, i + 1), len(self._ids))
+            out.append(self._ids[i:j])
             i = j
+        return out
+
+    def read_block(self, block: list[str]):
+        """``(key, fields)`` for a block of :meth:`blocks`, reading its frames in one go."""
+        lo, _ = self._span(block[0])
+        _, hi = self._span(block[-1])
+        values = {name: array[lo:hi] for name, array in self._arrays.items()}
+        for key in block:
+            a, b = self._span(key)
+            yield key, {name: v[a - lo : b - lo] for name, v in values.items()}
+
+    def items(self):
+        """``(key, fields)`` in storage order."""
+        for block in self.blocks():
+            yield from self.read_block(block)
 
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
         start, stop = self._span(key)

@@ -1,0 +1,60 @@
+"""Streaming the cache for training: no duplicates across workers, determinism, length batches."""
+
+from collections import Counter
+
+import pytest
+from torch.utils.data import DataLoader
+
+from pipeline.batching import length_batches
+from pipeline.data import CacheBatches
+from pipeline.errors import CacheFormatError
+from pipeline.manifest import Utterance, read_manifest
+
+
+def _stream(tiny_corpus, tiny_cache, **overrides):
+    utts = read_manifest(tiny_corpus)
+    kwargs = dict(batch_seconds=6.0, seed=0, shuffle=True, pool=5) | overrides
+    return CacheBatches(tiny_cache, utts, tiny_corpus, **kwargs), utts
+
+
+def _ids(dataset, workers=0):
+    return [b.ids for b in DataLoader(dataset, batch_size=None, num_workers=workers)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_utterance_once_per_epoch(tiny_corpus, tiny_cache, workers):
+    dataset, utts = _stream(tiny_corpus, tiny_cache)
+    seen = Counter(i for batch in _ids(dataset, workers) for i in batch)
+    assert seen == Counter(u.id for u in utts)
+
+
+def test_stream_is_deterministic_per_seed_and_epoch(tiny_corpus, tiny_cache):
+    a, _ = _stream(tiny_corpus, tiny_cache)
+    b, _ = _stream(tiny_corpus, tiny_cache)
+    assert _ids(a) == _ids(b)
+    b.set_epoch(1)
+    assert _ids(a) != _ids(b)
+
+
+def test_batches_respect_the_padded_audio_budget(tiny_corpus, tiny_cache):
+    dataset, _ = _stream(tiny_corpus, tiny_cache, shuffle=False, pool=0)
+    for batch in dataset:
+        longest = int(batch.lengths.max()) / 16_000
+        assert len(batch.ids) == 1 or len(batch.ids) * longest <= 6.0
+        assert batch.teacher_logits.shape[:2] == batch.frame_mask.shape == batch.targets.shape
+        assert int(batch.frame_mask.sum()) == batch.num_frames
+
+
+def test_utterances_missing_from_the_cache_are_named(tiny_corpus, tiny_cache):
+    stranger = Utterance("nobody-0001", "x.flac", 16_000, 16_000, "", "", "train")
+    with pytest.raises(CacheFormatError, match="nobody-0001: not in the cache"):
+        CacheBatches(
+            tiny_cache, [stranger], tiny_corpus, batch_seconds=1, seed=0, shuffle=False, pool=0
+        )
+
+
+def test_length_batches():
+    sizes = [1.0, 4.0, 2.0, 2.5, 9.0]
+    batches = length_batches(sizes, lambda s: s, batch_seconds=6.0)
+    assert batches == [[1.0, 2.0], [2.5], [4.0], [9.0]]
+    assert length_batches(sizes, lambda s: s, batch_seconds=0) == [[s] for s in sorted(sizes)]
