@@ -85,9 +85,7 @@ def prepare_cmd(
     from stages import prepare
 
     with reported():
-        raw = load_params(params)
-        if skip_bad is not None:
-            raw = override(raw, "prepare.skip_bad", skip_bad)
+        raw = override(load_params(params), {"prepare.skip_bad": skip_bad})
         summary = prepare.run(section(raw, "prepare", prepare.PrepareConfig), out)
     typer.echo(f"manifest: {out / prepare.MANIFEST}  {summary}")
 
@@ -105,16 +103,20 @@ def cache_teacher_cmd(
         "--trust-checkpoint/--no-trust-checkpoint",
         help="allow checkpoints that pickle Python objects (only for files you trust)",
     ),
+    scheduler: str = typer.Option(
+        None, help="override cache_teacher.scheduler: a dask.distributed address, tcp://host:port"
+    ),
 ) -> None:
     """Run the teacher once over the corpus and cache per-frame logits and targets."""
     from stages import cache_teacher
 
     with reported():
-        raw = load_params(params)
-        if teacher is not None:
-            raw = override(raw, "cache_teacher.teacher.source", teacher)
-        if trust_checkpoint is not None:
-            raw = override(raw, "cache_teacher.teacher.trust_checkpoint", trust_checkpoint)
+        changes = {
+            "cache_teacher.teacher.source": teacher,
+            "cache_teacher.teacher.trust_checkpoint": trust_checkpoint,
+            "cache_teacher.scheduler": scheduler,
+        }
+        raw = override(load_params(params), changes)
         cfg = section(raw, "cache_teacher", cache_teacher.CacheTeacherConfig)
         header = cache_teacher.run(cfg, manifest, out)
     typer.echo(f"cache: {out}  {header.num_utterances} utterances, {header.num_frames} frames")

@@ -35,13 +35,18 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def override(params: Mapping[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """A copy of ``params`` with the dotted ``key`` set to ``value`` (for CLI flags)."""
-    head, _, rest = key.partition(".")
-    inner = params.get(head, {}) if rest else None
-    if rest and not isinstance(inner, Mapping):
-        raise ConfigError(f"cannot override {key}: {head} is not a section")
-    return {**params, head: override(inner, rest, value) if rest else value}
+def override(params: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``params`` with each dotted key of ``changes`` set to its value; ``None``
+    values (CLI flags not given) change nothing."""
+    out = dict(params)
+    for key, value in changes.items():
+        if value is None:
+            continue
+        head, _, rest = key.partition(".")
+        if rest and not isinstance(out.get(head, {}), Mapping):
+            raise ConfigError(f"cannot override {key}: {head} is not a section")
+        out[head] = override(out.get(head, {}), {rest: value}) if rest else value
+    return out
 
 
 def section(params: Mapping[str, Any], name: str, cls: type[T]) -> T:

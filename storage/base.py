@@ -149,6 +149,22 @@ class Reader(Protocol):
         """``(key, fields)`` for every utterance of one of :meth:`blocks`."""
 
 
+def check_utterance(
+    fields: dict[str, tuple[tuple[int, ...], str]], seen: set[str], key: str, arrays: dict
+) -> int:
+    """Validate one utterance handed to a writer (all fields, consistent frames, a new key
+    without dots) and record its key; returns its frame count."""
+    n = len(arrays.get("targets", ()))
+    expected = {name: (n, *shape) for name, (shape, _) in fields.items()}
+    got = {name: getattr(arrays.get(name), "shape", None) for name in fields}
+    if got != expected or n == 0 or set(arrays) != set(fields):
+        raise ValueError(f"{key}: expected fields {expected} with n > 0, got {got}")
+    if "." in key or key in seen:
+        raise ValueError(f"{key}: written twice, or holds a dot (not a valid utterance id)")
+    seen.add(key)
+    return n
+
+
 def open_cache(path: str | Path) -> Reader:
     """Open a committed cache with the backend its header names."""
     path = Path(path)

@@ -28,7 +28,7 @@ import webdataset as wds
 
 from pipeline.errors import CacheFormatError
 from pipeline.io import atomic_dir, write_json
-from storage.base import BACKENDS, HEADER, CacheHeader, checksums, read_header
+from storage.base import BACKENDS, HEADER, CacheHeader, check_utterance, checksums, read_header
 
 SHARD_PATTERN = "cache-{:06d}.tar"
 
@@ -118,14 +118,7 @@ class WdsWriter:
             self._tar, self._file, self._in_shard = None, None, 0
 
     def write(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        n = len(arrays["targets"])
-        expected = {name: (n, *shape) for name, (shape, _) in self._fields.items()}
-        got = {name: getattr(arrays.get(name), "shape", None) for name in self._fields}
-        if got != expected or n == 0 or set(arrays) != set(self._fields):
-            raise ValueError(f"{key}: expected fields {expected} with n > 0, got {got}")
-        if "." in key or key in self._seen:
-            raise ValueError(f"{key}: written twice, or holds a dot (not a WebDataset key)")
-        self._seen.add(key)
+        n = check_utterance(self._fields, self._seen, key, arrays)
         if self._tar is None or self._in_shard == self.cfg.shard_utterances:
             self._next_shard()
         sample = {"__key__": key, "json": json.dumps({"id": key, "num_frames": n}).encode()}
@@ -208,11 +201,6 @@ class WdsReader:
     def read_block(self, block: list[str]):
         for key in block:
             yield key, self.read(key)
-
-    def items(self):
-        """``(key, fields)`` in storage order."""
-        for block in self.blocks():
-            yield from self.read_block(block)
 
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
         out = {}

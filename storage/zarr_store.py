@@ -23,7 +23,15 @@ import numpy as np
 import zarr
 
 from pipeline.io import atomic_dir, write_json
-from storage.base import BACKENDS, HEADER, CacheFormatError, CacheHeader, checksums, read_header
+from storage.base import (
+    BACKENDS,
+    HEADER,
+    CacheFormatError,
+    CacheHeader,
+    check_utterance,
+    checksums,
+    read_header,
+)
 
 
 @dataclass(frozen=True)
@@ -90,14 +98,7 @@ class ZarrWriter:
         self._offsets = [0]
 
     def write(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        n = len(arrays["targets"])
-        expected = {name: (n, *shape) for name, (shape, _) in self._fields.items()}
-        got = {name: getattr(arrays.get(name), "shape", None) for name in self._fields}
-        if got != expected or n == 0 or set(arrays) != set(self._fields):
-            raise ValueError(f"{key}: expected fields {expected} with n > 0, got {got}")
-        if key in self._seen:
-            raise ValueError(f"{key}: written twice")
-        self._seen.add(key)
+        n = check_utterance(self._fields, self._seen, key, arrays)
         for name, (_, dtype) in self._fields.items():
             self._pending[name].append(arrays[name].astype(dtype, copy=False))
         self._pending_frames += n

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import ROOT, tiny_params
 
-from pipeline.config import ConfigError, from_dict, load_params, section
+from pipeline.config import ConfigError, from_dict, load_params, override, section
 from pipeline.students import parse_students
 from pipeline.trainer import TrainConfig
 from stages.cache_teacher import CacheTeacherConfig
@@ -92,3 +92,11 @@ def test_dvc_params_match_the_sections_each_stage_reads():
     assert stages["evaluate"]["params"] == ["evaluate", "students"]
     params = load_params(ROOT / "params.yaml")
     assert set(params) == set(SECTIONS) | {"students"}
+
+
+def test_override_sets_dotted_keys_and_skips_unset_flags():
+    params = {"a": {"b": {"c": 1, "d": 2}}, "e": 3}
+    changed = override(params, {"a.b.c": 5, "e": None})
+    assert changed == {"a": {"b": {"c": 5, "d": 2}}, "e": 3} and params["a"]["b"]["c"] == 1
+    with pytest.raises(ConfigError, match="cannot override e.x: e is not a section"):
+        override(params, {"e.x": 1})
