@@ -167,8 +167,50 @@ def train_student_cmd(
         if name not in students:
             raise ConfigError(f"no student {name!r} in params `students` ({', '.join(students)})")
         out = out or Path("students") / name
-        metrics = train_student.run(name, train_cfg, students[name], manifest, cache, out)
-    typer.echo(f"student {name}: {metrics['final']}")
+        state = out / train_student.STATE
+        metrics = train_student.run(
+            {name: students[name]}, train_cfg, manifest, cache, {name: out}, state
+        )
+    typer.echo(f"student {name}: {metrics[name]['final']}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    base: str = typer.Argument(..., help="the student in params `students` to vary"),
+    grid: list[str] = typer.Option(
+        ..., help="KEY=V1,V2,... inside the student, e.g. losses.dkd.beta=1,4,8 (repeatable)"
+    ),
+    out: Path = typer.Option(Path("sweeps"), help="folder for one sub-folder per student"),
+    manifest: Path = MANIFEST,
+    cache: Path = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Train a grid of students in one pass over the cache (each batch read once for all)."""
+    import yaml
+
+    from pipeline.students import grid_students, parse_student
+    from pipeline.trainer import TrainConfig
+    from stages import train_student
+
+    with reported():
+        raw = load_params(params)
+        if base not in raw.get("students", {}):
+            raise ConfigError(f"no student {base!r} in params `students`")
+        axes = {}
+        for item in grid:
+            key, sep, values = item.partition("=")
+            if not sep or not values:
+                raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,...")
+            axes[key] = [yaml.safe_load(v) for v in values.split(",")]
+        raws = grid_students(base, raw["students"][base], axes)
+        students = {name: parse_student(cfg, f"sweep {name}") for name, cfg in raws.items()}
+        train_cfg = section(raw, "train", TrainConfig)
+        dirs = {name: out / name for name in students}
+        metrics = train_student.run(
+            students, train_cfg, manifest, cache, dirs, out / "sweep_state.pt"
+        )
+    for name, m in metrics.items():
+        typer.echo(f"{name}: {m['final']}")
 
 
 @app.command("evaluate")

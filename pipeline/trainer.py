@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from pipeline.data import Batch
 from pipeline.progress import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class TrainConfig:
         distill_warmup_steps: distillation terms are scaled by ``min(step / this, 1)`` (0: off).
         threads: torch intra-op threads.
         log_every: steps per logged curve point.
+        checkpoint_every: steps between resumable checkpoints (0: none).
         shuffle_pool: utterances shuffled and length-bucketed together while streaming.
         loader_workers: DataLoader worker processes reading the cache and audio (0: none).
         expect_teacher: a teacher fingerprint (or its prefix) the cache must carry; "" accepts
@@ -45,6 +51,7 @@ class TrainConfig:
     distill_warmup_steps: int
     threads: int
     log_every: int
+    checkpoint_every: int
     shuffle_pool: int
     loader_workers: int
     expect_teacher: str
@@ -61,68 +68,153 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+class StudentRun:
+    """One student in training: model, optimizer, schedule, losses, and its logged curve.
+
+    Each run keeps its own torch RNG state, so runs trained side by side on the same batches
+    (a sweep) draw the same dropout masks as when trained alone.
+    """
+
+    def __init__(self, name: str, model: nn.Module, losses: dict[str, Callable], cfg: TrainConfig):
+        self.name = name
+        self.model = model
+        self.losses = losses
+        self.cfg = cfg
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps)
+        )
+        self.rng = torch.get_rng_state()
+        self.curve: list[dict] = []
+        self.window: dict[str, float] = defaultdict(float)
+        self.window_steps = 0
+
+    def step(self, batch: Batch, step: int) -> float:
+        """One update on ``batch``; returns the total loss."""
+        cfg = self.cfg
+        torch.set_rng_state(self.rng)
+        self.model.train()
+        logits, _ = self.model(batch.wav, batch.lengths)
+        if logits.shape[:2] != batch.frame_mask.shape:
+            got, want = tuple(logits.shape[:2]), tuple(batch.frame_mask.shape)
+            raise RuntimeError(f"student {self.name} gives {got} frames, the cache {want}")
+        warm = min(1.0, step / cfg.distill_warmup_steps) if cfg.distill_warmup_steps else 1.0
+        total = logits.new_zeros(())
+        for name, loss in self.losses.items():
+            terms = loss(logits, batch.teacher_logits, batch.targets, batch.frame_mask)
+            total = total + loss.cfg.weight * (warm if loss.distillation else 1.0) * terms[name]
+            for key, value in terms.items():
+                self.window[key] += value.item()
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.rng = torch.get_rng_state()
+
+        self.window["loss"] += total.item()
+        self.window_steps += 1
+        if self.window_steps == cfg.log_every or step == cfg.steps - 1:
+            point = {k: v / self.window_steps for k, v in self.window.items()}
+            self.curve.append({"step": step + 1, "lr": self.schedule.get_last_lr()[0], **point})
+            self.window, self.window_steps = defaultdict(float), 0
+        return total.item()
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": self.rng,
+            "curve": self.curve,
+            "window": dict(self.window),
+            "window_steps": self.window_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.rng = state["rng"]
+        self.curve = state["curve"]
+        self.window = defaultdict(float, state["window"])
+        self.window_steps = state["window_steps"]
+
+
 def train(
-    model: nn.Module,
-    losses: dict[str, Callable],
-    batches: Iterator[Batch],
+    runs: list[StudentRun],
+    epochs: Callable[[int], Iterable[Batch]],
     cfg: TrainConfig,
+    state_path: Path | None = None,
+    identity: dict | None = None,
     description: str = "train",
-) -> tuple[list[dict], dict]:
-    """Train ``model`` for ``cfg.steps`` updates.
+) -> dict:
+    """Train every run for ``cfg.steps`` updates on the same batches, each read once.
 
     Args:
-        model: maps ``(wav, lengths)`` to ``(logits (B, T, C), frame_lengths)``.
-        losses: name -> registered loss wrapper (with ``cfg.weight`` and ``distillation``).
-        batches: an endless iterator of batches.
-        cfg: training settings.
+        runs: the students (one for ``train-student``, a grid for ``sweep``).
+        epochs: ``epochs(e)`` gives the batches of epoch ``e`` (a deterministic stream).
+        cfg: training settings (shared by the runs).
+        state_path: where to checkpoint every ``cfg.checkpoint_every`` steps; an existing
+            checkpoint there is resumed exactly (weights, optimizer, schedule, RNG, data position).
+        identity: what the checkpoint must have been made for (configs, cache); a checkpoint
+            with another identity is discarded, never resumed.
 
     Returns:
-        ``(curve, summary)``: one dict per logged point (mean of each term and the total over
-        the window, lr), and the run summary (steps, seconds, frames/s, last window's terms).
+        The run summary: steps, seconds, frames/s (of this invocation), resumed-from step.
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps)
-    )
-    curve: list[dict] = []
-    window: dict[str, float] = defaultdict(float)
-    window_steps, frames, start = 0, 0, time.perf_counter()
-    model.train()
+    position = {"step": 0, "epoch": 0, "batch": 0}
+    key = json.dumps({"runs": [r.name for r in runs], **(identity or {})}, sort_keys=True)
+    if state_path is not None and state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        if saved.get("identity") == key:
+            for run, state in zip(runs, saved["states"], strict=True):
+                run.load_state_dict(state)
+            position = saved["position"]
+            log.info("resuming from %s at step %d", state_path, position["step"])
+        else:
+            log.warning("ignoring %s: it was made for other settings", state_path)
+    if state_path is not None:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+    resumed_from = position["step"]
+    frames, start = 0, time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task(description, total=cfg.steps, info="")
-        for step in range(cfg.steps):
-            batch = next(batches)
-            logits, _ = model(batch.wav, batch.lengths)
-            if logits.shape[:2] != batch.frame_mask.shape:
-                got, want = tuple(logits.shape[:2]), tuple(batch.frame_mask.shape)
-                raise RuntimeError(f"student gives {got} frames, the cache {want}")
-            warm = min(1.0, step / cfg.distill_warmup_steps) if cfg.distill_warmup_steps else 1.0
-            total = logits.new_zeros(())
-            for name, loss in losses.items():
-                terms = loss(logits, batch.teacher_logits, batch.targets, batch.frame_mask)
-                total = total + loss.cfg.weight * (warm if loss.distillation else 1.0) * terms[name]
-                for key, value in terms.items():
-                    window[key] += value.item()
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            schedule.step()
-
-            window["loss"] += total.item()
-            window_steps += 1
+        task = bar.add_task(description, total=cfg.steps, completed=resumed_from, info="")
+        stream = _positioned(epochs, position["epoch"], position["batch"])
+        for step in range(resumed_from, cfg.steps):
+            epoch, index, batch = next(stream)
+            losses = [run.step(batch, step) for run in runs]
             frames += batch.num_frames
-            rate = frames / (time.perf_counter() - start)
-            bar.update(task, advance=1, info=f"loss {total.item():.3f}  {rate:,.0f} frames/s")
-            if window_steps == cfg.log_every or step == cfg.steps - 1:
-                point = {k: v / window_steps for k, v in window.items()}
-                curve.append({"step": step + 1, "lr": schedule.get_last_lr()[0], **point})
-                window, window_steps = defaultdict(float), 0
+            position = {"step": step + 1, "epoch": epoch, "batch": index + 1}
+            rate = frames * len(runs) / (time.perf_counter() - start)
+            bar.update(
+                task, advance=1, info=f"loss {sum(losses) / len(losses):.3f}  {rate:,.0f} frames/s"
+            )
+            if (
+                state_path is not None
+                and cfg.checkpoint_every
+                and (step + 1) % cfg.checkpoint_every == 0
+            ):
+                states = [r.state_dict() for r in runs]
+                payload = {"identity": key, "states": states, "position": position}
+                tmp = state_path.with_name(f".{state_path.name}.tmp")
+                torch.save(payload, tmp)
+                tmp.replace(state_path)
     seconds = time.perf_counter() - start
-    summary = {
+    return {
         "steps": cfg.steps,
+        "resumed_from_step": resumed_from,
         "seconds": round(seconds, 2),
-        "frames_per_second": round(frames / seconds, 1),
-        "final": {k: v for k, v in curve[-1].items() if k not in ("step", "lr")},
+        "frames_per_second": round(frames * len(runs) / max(seconds, 1e-9), 1),
     }
-    return curve, summary
+
+
+def _positioned(epochs: Callable[[int], Iterable[Batch]], epoch: int, skip: int):
+    """``(epoch, index, batch)`` from epoch ``epoch``, batch ``skip`` on, forever."""
+    while True:
+        for index, batch in enumerate(epochs(epoch)):
+            if index >= skip:
+                yield epoch, index, batch
+        epoch, skip = epoch + 1, 0

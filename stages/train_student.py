@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import to_dict
-from pipeline.data import Batch, CacheBatches
+from pipeline.data import CacheBatches
 from pipeline.frames import FrameSpec
 from pipeline.io import write_json
 from pipeline.losses import LOSSES
 from pipeline.manifest import read_manifest
 from pipeline.students import StudentConfig
 from pipeline.students.checkpoint import build_student, save_student
-from pipeline.trainer import TrainConfig, train
+from pipeline.trainer import StudentRun, TrainConfig, train
 from storage import CacheFormatError, open_cache
 
 log = logging.getLogger(__name__)
@@ -26,32 +24,31 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "model.pt"
 METRICS = "metrics.json"
 CURVE = "curve.json"
-
-
-def endless(dataset: CacheBatches, workers: int) -> Iterator[Batch]:
-    """Stream ``dataset`` forever, reshuffled each epoch."""
-    for epoch in itertools.count():
-        dataset.set_epoch(epoch)
-        yield from DataLoader(dataset, batch_size=None, num_workers=workers)
+STATE = "train_state.pt"
 
 
 def run(
-    name: str,
+    students: dict[str, StudentConfig],
     train_cfg: TrainConfig,
-    student_cfg: StudentConfig,
     manifest: Path,
     cache: Path,
-    out_dir: Path,
-) -> dict:
-    """Train student ``name`` on the train split; write checkpoint, metrics, curve to ``out_dir``.
+    out_dirs: dict[str, Path],
+    state_path: Path,
+) -> dict[str, dict]:
+    """Train students on the train split, side by side on the same batches (each batch read and
+    decoded once), from the cache only; write each one's checkpoint, metrics and curve.
+
+    One student is `train-student`; several are a sweep. Each is initialised and draws dropout
+    exactly as it would alone, so a sweep gives the students separate runs give. A checkpoint at
+    ``state_path`` every ``train.checkpoint_every`` steps lets a killed run resume exactly; one
+    made for other settings is discarded.
 
     Raises:
-        CacheFormatError: the cache is incomplete, of another schema, or does not match the audio.
+        CacheFormatError: the cache is incomplete, of another schema or teacher, or does not
+            match the audio.
     """
     torch.set_num_threads(train_cfg.threads)
-    torch.manual_seed(train_cfg.seed)
-    reader = open_cache(cache)
-    header = reader.header
+    header = open_cache(cache).header
     if not header.fingerprint.startswith(train_cfg.expect_teacher):
         raise CacheFormatError(
             f"{cache}: teacher fingerprint {header.fingerprint[:16]}... ({header.teacher}) is not "
@@ -67,32 +64,56 @@ def run(
         shuffle=True, pool=train_cfg.shuffle_pool,
     )  # fmt: skip
 
-    model = build_student(student_cfg, header.num_classes, frames)
-    losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
-    params = sum(p.numel() for p in model.parameters())
-    log.info(
-        "student %s: %s, %.2fM parameters, losses %s",
-        name,
-        student_cfg.arch,
-        params / 1e6,
-        list(losses),
-    )
-    curve, summary = train(
-        model,
-        losses,
-        endless(dataset, train_cfg.loader_workers),
-        train_cfg,
-        description=f"train {name}",
-    )
+    def epochs(epoch: int) -> DataLoader:
+        dataset.set_epoch(epoch)
+        return DataLoader(dataset, batch_size=None, num_workers=train_cfg.loader_workers)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    provenance = {
-        "name": name,
-        "cache_fingerprint": header.fingerprint,
+    runs = []
+    for name, cfg in students.items():
+        torch.manual_seed(train_cfg.seed)  # every student starts as it would alone
+        model = build_student(cfg, header.num_classes, frames)
+        losses = {n: LOSSES[n](c) for n, c in cfg.losses.items()}
+        params = sum(p.numel() for p in model.parameters())
+        log.info(
+            "student %s: %s, %.2fM parameters, losses %s",
+            name,
+            cfg.arch,
+            params / 1e6,
+            list(losses),
+        )
+        runs.append(StudentRun(name, model, losses, train_cfg))
+    identity = {
+        "students": {
+            n: {
+                "arch": c.arch,
+                "model": to_dict(c.model),
+                "losses": {k: to_dict(v) for k, v in c.losses.items()},
+            }
+            for n, c in students.items()
+        },
         "train": to_dict(train_cfg),
+        "cache": header.fingerprint,
+        "corpus": header.corpus,
     }
-    save_student(out_dir / CHECKPOINT, model, student_cfg, frames, provenance)
-    metrics = {"parameters": params, **summary}
-    write_json(out_dir / CURVE, curve)
-    write_json(out_dir / METRICS, metrics)
-    return metrics
+    description = (
+        f"train {', '.join(students)}" if len(students) < 4 else f"sweep of {len(students)}"
+    )
+    summary = train(runs, epochs, train_cfg, state_path, identity=identity, description=description)
+
+    results = {}
+    for run in runs:
+        out = out_dirs[run.name]
+        out.mkdir(parents=True, exist_ok=True)
+        provenance = {
+            "name": run.name,
+            "cache_fingerprint": header.fingerprint,
+            "train": to_dict(train_cfg),
+        }
+        save_student(out / CHECKPOINT, run.model, students[run.name], frames, provenance)
+        final = {k: v for k, v in run.curve[-1].items() if k not in ("step", "lr")}
+        params = sum(p.numel() for p in run.model.parameters())
+        results[run.name] = {"parameters": params, **summary, "final": final}
+        write_json(out / CURVE, run.curve)
+        write_json(out / METRICS, results[run.name])
+    state_path.unlink(missing_ok=True)
+    return results

@@ -62,3 +62,23 @@ def parse_students(params: Mapping[str, Any]) -> dict[str, StudentConfig]:
         if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"students.{name}: names may hold letters, digits, '_' and '-' only")
     return {name: parse_student(cfg, f"students.{name}") for name, cfg in raw.items()}
+
+
+def grid_students(
+    base_name: str, base: Mapping[str, Any], grid: Mapping[str, list[Any]]
+) -> dict[str, dict[str, Any]]:
+    """Raw configs of every combination of ``grid`` (dotted key -> values) applied to ``base``.
+
+    Names read like ``dkd_b4-beta8-tau2``: the base name, then each key's last part and value.
+    """
+    from pipeline.config import override
+
+    combos: list[tuple[str, dict]] = [(base_name, dict(base))]
+    for key, values in grid.items():
+        label = key.rsplit(".", 1)[-1]
+        combos = [
+            (f"{name}-{label}{value}", override(raw, {key: value}))
+            for name, raw in combos
+            for value in values
+        ]
+    return dict(combos)

@@ -1,0 +1,133 @@
+"""Stage two: sweeps equal separate runs, and a killed run resumes to the same weights."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_params, write_params
+from typer.testing import CliRunner
+
+from cli.main import app
+from pipeline.config import section
+from pipeline.students import grid_students, parse_students
+from pipeline.trainer import TrainConfig
+from stages import train_student
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_grid_names_and_values():
+    base = {"arch": "lstm", "losses": {"dkd": {"beta": 1.0, "tau": 1.0}}}
+    grid = grid_students("d", base, {"losses.dkd.beta": [1, 8], "losses.dkd.tau": [2]})
+    assert list(grid) == ["d-beta1-tau2", "d-beta8-tau2"]
+    assert grid["d-beta8-tau2"]["losses"]["dkd"] == {"beta": 8, "tau": 2}
+    assert base["losses"]["dkd"]["beta"] == 1.0
+
+
+def test_sweep_students_equal_separately_trained_ones(tiny_corpus, tiny_cache, tmp_path):
+    params = tiny_params()
+    params["train"].update(steps=4, checkpoint_every=0)
+    params["students"]["kd"]["model"]["dropout"] = 0.3  # dropout draws must match too
+    params["students"]["kd"]["model"]["lstm_layers"] = 2
+    train_cfg = section(params, "train", TrainConfig)
+    students = parse_students(params)
+    chosen = {n: students[n] for n in ("kd", "dkd_b4")}
+    for name, cfg in chosen.items():
+        train_student.run(
+            {name: cfg},
+            train_cfg,
+            tiny_corpus,
+            tiny_cache,
+            {name: tmp_path / "alone" / name},
+            tmp_path / "s",
+        )
+    dirs = {n: tmp_path / "sweep" / n for n in chosen}
+    train_student.run(
+        chosen, train_cfg, tiny_corpus, tiny_cache, dirs, tmp_path / "sweep" / "state.pt"
+    )
+    for name in chosen:
+        _assert_same(tmp_path / "alone" / name / "model.pt", dirs[name] / "model.pt")
+
+
+def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = tiny_params()
+    params["train"]["steps"] = 2
+    write_params(tmp_path / "params.yaml", params)
+    args = ["sweep", "dkd_b4", "--grid", "losses.dkd.beta=1,8", "--grid", "losses.dkd.tau=1,2",
+            "--manifest", str(tiny_corpus), "--cache", str(tiny_cache)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    made = sorted(p.name for p in (tmp_path / "sweeps").iterdir())
+    assert made == [
+        "dkd_b4-beta1-tau1",
+        "dkd_b4-beta1-tau2",
+        "dkd_b4-beta8-tau1",
+        "dkd_b4-beta8-tau2",
+    ]
+    result = CliRunner().invoke(app, [*args[:2], "--grid", "losses.dkd.betta=1", *args[6:]])
+    assert result.exit_code == 2 and "unknown key" in result.output
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tmp_path):
+    params = tiny_params()
+    params["train"].update(steps=40, checkpoint_every=3, log_every=5)
+    params["students"]["kd"]["model"].update(
+        conv_dim=32, lstm_hidden=64, lstm_layers=2, dropout=0.2
+    )
+    write_params(tmp_path / "params.yaml", params)
+    common = [
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--manifest",
+        str(tiny_corpus),
+        "--cache",
+        str(tiny_cache),
+    ]
+    reference = CliRunner().invoke(
+        app, ["train-student", "kd", *common, "--out", str(tmp_path / "ref")]
+    )
+    assert reference.exit_code == 0, reference.output
+
+    out = tmp_path / "killed"
+    cmd = [
+        str(Path(sys.executable).parent / "pipeline"),
+        "train-student",
+        "kd",
+        *common,
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, env={**os.environ, "HUBERT_KD_NO_PROGRESS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while not (out / train_student.STATE).exists():
+        assert proc.poll() is None and time.time() < deadline, (
+            "training ended before it could be killed"
+        )
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.pt").exists()
+    resumed = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    _assert_same(tmp_path / "ref" / "model.pt", out / "model.pt")
+    metrics = (out / "metrics.json").read_text()
+    assert '"resumed_from_step": 0' not in metrics
+    assert (tmp_path / "ref" / "curve.json").read_text() == (out / "curve.json").read_text()
