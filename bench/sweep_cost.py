@@ -1,0 +1,143 @@
+"""Cost of a K-student sweep from the cache vs K separate runs vs K runs with the teacher online.
+
+A HuBERT Base-size teacher (random weights, 500-cluster head) is cached once over demo-corpus
+train utterances; then the same K students (a beta grid of the `dkd_b4` student in params.yaml)
+train for the same steps (1) side by side in one `sweep` pass, (2) as K separate runs from the
+cache, (3) as K runs that run the teacher on every batch instead of reading the cache.
+Goal: (1) <= 1.10 x (2); (3) shows what caching saves.
+
+    .venv/bin/python bench/sweep_cost.py [--manifest data/manifest.jsonl] [--steps 10] [--k 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from transformers import HubertConfig, HubertModel
+
+from pipeline.config import section
+from pipeline.data import Batch, CacheBatches
+from pipeline.frames import FrameSpec
+from pipeline.head import ClusterHead
+from pipeline.losses import LOSSES
+from pipeline.manifest import read_manifest
+from pipeline.students import grid_students, parse_student
+from pipeline.students.checkpoint import build_student
+from pipeline.teacher import build_teacher, save_teacher
+from pipeline.trainer import StudentRun, TrainConfig
+from stages import cache_teacher, train_student
+from storage import open_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", default=str(ROOT / "data" / "manifest.jsonl"))
+    parser.add_argument("--utterances", type=int, default=48, help="train utterances used")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--k", type=int, default=3, help="students in the grid")
+    args = parser.parse_args()
+    os.environ["HUBERT_KD_NO_PROGRESS"] = "1"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"].update(
+        steps=args.steps, warmup_steps=1, checkpoint_every=0, log_every=args.steps
+    )
+    train_cfg = section(params, "train", TrainConfig)
+    torch.set_num_threads(train_cfg.threads)
+    betas = [1, 4, 8, 16, 32, 64][: args.k]
+    raws = grid_students("dkd", params["students"]["dkd_b4"], {"losses.dkd.beta": betas})
+    students = {name: parse_student(raw, name) for name, raw in raws.items()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        source = Path(args.manifest)
+        rows = [json.loads(line) for line in source.read_text().splitlines()]
+        rows = [r for r in rows if r["split"] == "train"][: args.utterances]
+        for r in rows:
+            r["audio"] = str(source.parent / r["audio"])
+        manifest = tmp / "manifest.jsonl"
+        manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        torch.manual_seed(0)
+        save_teacher(
+            tmp / "teacher", HubertModel(HubertConfig()), ClusterHead(768, 256, 500, 0.1), {}
+        )
+        params["cache_teacher"]["teacher"]["source"] = f"hf:{tmp / 'teacher'}"
+        cache_cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+        cache_s = timed(lambda: cache_teacher.run(cache_cfg, manifest, tmp / "cache"))
+
+        def sweep() -> None:
+            dirs = {n: tmp / "sweep" / n for n in students}
+            train_student.run(students, train_cfg, manifest, tmp / "cache", dirs, tmp / "s.pt")
+
+        def separate() -> None:
+            for n, cfg in students.items():
+                train_student.run(
+                    {n: cfg}, train_cfg, manifest, tmp / "cache", {n: tmp / "one" / n}, tmp / "s.pt"
+                )
+
+        teacher = build_teacher(cache_cfg.teacher)
+        header = open_cache(tmp / "cache").header
+        frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
+
+        def online() -> None:
+            utts = read_manifest(manifest)
+            for cfg in students.values():
+                dataset = CacheBatches(
+                    tmp / "cache", utts, manifest, batch_seconds=train_cfg.batch_seconds,
+                    seed=train_cfg.seed, shuffle=True, pool=train_cfg.shuffle_pool,
+                )  # fmt: skip
+                torch.manual_seed(train_cfg.seed)
+                model = build_student(cfg, 500, frames)
+                run = StudentRun(
+                    "online", model, {n: LOSSES[n](c) for n, c in cfg.losses.items()}, train_cfg
+                )
+                batches = iter(DataLoader(dataset, batch_size=None))
+                for step in range(train_cfg.steps):
+                    batch = next(batches)
+                    wavs = [w[:n] for w, n in zip(batch.wav, batch.lengths.tolist(), strict=True)]
+                    outputs = teacher.outputs(wavs)  # the teacher, online, instead of the cache
+                    logits = torch.nn.utils.rnn.pad_sequence(
+                        [o[0] for o in outputs], batch_first=True
+                    )
+                    targets = torch.nn.utils.rnn.pad_sequence(
+                        [o[1] for o in outputs], batch_first=True
+                    )
+                    run.step(
+                        Batch(
+                            batch.ids, batch.wav, batch.lengths, logits, targets, batch.frame_mask
+                        ),
+                        step,
+                    )
+
+        sweep_s, separate_s, online_s = timed(sweep), timed(separate), timed(online)
+
+    k = len(students)
+    print(
+        f"{len(rows)} utterances; K={k} students x {args.steps} steps; threads={train_cfg.threads}"
+    )
+    print(f"cache the teacher once (HuBERT Base size) : {cache_s:7.1f} s")
+    print(f"sweep, one pass over the cache           : {sweep_s:7.1f} s")
+    each = separate_s / k
+    print(f"K separate runs from the cache           : {separate_s:7.1f} s  ({each:.1f} s each)")
+    print(f"K runs with the teacher online           : {online_s:7.1f} s")
+    print(f"sweep / (K x one run)                    : {sweep_s / separate_s:7.3f}  (goal <= 1.10)")
+    print(f"online teacher / cached sweep            : {online_s / sweep_s:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()
