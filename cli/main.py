@@ -174,6 +174,41 @@ def train_student_cmd(
     typer.echo(f"student {name}: {metrics[name]['final']}")
 
 
+@app.command("student-info")
+def student_info_cmd(
+    names: list[str] = typer.Argument(None, help="students in params `students` (default: all)"),
+    classes: int = typer.Option(None, help="C (default: from --cache if it exists, else 500)"),
+    cache: Path = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Print each student's parameter count, in total and per part."""
+    from pipeline.frames import HUBERT_FRAMES, FrameSpec
+    from pipeline.students import parse_students
+    from pipeline.students.checkpoint import build_student
+    from storage import read_header
+
+    with reported():
+        students = parse_students(load_params(params))
+        frames, num_classes = HUBERT_FRAMES, classes or 500
+        if (cache / "header.json").is_file():
+            header = read_header(cache)
+            frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
+            num_classes = classes or header.num_classes
+        for name in names or list(students):
+            if name not in students:
+                raise ConfigError(f"no student {name!r} in params `students`")
+            model = build_student(students[name], num_classes, frames)
+            parts = {
+                part: sum(p.numel() for p in module.parameters())
+                for part, module in model.named_children()
+            }
+            total = sum(parts.values())
+            detail = ", ".join(f"{part} {n / 1e6:.2f}M" for part, n in parts.items())
+            typer.echo(
+                f"{name}: {total:,} parameters ({total / 1e6:.2f}M; C={num_classes}: {detail})"
+            )
+
+
 @app.command("sweep")
 def sweep_cmd(
     base: str = typer.Argument(..., help="the student in params `students` to vary"),

@@ -48,3 +48,7 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.
     """``(B,)`` lengths -> ``(B, max_len)`` bool mask, True on valid positions."""
     max_len = int(lengths.max()) if max_len is None else max_len
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+# HuBERT's (and wav2vec 2.0's) conv stack: 320x downsampling, 50 frames/s at 16 kHz.
+HUBERT_FRAMES = FrameSpec((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))

@@ -3,7 +3,7 @@
 import json
 
 import yaml
-from conftest import tiny_params, write_params
+from conftest import ROOT, tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -68,3 +68,12 @@ def test_missing_inputs_exit_1_with_a_hint(tmp_path, monkeypatch):
     result = runner.invoke(app, ["train-student", "ce"])
     assert result.exit_code == 1 and "no header.json" in result.output
     assert yaml.safe_load((tmp_path / "params.yaml").read_text())["train"]["steps"] == 3
+
+
+def test_student_info_prints_parameter_counts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(
+        app, ["student-info", "kd", "--params", str(ROOT / "configs" / "paper.yaml")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "kd: 18,252,276 parameters" in result.output and "lstms 13.39M" in result.output

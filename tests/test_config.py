@@ -100,3 +100,17 @@ def test_override_sets_dotted_keys_and_skips_unset_flags():
     assert changed == {"a": {"b": {"c": 5, "d": 2}}, "e": 3} and params["a"]["b"]["c"] == 1
     with pytest.raises(ConfigError, match="cannot override e.x: e is not a section"):
         override(params, {"e.x": 1})
+
+
+def test_paper_config_loads_and_its_student_is_paper_sized():
+    from pipeline.frames import HUBERT_FRAMES
+    from pipeline.students.checkpoint import build_student
+
+    params = load_params(ROOT / "configs" / "paper.yaml")
+    for name, cls in SECTIONS.items():
+        section(params, name, cls)
+    for student in parse_students(params).values():
+        model = build_student(student, 500, HUBERT_FRAMES)
+        count = sum(p.numel() for p in model.parameters())
+        assert 17e6 < count < 23.49e6  # paper: about 17-18M, below DistilHuBERT's 23.49M
+    assert params["cache_teacher"]["teacher"]["source"].startswith("fairseq:")
