@@ -201,6 +201,7 @@ def student_info_cmd(
             parts = {
                 part: sum(p.numel() for p in module.parameters())
                 for part, module in model.named_children()
+                if any(True for _ in module.parameters())
             }
             total = sum(parts.values())
             detail = ", ".join(f"{part} {n / 1e6:.2f}M" for part, n in parts.items())
