@@ -42,6 +42,13 @@ class Batch:
     def num_frames(self) -> int:
         return int(self.frame_mask.sum())
 
+    def to(self, device: torch.device | str) -> Batch:
+        """The batch with its tensors on ``device``."""
+        move = {
+            k: v.to(device, non_blocking=True) for k, v in vars(self).items() if torch.is_tensor(v)
+        }
+        return Batch(**{**vars(self), **move})
+
 
 class CacheBatches(IterableDataset):
     """Length-bucketed batches of some utterances, streamed from the teacher cache.

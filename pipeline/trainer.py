@@ -18,6 +18,8 @@ from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -33,6 +35,8 @@ class TrainConfig:
         grad_clip: max global gradient norm.
         distill_warmup_steps: distillation terms are scaled by ``min(step / this, 1)`` (0: off).
         threads: torch intra-op threads.
+        device: ``cpu`` or ``cuda``.
+        precision: ``fp32``, or ``bf16``/``fp16`` autocast (CUDA; fp16 with gradient scaling).
         log_every: steps per logged curve point.
         checkpoint_every: steps between resumable checkpoints (0: none).
         shuffle_pool: utterances shuffled and length-bucketed together while streaming.
@@ -50,6 +54,8 @@ class TrainConfig:
     grad_clip: float
     distill_warmup_steps: int
     threads: int
+    device: str
+    precision: str
     log_every: int
     checkpoint_every: int
     shuffle_pool: int
@@ -57,6 +63,8 @@ class TrainConfig:
     expect_teacher: str
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}")
         if self.steps < 1 or self.warmup_steps < 0 or self.warmup_steps > self.steps:
             raise ValueError("need steps >= 1 and 0 <= warmup_steps <= steps")
 
@@ -77,16 +85,19 @@ class StudentRun:
 
     def __init__(self, name: str, model: nn.Module, losses: dict[str, Callable], cfg: TrainConfig):
         self.name = name
-        self.model = model
+        self.device = torch.device(cfg.device)
+        self.model = model.to(self.device)
         self.losses = losses
         self.cfg = cfg
+        self.dtype = PRECISIONS[cfg.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps)
         )
-        self.rng = torch.get_rng_state()
+        self.rng = self._get_rng()
         self.curve: list[dict] = []
         self.window: dict[str, float] = defaultdict(float)
         self.window_steps = 0
@@ -94,9 +105,12 @@ class StudentRun:
     def step(self, batch: Batch, step: int) -> float:
         """One update on ``batch``; returns the total loss."""
         cfg = self.cfg
-        torch.set_rng_state(self.rng)
+        self._set_rng(self.rng)
         self.model.train()
-        logits, _ = self.model(batch.wav, batch.lengths)
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits, _ = self.model(batch.wav, batch.lengths)
+        logits = logits.float()  # losses in fp32
         if logits.shape[:2] != batch.frame_mask.shape:
             got, want = tuple(logits.shape[:2]), tuple(batch.frame_mask.shape)
             raise RuntimeError(f"student {self.name} gives {got} frames, the cache {want}")
@@ -108,11 +122,13 @@ class StudentRun:
             for key, value in terms.items():
                 self.window[key] += value.item()
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.schedule.step()
-        self.rng = torch.get_rng_state()
+        self.rng = self._get_rng()
 
         self.window["loss"] += total.item()
         self.window_steps += 1
@@ -122,11 +138,21 @@ class StudentRun:
             self.window, self.window_steps = defaultdict(float), 0
         return total.item()
 
+    def _get_rng(self) -> list[torch.Tensor]:
+        cuda = [torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else []
+        return [torch.get_rng_state(), *cuda]
+
+    def _set_rng(self, states: list[torch.Tensor]) -> None:
+        torch.set_rng_state(states[0])
+        if self.device.type == "cuda":
+            torch.cuda.set_rng_state(states[1], self.device)
+
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": self.rng,
             "curve": self.curve,
             "window": dict(self.window),
@@ -137,6 +163,7 @@ class StudentRun:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
         self.rng = state["rng"]
         self.curve = state["curve"]
         self.window = defaultdict(float, state["window"])
