@@ -26,6 +26,7 @@ from transformers import HubertConfig, HubertModel
 
 from pipeline.config import section
 from pipeline.head import ClusterHead
+from pipeline.precision import autocast
 from pipeline.teacher import build_teacher, save_teacher
 from stages import cache_teacher
 
@@ -64,12 +65,11 @@ def main() -> None:
         audio_seconds = sum(len(w) for w in wavs) / 16_000
 
         model = encoder.to(args.device)
-        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
 
         def bare() -> None:
             with (
                 torch.inference_mode(),
-                torch.autocast(args.device, dtype=dtype, enabled=dtype is not None),
+                autocast(torch.device(args.device), args.precision),
             ):
                 for w in wavs:
                     model(w[None].to(args.device)).last_hidden_state.cpu()

@@ -29,10 +29,10 @@ from pipeline.fairseq_hubert import load_fairseq_hubert
 from pipeline.frames import FrameSpec, lengths_to_mask
 from pipeline.head import ClusterHead
 from pipeline.kmeans import LOGIT_KINDS, KMeansHead, fit_centroids, load_centroids
+from pipeline.precision import autocast, check_precision
 
 HEAD_FILE = "cluster_head.safetensors"
 TEACHER_FILE = "teacher.json"
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,7 @@ class TeacherConfig:
             )
         if self.logits not in ("head", "kmeans") or self.targets not in ("argmax", "kmeans"):
             raise ValueError("teacher.logits must be head|kmeans and teacher.targets argmax|kmeans")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"teacher.precision must be one of {list(PRECISIONS)}")
+        check_precision(self.precision)
 
     @property
     def uses_kmeans(self) -> bool:
@@ -176,7 +175,6 @@ class Teacher(nn.Module):
             wavs = [F.layer_norm(w, w.shape) for w in wavs]
         lengths = torch.tensor([len(w) for w in wavs], device=device)
         frame_lengths = self.frames.num_frames(lengths)
-        dtype = PRECISIONS[self.cfg.precision]
         captured = {}
         hook = None
         if layer is not None:
@@ -186,7 +184,7 @@ class Teacher(nn.Module):
 
             hook = self.encoder.encoder.layers[layer - 1].register_forward_hook(keep)
         try:
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with autocast(device, self.cfg.precision):
                 if self.pad_waveforms:
                     feats = self.encoder.feature_extractor(pad_sequence(wavs, batch_first=True))
                     feats = feats.transpose(1, 2)

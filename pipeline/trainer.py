@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 from pipeline.data import Batch
+from pipeline.precision import autocast, check_precision
 from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,7 @@ class TrainConfig:
     expect_teacher: str
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}")
+        check_precision(self.precision)
         if self.steps < 1 or self.warmup_steps < 0 or self.warmup_steps > self.steps:
             raise ValueError("need steps >= 1 and 0 <= warmup_steps <= steps")
 
@@ -89,7 +87,6 @@ class StudentRun:
         self.model = model.to(self.device)
         self.losses = losses
         self.cfg = cfg
-        self.dtype = PRECISIONS[cfg.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
@@ -108,7 +105,7 @@ class StudentRun:
         self._set_rng(self.rng)
         self.model.train()
         batch = batch.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        with autocast(self.device, cfg.precision):
             logits, _ = self.model(batch.wav, batch.lengths)
         logits = logits.float()  # losses in fp32
         if logits.shape[:2] != batch.frame_mask.shape:
