@@ -186,18 +186,20 @@ def student_info_cmd(
     from pipeline.students import parse_students
     from pipeline.students.checkpoint import build_student
     from storage import read_header
+    from storage.base import read_frontend
 
     with reported():
         students = parse_students(load_params(params))
-        frames, num_classes = HUBERT_FRAMES, classes or 500
+        frames, num_classes, teacher_frontend = HUBERT_FRAMES, classes or 500, None
         if (cache / "header.json").is_file():
             header = read_header(cache)
             frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
             num_classes = classes or header.num_classes
+            teacher_frontend = read_frontend(cache)
         for name in names or list(students):
             if name not in students:
                 raise ConfigError(f"no student {name!r} in params `students`")
-            model = build_student(students[name], num_classes, frames)
+            model = build_student(students[name], num_classes, frames, teacher_frontend)
             parts = {
                 part: sum(p.numel() for p in module.parameters())
                 for part, module in model.named_children()

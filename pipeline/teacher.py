@@ -27,6 +27,7 @@ from transformers import HubertConfig, HubertModel
 from pipeline.errors import CheckpointError
 from pipeline.fairseq_hubert import load_fairseq_hubert
 from pipeline.frames import FrameSpec, lengths_to_mask
+from pipeline.frontend import conv_features
 from pipeline.head import ClusterHead
 from pipeline.kmeans import LOGIT_KINDS, KMeansHead, fit_centroids, load_centroids
 from pipeline.precision import autocast, check_precision
@@ -185,14 +186,9 @@ class Teacher(nn.Module):
             hook = self.encoder.encoder.layers[layer - 1].register_forward_hook(keep)
         try:
             with autocast(device, self.cfg.precision):
-                if self.pad_waveforms:
-                    feats = self.encoder.feature_extractor(pad_sequence(wavs, batch_first=True))
-                    feats = feats.transpose(1, 2)
-                else:
-                    feats = pad_sequence(
-                        [self.encoder.feature_extractor(w[None])[0].T for w in wavs],
-                        batch_first=True,
-                    )
+                padded = pad_sequence(wavs, batch_first=True)
+                fe = self.encoder.feature_extractor
+                feats = conv_features(fe, padded, lengths, per_utterance=not self.pad_waveforms)
                 mask = lengths_to_mask(frame_lengths, feats.shape[1])
                 hidden = self.encoder.feature_projection(feats)
                 final = self.encoder.encoder(hidden, attention_mask=mask).last_hidden_state

@@ -9,6 +9,7 @@ over dask.distributed workers when ``scheduler`` names one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,17 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import save as save_safetensors
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio import SAMPLE_RATE, read_audio
 from pipeline.batching import length_batches
 from pipeline.frames import FrameSpec
+from pipeline.frontend import frontend_spec
 from pipeline.io import atomic_write_text
 from pipeline.manifest import Utterance, audio_path, read_manifest
 from pipeline.progress import progress_bar
 from pipeline.teacher import Teacher, TeacherConfig, build_teacher
 from storage import BACKENDS, CacheHeader
-from storage.base import HEADER, SCHEMA_VERSION
+from storage.base import FRONTEND, HEADER, SCHEMA_VERSION
 from storage.codecs import CODECS, FullConfig, TopKConfig
 from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
@@ -241,7 +244,15 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
                 run_shard(teacher, cfg, header, shards[i], manifest, part_path(work, i), on_batch)
 
     backend = BACKENDS[cfg.backend](backend_cfg)
-    header = backend.merge([part_path(work, i) for i in range(len(shards))], out_dir, header)
+    fe = teacher.encoder.feature_extractor
+    files = {
+        FRONTEND: save_safetensors(
+            {k: v.detach().cpu().contiguous() for k, v in fe.state_dict().items()}
+        )
+    }
+    header = dataclasses.replace(header, frontend=frontend_spec(teacher.encoder.config))
+    parts = [part_path(work, i) for i in range(len(shards))]
+    header = backend.merge(parts, out_dir, header, files)
     shutil.rmtree(work)
     log.info(
         "cached %d utterances, %d frames with %s",

@@ -18,6 +18,7 @@ from pipeline.students import StudentConfig
 from pipeline.students.checkpoint import build_student, save_student
 from pipeline.trainer import StudentRun, TrainConfig, train
 from storage import CacheFormatError, open_cache
+from storage.base import read_frontend
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def run(
             "cache-teacher with the expected teacher, or update train.expect_teacher"
         )
     frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
+    teacher_frontend = read_frontend(cache)
     utts = read_manifest(manifest, split="train")
     if not utts:
         raise ValueError(f"{manifest}: no utterances in the train split")
@@ -71,7 +73,7 @@ def run(
     runs = []
     for name, cfg in students.items():
         torch.manual_seed(train_cfg.seed)  # every student starts as it would alone
-        model = build_student(cfg, header.num_classes, frames)
+        model = build_student(cfg, header.num_classes, frames, teacher_frontend)
         losses = {n: LOSSES[n](c) for n, c in cfg.losses.items()}
         params = sum(p.numel() for p in model.parameters())
         log.info(

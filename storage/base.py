@@ -20,8 +20,9 @@ from pipeline.errors import CacheFormatError
 from pipeline.registry import Registry
 from storage.codecs import codec_from_header
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 HEADER = "header.json"
+FRONTEND = "frontend.safetensors"
 
 BACKENDS: Registry = Registry("cache backend")
 
@@ -46,6 +47,8 @@ class CacheHeader:
         num_utterances: utterances in the cache.
         num_frames: frames in the cache.
         checksums: sha256 of every data file, by path relative to the cache folder.
+        frontend: the teacher's conv stack (``pipeline.frontend.frontend_spec``), whose weights
+            are in ``frontend.safetensors``, so students can start from them; None if absent.
     """
 
     schema_version: int
@@ -62,6 +65,7 @@ class CacheHeader:
     num_utterances: int
     num_frames: int
     checksums: dict[str, str] = dataclasses.field(default_factory=dict)
+    frontend: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,3 +235,14 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
         "files": len(header.checksums),
         "schema": header.schema_version,
     }
+
+
+def read_frontend(path: str | Path) -> tuple[dict[str, Any], dict] | None:
+    """The teacher's conv stack carried by a cache: ``(spec, state_dict)``, or None."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    header = read_header(path)
+    if header.frontend is None or not (path / FRONTEND).is_file():
+        return None
+    return header.frontend, load_file(path / FRONTEND)

@@ -65,9 +65,14 @@ class WdsBackend:
     def reader(path: Path, header: CacheHeader) -> WdsReader:
         return WdsReader(Path(path), header)
 
-    def merge(self, parts: list[Path], out: Path, header: CacheHeader) -> CacheHeader:
-        """Gather the parts' shards, renumbered in order, into one cache at ``out``."""
+    def merge(
+        self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
+    ) -> CacheHeader:
+        """Gather the parts' shards, renumbered in order, into one cache at ``out``, with extra
+        ``files`` (name -> bytes) beside them."""
         with atomic_dir(out) as root:
+            for name, data in files.items():
+                (root / name).write_bytes(data)
             count, frames, number = 0, 0, 0
             for part in parts:
                 part_header = read_header(Path(part))

@@ -60,9 +60,14 @@ class ZarrBackend:
     def reader(path: Path, header: CacheHeader) -> ZarrReader:
         return ZarrReader(Path(path), header)
 
-    def merge(self, parts: list[Path], out: Path, header: CacheHeader) -> CacheHeader:
-        """Concatenate part caches, in order, into one store at ``out`` (chunk-aligned writes)."""
+    def merge(
+        self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
+    ) -> CacheHeader:
+        """Concatenate part caches, in order, into one store at ``out`` (chunk-aligned writes),
+        with extra ``files`` (name -> bytes) beside the arrays."""
         with self.writer(out, header) as writer:
+            for name, data in files.items():
+                (writer.root / name).write_bytes(data)
             for part in parts:
                 reader = ZarrReader(Path(part), read_header(Path(part)))
                 for key, fields in reader.items():

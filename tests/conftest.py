@@ -12,7 +12,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HUBERT_KD_NO_PROGRESS", "1")
 
-TINY_MODEL = {"conv_dim": 8, "proj_dim": 16, "lstm_layers": 1, "lstm_hidden": 16, "dropout": 0.0}
+TINY_MODEL = {
+    "conv_dim": 8, "proj_dim": 16, "lstm_layers": 1, "lstm_hidden": 16, "dropout": 0.0,
+    "frontend_init": "random",
+}  # fmt: skip
 
 
 def tiny_params() -> dict:

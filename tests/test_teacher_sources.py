@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import tiny_params
 from transformers import HubertConfig, HubertModel
 
-from pipeline.config import from_dict
+from pipeline.config import from_dict, section
 from pipeline.errors import CheckpointError
 from pipeline.head import ClusterHead
 from pipeline.teacher import TeacherConfig, build_teacher, save_teacher
@@ -334,3 +334,37 @@ def test_every_source_caches_the_demo_corpus_from_the_cli(tmp_path, tiny_corpus,
         app, ["train-student", "kd", "--manifest", str(tiny_corpus), "--cache", "km"]
     )
     assert result.exit_code == 0, result.output
+
+
+def test_students_can_start_from_the_teachers_conv_stack(tmp_path, tiny_corpus):
+    from pipeline.students import parse_students
+    from pipeline.students.checkpoint import build_student, load_student, save_student
+    from stages import cache_teacher
+    from storage import open_cache
+    from storage.base import read_frontend
+
+    encoder = _tiny_hf("group")
+    save_teacher(tmp_path / "t", encoder, ClusterHead(D, PROJ, CLUSTERS, 0.1), {})
+    params = tiny_params()
+    params["cache_teacher"]["teacher"]["source"] = f"hf:{tmp_path / 't'}"
+    cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cache_teacher.run(cfg, tiny_corpus, tmp_path / "cache")
+    header = open_cache(tmp_path / "cache").header
+    assert header.frontend["norm"] == "group" and "frontend.safetensors" in header.checksums
+
+    params["students"]["kd"]["model"]["frontend_init"] = "teacher"
+    spec = parse_students(params)["kd"]
+    frames = build_teacher(_cfg(f"hf:{tmp_path / 't'}")).frames
+    student = build_student(spec, CLUSTERS, frames, read_frontend(tmp_path / "cache")).eval()
+    for key, value in encoder.feature_extractor.state_dict().items():
+        torch.testing.assert_close(student.frontend.state_dict()[key], value)
+    # a group-norm front end runs per utterance: batched equals alone
+    wavs = _wavs(12_000, 5_000)
+    batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    with torch.no_grad():
+        logits, lengths = student(batch, torch.tensor([12_000, 5_000]))
+        alone, _ = student(wavs[1][None], torch.tensor([5_000]))
+    torch.testing.assert_close(logits[1, : lengths[1]], alone[0], rtol=1e-5, atol=1e-5)
+    save_student(tmp_path / "s.pt", student, spec, frames, {})
+    loaded, _ = load_student(tmp_path / "s.pt")
+    assert loaded.frontend_spec == student.frontend_spec

@@ -13,9 +13,18 @@ from pipeline.frames import FrameSpec
 from pipeline.students.base import STUDENTS, StudentConfig
 
 
-def build_student(cfg: StudentConfig, num_classes: int, frames: FrameSpec) -> nn.Module:
-    """Instantiate the registered architecture ``cfg.arch``."""
-    return STUDENTS[cfg.arch](cfg.model, num_classes=num_classes, frames=frames)
+def build_student(
+    cfg: StudentConfig,
+    num_classes: int,
+    frames: FrameSpec,
+    teacher_frontend: tuple[dict, dict] | None = None,
+) -> nn.Module:
+    """Instantiate the registered architecture ``cfg.arch``; ``teacher_frontend`` is the
+    teacher's conv stack ``(spec, weights)`` from the cache, for students that start from it."""
+    arch = STUDENTS[cfg.arch]
+    return arch(
+        cfg.model, num_classes=num_classes, frames=frames, teacher_frontend=teacher_frontend
+    )
 
 
 def save_student(
@@ -28,6 +37,7 @@ def save_student(
         "losses": {name: to_dict(c) for name, c in cfg.losses.items()},
         "num_classes": model.head.out_features,
         "frames": {"kernels": list(frames.kernels), "strides": list(frames.strides)},
+        "frontend": model.frontend_spec,
         "state_dict": model.state_dict(),
         **extra,
     }
@@ -43,6 +53,8 @@ def load_student(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     arch = STUDENTS[ckpt["arch"]]
     model_cfg = from_dict(arch.config_type, ckpt["model_config"], f"{path}:model_config")
     frames = FrameSpec(tuple(ckpt["frames"]["kernels"]), tuple(ckpt["frames"]["strides"]))
-    model = arch(model_cfg, num_classes=ckpt["num_classes"], frames=frames)
+    model = arch(
+        model_cfg, num_classes=ckpt["num_classes"], frames=frames, frontend=ckpt["frontend"]
+    )
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt

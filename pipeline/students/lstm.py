@@ -6,16 +6,18 @@ Shapes: wav ``(B, S)`` at 16 kHz -> conv ``(B, T, conv_dim)`` -> proj ``(B, T, p
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import HubertConfig
-from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
 
 from pipeline.frames import FrameSpec
+from pipeline.frontend import build_frontend, conv_features
 from pipeline.students.base import STUDENTS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,10 @@ class LSTMStudentConfig:
     """Attributes:
     conv_dim: channels of every conv layer (HuBERT: 512). Kernels and strides come from the
         teacher's frame stack, so student frames align with the cached logits.
+    frontend_init: ``teacher``: copy the teacher's conv stack (its widths, norm and weights, as
+        carried by the cache), as the paper and DistilHuBERT do; ``random``: a fresh layer-norm
+        stack of ``conv_dim`` channels. ``teacher`` falls back to ``random``, with a warning,
+        when the cache carries no conv stack.
     proj_dim: size of the projection after the conv front end.
     lstm_layers: number of bidirectional LSTM layers (paper: 4).
     lstm_hidden: hidden size per direction (paper: 384).
@@ -34,6 +40,11 @@ class LSTMStudentConfig:
     lstm_layers: int
     lstm_hidden: int
     dropout: float
+    frontend_init: str
+
+    def __post_init__(self) -> None:
+        if self.frontend_init not in ("teacher", "random"):
+            raise ValueError("frontend_init must be teacher or random")
 
 
 @STUDENTS.register
@@ -41,19 +52,42 @@ class LSTMStudent(nn.Module):
     name = "lstm"
     config_type = LSTMStudentConfig
 
-    def __init__(self, cfg: LSTMStudentConfig, *, num_classes: int, frames: FrameSpec) -> None:
+    def __init__(
+        self,
+        cfg: LSTMStudentConfig,
+        *,
+        num_classes: int,
+        frames: FrameSpec,
+        teacher_frontend: tuple[dict, dict] | None = None,
+        frontend: dict | None = None,
+    ) -> None:
+        """``teacher_frontend``: ``(spec, weights)`` of the teacher's conv stack, used when
+        ``cfg.frontend_init`` is ``teacher``; ``frontend``: a spec to rebuild (checkpoints)."""
         super().__init__()
         self.cfg = cfg
         self.frames = frames
-        conv_cfg = HubertConfig(
-            conv_dim=(cfg.conv_dim,) * len(frames.kernels),
-            conv_kernel=frames.kernels,
-            conv_stride=frames.strides,
-            feat_extract_norm="layer",  # per-frame norm: padding cannot leak into valid frames
-            conv_bias=True,
-        )
-        self.frontend = HubertFeatureEncoder(conv_cfg)
-        self.proj = nn.Sequential(nn.LayerNorm(cfg.conv_dim), nn.Linear(cfg.conv_dim, cfg.proj_dim))
+        from_teacher = cfg.frontend_init == "teacher" and frontend is None
+        if from_teacher and teacher_frontend is None:
+            log.warning("frontend_init: teacher, but the cache carries no conv stack: random init")
+        default = {
+            "conv_dim": [cfg.conv_dim] * len(frames.kernels),
+            "conv_kernel": list(frames.kernels),
+            "conv_stride": list(frames.strides),
+            "norm": "layer",  # per-frame norm: padding cannot leak into valid frames
+            "conv_bias": True,
+        }
+        spec = frontend or (teacher_frontend[0] if from_teacher and teacher_frontend else default)
+        if (tuple(spec["conv_kernel"]), tuple(spec["conv_stride"])) != (
+            frames.kernels,
+            frames.strides,
+        ):
+            raise ValueError("the student's conv stack must have the cache's kernels and strides")
+        self.frontend_spec = spec
+        self.frontend = build_frontend(spec)
+        if from_teacher and teacher_frontend is not None:
+            self.frontend.load_state_dict(teacher_frontend[1])
+        width = spec["conv_dim"][-1]
+        self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.proj_dim))
         sizes = [cfg.proj_dim] + [2 * cfg.lstm_hidden] * (cfg.lstm_layers - 1)
         self.lstms = nn.ModuleList(
             nn.LSTM(size, cfg.lstm_hidden, batch_first=True, bidirectional=True) for size in sizes
@@ -67,7 +101,8 @@ class LSTMStudent(nn.Module):
         """Layer outputs for downstream use: ``[proj, lstm_1, ..., lstm_N]``, each ``(B, T, *)``,
         zero on padded frames, and the frame lengths ``(B,)``."""
         frame_lengths = self.frames.num_frames(lengths)
-        x = self.proj(self.frontend(wav).transpose(1, 2))
+        per_utterance = self.frontend_spec["norm"] == "group"
+        x = self.proj(conv_features(self.frontend, wav, lengths, per_utterance))
         layers = [x]
         for i, lstm in enumerate(self.lstms):
             packed = pack_padded_sequence(
