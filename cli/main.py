@@ -37,7 +37,8 @@ PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file (one se
 MANIFEST = typer.Option(Path("data/manifest.jsonl"), help="corpus manifest written by `prepare`")
 CACHE = typer.Option(Path("cache"), help="teacher cache folder written by `cache-teacher`")
 
-# Domain errors become a one-line message and exit code 1 (bad input) or 2 (bad config).
+# Domain errors become a one-line message and exit code 2 (bad config) or 1 (bad input, and
+# any other ValueError/KeyError the library raises with a message).
 INPUT_ERRORS = (
     AudioError,
     CorpusError,
@@ -52,11 +53,11 @@ INPUT_ERRORS = (
 def reported() -> Iterator[None]:
     try:
         yield
-    except (ConfigError, KeyError) as err:
+    except ConfigError as err:
         message = err.args[0] if err.args else str(err)
         console.print(f"[red]config error:[/red] {escape(str(message))}", soft_wrap=True)
         raise typer.Exit(2) from err
-    except INPUT_ERRORS as err:
+    except (*INPUT_ERRORS, ValueError, KeyError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         raise typer.Exit(1) from err
 

@@ -64,6 +64,8 @@ def read_checkpoint(path: Path, trust: bool) -> dict[str, Any]:
 def _model_and_task_cfg(ckpt: dict[str, Any], path: Path) -> tuple[dict, dict]:
     if ckpt.get("cfg"):
         cfg = ckpt["cfg"]
+        if not isinstance(cfg.get("model"), dict):
+            raise CheckpointError(f"{path}: cfg has no 'model' section")
         return dict(cfg["model"]), dict(cfg.get("task") or {})
     args = ckpt.get("args")
     if args is not None:  # older checkpoints: one argparse namespace

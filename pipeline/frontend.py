@@ -35,6 +35,15 @@ def build_frontend(spec: dict[str, Any]) -> HubertFeatureEncoder:
     )
 
 
+def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Layer-normalise each utterance over its valid samples (HuBERT Large's input); padding
+    stays zero."""
+    out = torch.zeros_like(wav)
+    for i, n in enumerate(lengths.tolist()):
+        out[i, :n] = torch.nn.functional.layer_norm(wav[i, :n], (n,))
+    return out
+
+
 def conv_features(
     frontend: nn.Module, wav: torch.Tensor, lengths: torch.Tensor, per_utterance: bool
 ) -> torch.Tensor:

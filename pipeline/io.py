@@ -34,8 +34,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (
+        *path.parent.glob(f".{path.name}.tmp-*"),
+        *path.parent.glob(f".{path.name}.old-*"),
+    ):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from pipeline.frontend import conv_features
 from pipeline.head import ClusterHead
 from pipeline.kmeans import LOGIT_KINDS, KMeansHead, fit_centroids, load_centroids
 from pipeline.precision import autocast, check_precision
+
+log = logging.getLogger(__name__)
 
 HEAD_FILE = "cluster_head.safetensors"
 TEACHER_FILE = "teacher.json"
@@ -75,6 +78,10 @@ class KMeansConfig:
     def __post_init__(self) -> None:
         if self.logits not in LOGIT_KINDS:
             raise ValueError(f"kmeans.logits must be one of {LOGIT_KINDS}")
+        if min(self.layer, self.num_clusters, self.fit_utterances) < 1 or self.temperature <= 0:
+            raise ValueError(
+                "kmeans.layer, num_clusters, fit_utterances must be >= 1, temperature > 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -272,11 +279,23 @@ def _hf(spec: str) -> tuple[HubertModel, ClusterHead | None, bool, str]:
             "and use hf:<that dir>."
         ) from err
     head = load_head(local) if (local / HEAD_FILE).is_file() else None
-    normalize = False
-    preprocessor = local / "preprocessor_config.json"
-    if preprocessor.is_file():
-        normalize = bool(json.loads(preprocessor.read_text()).get("do_normalize", False))
-    return encoder, head, normalize, f"hf:{spec}"
+    return encoder, head, _wants_normalized_audio(spec, local, offline), f"hf:{spec}"
+
+
+def _wants_normalized_audio(spec: str, local: Path, offline: bool) -> bool:
+    """Whether the model expects each waveform layer-normalised (HuBERT Large does): from
+    ``teacher.json`` (our teacher dirs), else the feature extractor's ``do_normalize``."""
+    if (local / TEACHER_FILE).is_file():
+        return bool(json.loads((local / TEACHER_FILE).read_text()).get("normalize", False))
+    from transformers import Wav2Vec2FeatureExtractor
+
+    try:
+        source = str(local) if local.is_dir() else spec
+        extractor = Wav2Vec2FeatureExtractor.from_pretrained(source, local_files_only=offline)
+    except OSError:
+        log.warning("hf:%s has no preprocessor config: waveforms are not normalised", spec)
+        return False
+    return bool(extractor.do_normalize)
 
 
 def build_teacher(
@@ -309,11 +328,19 @@ def build_teacher(
         teacher.kmeans = KMeansHead(torch.from_numpy(centroids), km.logits, km.temperature).to(
             cfg.device
         )
+        if cfg.logits == "head" and teacher.kmeans.num_classes != teacher.head.num_classes:
+            raise CheckpointError(
+                f"k-means targets have {teacher.kmeans.num_classes} clusters but the head "
+                f"predicts {teacher.head.num_classes}: they must match (kmeans.num_clusters)"
+            )
     return teacher
 
 
-def save_teacher(directory: Path, encoder: HubertModel, head: ClusterHead, meta: dict) -> None:
-    """Write a teacher directory: ``save_pretrained`` encoder + cluster head + ``teacher.json``."""
+def save_teacher(
+    directory: Path, encoder: HubertModel, head: ClusterHead, meta: dict, normalize: bool = False
+) -> None:
+    """Write a teacher directory: ``save_pretrained`` encoder + cluster head + ``teacher.json``
+    (which also records whether the model expects layer-normalised waveforms)."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -321,7 +348,8 @@ def save_teacher(directory: Path, encoder: HubertModel, head: ClusterHead, meta:
     tensors = {k: v.contiguous() for k, v in head.state_dict().items()}
     save_file(tensors, directory / HEAD_FILE)
     info = {"num_classes": head.num_classes, "proj_dim": head.label_embs.shape[1],
-            "logit_temp": head.logit_temp, "head": "cosine", **meta}  # fmt: skip
+            "logit_temp": head.logit_temp, "head": "cosine", "normalize": normalize,
+            **meta}  # fmt: skip
     (directory / TEACHER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 

@@ -65,6 +65,13 @@ class TrainConfig:
         check_precision(self.precision)
         if self.steps < 1 or self.warmup_steps < 0 or self.warmup_steps > self.steps:
             raise ValueError("need steps >= 1 and 0 <= warmup_steps <= steps")
+        if (
+            self.log_every < 1
+            or min(self.checkpoint_every, self.shuffle_pool, self.loader_workers) < 0
+        ):
+            raise ValueError(
+                "log_every must be >= 1; checkpoint_every, shuffle_pool, loader_workers >= 0"
+            )
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

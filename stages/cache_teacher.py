@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio import SAMPLE_RATE, read_audio
 from pipeline.batching import length_batches
+from pipeline.errors import AudioError
 from pipeline.frames import FrameSpec
 from pipeline.frontend import frontend_spec
 from pipeline.io import atomic_write_text
@@ -95,7 +96,10 @@ class BatchAudio(Dataset):
         for utt in self.batches[i]:
             wav = read_audio(audio_path(utt, self.manifest))
             if self.frames.num_frames(len(wav)) < 1:
-                raise ValueError(f"{utt.id}: {len(wav)} samples is too short for one frame")
+                raise AudioError(
+                    f"{audio_path(utt, self.manifest)}: {len(wav)} samples at 16 kHz is too "
+                    f"short for one teacher frame ({utt.id}); drop it from the corpus"
+                )
             wavs.append(wav)
         return wavs
 
@@ -138,7 +142,11 @@ def run_shard(
     def write(batch, outputs) -> None:
         for utt, (logits, targets) in zip(batch, outputs, strict=True):
             targets = targets.numpy()
-            writer.write(utt.id, {"targets": targets, **codec.encode(logits.numpy(), targets)})
+            try:
+                fields = codec.encode(logits.numpy(), targets)
+            except ValueError as err:
+                raise ValueError(f"{utt.id}: {err}") from err
+            writer.write(utt.id, {"targets": targets, **fields})
 
     frames = 0
     with backend.writer(out, header) as writer, ThreadPoolExecutor(1) as io:
@@ -213,6 +221,8 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         "header": header.to_json(),
         "backend": repr(backend_cfg),
         "batch_seconds": cfg.batch_seconds,
+        "device": cfg.teacher.device,
+        "precision": cfg.teacher.precision,
         "shards": [[u.id for u in shard] for shard in shards],
     }
     _prepare_work(work, plan)
@@ -250,7 +260,8 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
             {k: v.detach().cpu().contiguous() for k, v in fe.state_dict().items()}
         )
     }
-    header = dataclasses.replace(header, frontend=frontend_spec(teacher.encoder.config))
+    frontend = {**frontend_spec(teacher.encoder.config), "normalize": teacher.normalize}
+    header = dataclasses.replace(header, frontend=frontend)
     parts = [part_path(work, i) for i in range(len(shards))]
     header = backend.merge(parts, out_dir, header, files)
     shutil.rmtree(work)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -95,6 +97,10 @@ def run(
         },
         "train": to_dict(train_cfg),
         "cache": header.fingerprint,
+        "codec": header.codec,
+        "cache_files": hashlib.sha256(
+            json.dumps(header.checksums, sort_keys=True).encode()
+        ).hexdigest(),
         "corpus": header.corpus,
     }
     description = (

@@ -55,7 +55,7 @@ class FullCodec:
         return num_classes * np.dtype(self.cfg.dtype).itemsize
 
     def encode(self, logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-        return {"logits": logits.astype(self.cfg.dtype)}
+        return {"logits": _cast(logits, self.cfg.dtype)}
 
     def decode(self, fields: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
         return fields["logits"].astype(np.float32)
@@ -126,7 +126,7 @@ class TopKCodec:
                 else np.full(n, -np.inf)
             )
         return {
-            "topk_values": values.astype(np.float16),
+            "topk_values": _cast(values, "float16"),
             "topk_ids": ids.astype(self._id_dtype(c)),
             "rest_lse": lse.astype(np.float32),
         }
@@ -141,6 +141,17 @@ class TopKCodec:
         dense = np.repeat(fill[:, None], num_classes, axis=1)
         np.put_along_axis(dense, ids, values.astype(np.float32), axis=1)
         return dense
+
+
+def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` as ``dtype``, or an error if they are not finite there (float16 ends at 65504)."""
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if not np.isfinite(values).all() or largest > np.finfo(dtype).max:
+        raise ValueError(
+            f"logits are not finite as {dtype} (largest magnitude {largest:.4g}); store them as "
+            "float32 (cache_teacher.full.dtype) or scale them down (e.g. raise kmeans.temperature)"
+        )
+    return values.astype(dtype)
 
 
 def codec_from_header(header_codec: dict[str, Any]):

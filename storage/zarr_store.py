@@ -44,6 +44,10 @@ class ZarrConfig:
     chunk_frames: int
     zstd_level: int
 
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1 or not 1 <= self.zstd_level <= 22:
+            raise ValueError("zarr.chunk_frames must be >= 1 and zstd_level in 1..22")
+
 
 @BACKENDS.register
 class ZarrBackend:

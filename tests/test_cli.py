@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import yaml
 from conftest import ROOT, tiny_params, write_params
 from typer.testing import CliRunner
@@ -77,3 +78,17 @@ def test_student_info_prints_parameter_counts(tmp_path, monkeypatch):
     )
     assert result.exit_code == 0, result.output
     assert "kd: 18,252,276 parameters" in result.output and "lstms 13.39M" in result.output
+
+
+def test_too_short_audio_is_named_not_a_traceback(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_params())
+    sf.write(tmp_path / "tiny.wav", np.zeros(200, dtype=np.float32), 16_000)
+    (tmp_path / "data").mkdir()
+    row = {"id": "tiny", "audio": str(tmp_path / "tiny.wav"), "samples": 200, "sample_rate": 16000,
+           "transcript": "", "speaker": "", "split": "train"}  # fmt: skip
+    (tmp_path / "data" / "manifest.jsonl").write_text(json.dumps(row) + "\n")
+    result = runner.invoke(app, ["cache-teacher"])
+    assert result.exit_code == 1 and "tiny.wav: 200 samples at 16 kHz is too short" in result.output

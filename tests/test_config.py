@@ -114,3 +114,14 @@ def test_paper_config_loads_and_its_student_is_paper_sized():
         count = sum(p.numel() for p in model.parameters())
         assert 17e6 < count < 23.49e6  # paper: about 17-18M, below DistilHuBERT's 23.49M
     assert params["cache_teacher"]["teacher"]["source"].startswith("fairseq:")
+
+
+def test_impossible_sizes_are_config_errors():
+    params = tiny_params()
+    params["students"]["kd"]["model"]["lstm_layers"] = 0
+    with pytest.raises(ConfigError, match="students.kd.model: conv_dim, proj_dim, lstm_layers"):
+        parse_students(params)
+    params = tiny_params()
+    params["cache_teacher"]["teacher"]["kmeans"]["fit_utterances"] = 0
+    with pytest.raises(ConfigError, match="fit_utterances must be >= 1"):
+        section(params, "cache_teacher", CacheTeacherConfig)

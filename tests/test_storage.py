@@ -207,3 +207,23 @@ def test_cache_matches_the_corpus(tiny_corpus, tiny_cache):
         # targets are the argmax of the fp32 logits: a maximum of the stored fp16 logits too
         np.testing.assert_array_equal(logits[np.arange(len(targets)), targets], logits.max(axis=1))
     assert "untrained" in reader.header.teacher
+
+
+def test_codecs_refuse_logits_beyond_float16():
+    logits = np.array([[1e6, 0.0, -3.0]], dtype=np.float32)
+    for codec in (CODECS["full"](FullConfig("float16")), CODECS["topk"](TopKConfig(k=2))):
+        with pytest.raises(ValueError, match="not finite as float16"):
+            codec.encode(logits, np.array([0]))
+    assert (
+        CODECS["full"](FullConfig("float32")).encode(logits, np.array([0]))["logits"][0, 0] == 1e6
+    )
+
+
+def test_atomic_dir_removes_what_a_killed_run_left(tmp_path):
+    from pipeline.io import atomic_dir
+
+    (tmp_path / ".out.tmp-99999").mkdir()
+    (tmp_path / ".out.old-99999").mkdir()
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "x").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -368,3 +368,19 @@ def test_students_can_start_from_the_teachers_conv_stack(tmp_path, tiny_corpus):
     save_student(tmp_path / "s.pt", student, spec, frames, {})
     loaded, _ = load_student(tmp_path / "s.pt")
     assert loaded.frontend_spec == student.frontend_spec
+
+
+def test_teacher_dirs_record_waveform_normalisation(tmp_path):
+    save_teacher(
+        tmp_path / "t", _tiny_hf("layer"), ClusterHead(D, PROJ, CLUSTERS, 0.1), {}, normalize=True
+    )
+    assert build_teacher(_cfg(f"hf:{tmp_path / 't'}")).normalize is True
+    save_teacher(tmp_path / "u", _tiny_hf("layer"), ClusterHead(D, PROJ, CLUSTERS, 0.1), {})
+    assert build_teacher(_cfg(f"hf:{tmp_path / 'u'}")).normalize is False
+
+
+def test_kmeans_targets_must_match_the_head(tmp_path):
+    save_teacher(tmp_path / "t", _tiny_hf("group"), ClusterHead(D, PROJ, CLUSTERS, 0.1), {})
+    cfg = _cfg(f"hf:{tmp_path / 't'}", targets="kmeans")  # 8 clusters vs a 12-class head
+    with pytest.raises(CheckpointError, match="8 clusters but the head predicts 12"):
+        build_teacher(cfg, lambda: _wavs(16_000, 12_000, 8_000))

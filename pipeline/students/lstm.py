@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.frames import FrameSpec
-from pipeline.frontend import build_frontend, conv_features
+from pipeline.frontend import build_frontend, conv_features, normalize_waveforms
 from pipeline.students.base import STUDENTS
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ class LSTMStudentConfig:
     def __post_init__(self) -> None:
         if self.frontend_init not in ("teacher", "random"):
             raise ValueError("frontend_init must be teacher or random")
+        if min(self.conv_dim, self.proj_dim, self.lstm_layers, self.lstm_hidden) < 1:
+            raise ValueError("conv_dim, proj_dim, lstm_layers and lstm_hidden must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must be in [0, 1)")
 
 
 @STUDENTS.register
@@ -101,6 +105,8 @@ class LSTMStudent(nn.Module):
         """Layer outputs for downstream use: ``[proj, lstm_1, ..., lstm_N]``, each ``(B, T, *)``,
         zero on padded frames, and the frame lengths ``(B,)``."""
         frame_lengths = self.frames.num_frames(lengths)
+        if self.frontend_spec.get("normalize", False):  # a teacher stack trained on normed audio
+            wav = normalize_waveforms(wav, lengths)
         per_utterance = self.frontend_spec["norm"] == "group"
         x = self.proj(conv_features(self.frontend, wav, lengths, per_utterance))
         layers = [x]
