@@ -146,7 +146,7 @@ class TopKCodec:
 def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
     """``values`` as ``dtype``, or an error if they are not finite there (float16 ends at 65504)."""
     largest = float(np.abs(values).max()) if values.size else 0.0
-    if not np.isfinite(values).all() or largest > np.finfo(dtype).max:
+    if not np.isfinite(values).all() or largest > float(np.finfo(dtype).max):
         raise ValueError(
             f"logits are not finite as {dtype} (largest magnitude {largest:.4g}); store them as "
             "float32 (cache_teacher.full.dtype) or scale them down (e.g. raise kmeans.temperature)"
