@@ -82,7 +82,7 @@ class CacheBatches(IterableDataset):
         self.batch_seconds = batch_seconds
         self.seed = seed
         self.shuffle = shuffle
-        self.pool = pool if shuffle else len(utts)
+        self.pool = max(pool, 1) if shuffle else max(len(utts), 1)
         self.epoch = 0
         stored = set(open_cache(self.cache).keys())
         missing = [u for u in self.utts if u not in stored]
