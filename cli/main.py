@@ -225,9 +225,7 @@ def sweep_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Train a grid of students in one pass over the cache (each batch read once for all)."""
-    import yaml
-
-    from pipeline.students import grid_students, parse_student
+    from pipeline.students import grid_students, parse_grid, parse_student
     from pipeline.trainer import TrainConfig
     from stages import train_student
 
@@ -235,13 +233,7 @@ def sweep_cmd(
         raw = load_params(params)
         if base not in raw.get("students", {}):
             raise ConfigError(f"no student {base!r} in params `students`")
-        axes = {}
-        for item in grid:
-            key, sep, values = item.partition("=")
-            if not sep or not values:
-                raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,...")
-            axes[key] = [yaml.safe_load(v) for v in values.split(",")]
-        raws = grid_students(base, raw["students"][base], axes)
+        raws = grid_students(base, raw["students"][base], parse_grid(grid))
         students = {name: parse_student(cfg, f"sweep {name}") for name, cfg in raws.items()}
         train_cfg = section(raw, "train", TrainConfig)
         dirs = {name: out / name for name in students}

@@ -5,8 +5,16 @@ from pipeline.students.base import (
     STUDENTS,
     StudentConfig,
     grid_students,
+    parse_grid,
     parse_student,
     parse_students,
 )
 
-__all__ = ["STUDENTS", "StudentConfig", "grid_students", "parse_student", "parse_students"]
+__all__ = [
+    "STUDENTS",
+    "StudentConfig",
+    "grid_students",
+    "parse_grid",
+    "parse_student",
+    "parse_students",
+]

@@ -82,3 +82,16 @@ def grid_students(
             for value in values
         ]
     return dict(combos)
+
+
+def parse_grid(items: list[str]) -> dict[str, list[Any]]:
+    """``["losses.dkd.beta=1,4,8", ...]`` -> ``{"losses.dkd.beta": [1, 4, 8]}`` (YAML values)."""
+    import yaml
+
+    axes = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,...")
+        axes[key] = [yaml.safe_load(v) for v in values.split(",")]
+    return axes
