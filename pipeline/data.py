@@ -11,7 +11,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.audio import SAMPLE_RATE, read_audio
+from pipeline.audio import read_audio
 from pipeline.batching import length_batches
 from pipeline.frames import FrameSpec, lengths_to_mask
 from pipeline.manifest import Utterance, audio_path
@@ -83,7 +83,7 @@ class CacheBatches(IterableDataset):
         self.seed = seed
         self.shuffle = shuffle
         self.pool = max(pool, 1) if shuffle else max(len(utts), 1)
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
         stored = set(open_cache(self.cache).keys())
         missing = [u for u in self.utts if u not in stored]
         if missing:
@@ -92,8 +92,11 @@ class CacheBatches(IterableDataset):
                 "rerun cache-teacher"
             )
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Stream epoch ``epoch``, leaving out its first ``skip`` batches cheaply (their audio
+        is never read): how a resumed run gets back to its data position. Batches are composed
+        from manifest lengths, so skipping needs only the cache."""
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self) -> Iterator[Batch]:
         reader = open_cache(self.cache)
@@ -101,19 +104,25 @@ class CacheBatches(IterableDataset):
         frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if self.skip and workers > 1:
+            raise ValueError("skipping batches is exact only without DataLoader workers")
         blocks = [b for b in reader.blocks() if any(k in self.utts for k in b)]
         if self.shuffle:
             random.Random(f"{self.seed}/{self.epoch}").shuffle(blocks)
         rng = random.Random(f"{self.seed}/{self.epoch}/{worker}")
-        pool: list[dict] = []
-        for block in blocks[worker::workers]:
-            for key, fields in reader.read_block(block):
-                if key in self.utts:
-                    pool.append(self._item(self.utts[key], fields, header, frames))
-                if len(pool) >= self.pool:
-                    yield from self._batches(pool, rng)
-                    pool = []
-        yield from self._batches(pool, rng)
+        pool: list[tuple[Utterance, dict]] = []
+        emitted = 0
+        for block in blocks[worker::workers] + [None]:  # None: flush the last pool
+            rows = [] if block is None else reader.read_block(block)
+            pool += [(self.utts[key], fields) for key, fields in rows if key in self.utts]
+            if pool and (len(pool) >= self.pool or block is None):
+                for batch in self._batches(pool, rng):
+                    if emitted >= self.skip:
+                        yield collate(
+                            [self._item(utt, fields, header, frames) for utt, fields in batch]
+                        )
+                    emitted += 1
+                pool = []
 
     def _item(self, utt: Utterance, fields: dict, header, frames: FrameSpec) -> dict:
         wav = read_audio(audio_path(utt, self.manifest))
@@ -131,18 +140,17 @@ class CacheBatches(IterableDataset):
             "targets": torch.from_numpy(targets),
         }
 
-    def _batches(self, pool: list[dict], rng: random.Random) -> Iterator[Batch]:
-        jitter = {item["id"]: rng.random() * 0.2 if self.shuffle else 0.0 for item in pool}
+    def _batches(self, pool: list[tuple[Utterance, dict]], rng: random.Random) -> list[list]:
+        jitter = {utt.id: rng.random() * 0.2 if self.shuffle else 0.0 for utt, _ in pool}
         batches = length_batches(
             pool,
-            seconds=lambda item: len(item["wav"]) / SAMPLE_RATE,
+            seconds=lambda row: row[0].seconds,
             batch_seconds=self.batch_seconds,
-            sort_key=lambda item: (len(item["wav"]) / SAMPLE_RATE + jitter[item["id"]], item["id"]),
+            sort_key=lambda row: (row[0].seconds + jitter[row[0].id], row[0].id),
         )
         if self.shuffle:
             rng.shuffle(batches)
-        for batch in batches:
-            yield collate(batch)
+        return batches
 
 
 def collate(items: list[dict]) -> Batch:

@@ -176,7 +176,7 @@ class StudentRun:
 
 def train(
     runs: list[StudentRun],
-    epochs: Callable[[int], Iterable[Batch]],
+    epochs: Callable[[int, int], Iterable[Batch]],
     cfg: TrainConfig,
     state_path: Path | None = None,
     identity: dict | None = None,
@@ -186,7 +186,8 @@ def train(
 
     Args:
         runs: the students (one for ``train-student``, a grid for ``sweep``).
-        epochs: ``epochs(e)`` gives the batches of epoch ``e`` (a deterministic stream).
+        epochs: ``epochs(e, k)`` gives the batches of epoch ``e`` from its ``k``-th on (a
+            deterministic stream).
         cfg: training settings (shared by the runs).
         state_path: where to checkpoint every ``cfg.checkpoint_every`` steps; an existing
             checkpoint there is resumed exactly (weights, optimizer, schedule, RNG, data position).
@@ -242,10 +243,9 @@ def train(
     }
 
 
-def _positioned(epochs: Callable[[int], Iterable[Batch]], epoch: int, skip: int):
+def _positioned(epochs: Callable[[int, int], Iterable[Batch]], epoch: int, skip: int):
     """``(epoch, index, batch)`` from epoch ``epoch``, batch ``skip`` on, forever."""
     while True:
-        for index, batch in enumerate(epochs(epoch)):
-            if index >= skip:
-                yield epoch, index, batch
+        for index, batch in enumerate(epochs(epoch, skip), start=skip):
+            yield epoch, index, batch
         epoch, skip = epoch + 1, 0

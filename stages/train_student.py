@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -68,9 +69,11 @@ def run(
         shuffle=True, pool=train_cfg.shuffle_pool,
     )  # fmt: skip
 
-    def epochs(epoch: int) -> DataLoader:
-        dataset.set_epoch(epoch)
-        return DataLoader(dataset, batch_size=None, num_workers=train_cfg.loader_workers)
+    def epochs(epoch: int, skip: int):
+        workers = train_cfg.loader_workers
+        dataset.set_epoch(epoch, skip if workers == 0 else 0)  # cheap skip without workers
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+        return loader if workers == 0 else itertools.islice(loader, skip, None)
 
     runs = []
     for name, cfg in students.items():

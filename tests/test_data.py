@@ -58,3 +58,11 @@ def test_length_batches():
     batches = length_batches(sizes, lambda s: s, batch_seconds=6.0)
     assert batches == [[1.0, 2.0], [2.5], [4.0], [9.0]]
     assert length_batches(sizes, lambda s: s, batch_seconds=0) == [[s] for s in sorted(sizes)]
+
+
+def test_skipping_batches_gives_the_rest_of_the_epoch(tiny_corpus, tiny_cache):
+    dataset, _ = _stream(tiny_corpus, tiny_cache, batch_seconds=4.0, pool=3)
+    full = _ids(dataset)
+    assert len(full) > 3
+    dataset.set_epoch(0, skip=2)
+    assert _ids(dataset) == full[2:]
