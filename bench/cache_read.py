@@ -21,12 +21,14 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.data import CacheBatches
+from pipeline.config import section
+from pipeline.data import Batch, CacheBatches
 from pipeline.frames import FrameSpec
 from pipeline.losses import LOSSES
 from pipeline.manifest import read_manifest
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import build_student
+from pipeline.trainer import StudentRun, TrainConfig
 from storage import BACKENDS, open_cache
 from storage.codecs import CODECS, FullConfig, TopKConfig
 from storage.wds_store import WdsConfig
@@ -67,23 +69,19 @@ def student_rate(cache: Path, name: str, steps: int) -> float:
     frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
     model = build_student(student_cfg, header.num_classes, frames)
     losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
-    optimizer = torch.optim.AdamW(model.parameters())
-    seconds = params["train"]["batch_seconds"]
+    train_cfg = section(params, "train", TrainConfig)
+    run = StudentRun(name, model, losses, train_cfg)
+    seconds = train_cfg.batch_seconds
     n_utts = max(1, int(seconds / 3))
     wav = 0.1 * torch.randn(n_utts, 48_000)
     lengths = torch.full((n_utts,), 48_000)
     t = frames.num_frames(48_000)
     teacher = torch.randn(n_utts, t, header.num_classes)
     targets, mask = teacher.argmax(-1), torch.ones(n_utts, t, dtype=torch.bool)
+    batch = Batch([str(i) for i in range(n_utts)], wav, lengths, teacher, targets, mask)
     start = time.perf_counter()
-    for _ in range(steps):
-        logits, _ = model(wav, lengths)
-        total = sum(
-            loss.cfg.weight * loss(logits, teacher, targets, mask)[n] for n, loss in losses.items()
-        )
-        optimizer.zero_grad()
-        total.backward()
-        optimizer.step()
+    for step in range(steps):
+        run.step(batch, step)
     return steps * n_utts * t / (time.perf_counter() - start)
 
 

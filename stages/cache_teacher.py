@@ -10,7 +10,6 @@ over dask.distributed workers when ``scheduler`` names one.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -34,7 +33,7 @@ from pipeline.manifest import Utterance, audio_path, read_manifest
 from pipeline.progress import progress_bar
 from pipeline.teacher import Teacher, TeacherConfig, build_teacher
 from storage import BACKENDS, CacheHeader
-from storage.base import FRONTEND, HEADER, SCHEMA_VERSION
+from storage.base import FRONTEND, HEADER, SCHEMA_VERSION, sha256_file
 from storage.codecs import CODECS, FullConfig, TopKConfig
 from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
@@ -102,10 +101,6 @@ class BatchAudio(Dataset):
                 )
             wavs.append(wav)
         return wavs
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def part_path(work: Path, index: int) -> Path:
@@ -204,7 +199,7 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         backend=cfg.backend,
         teacher=teacher.description,
         fingerprint=teacher.fingerprint(),
-        corpus=file_sha256(manifest),
+        corpus=sha256_file(manifest),
         num_classes=teacher.num_classes,
         frame_rate=teacher.frames.frame_rate(SAMPLE_RATE),
         frame_kernels=list(teacher.frames.kernels),
