@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from pipeline.config import load_params, override, section
+from pipeline.config import from_dict, load_params, override, section
 from pipeline.errors import (
     AudioError,
     CacheFormatError,
@@ -89,6 +89,31 @@ def prepare_cmd(
         raw = override(load_params(params), {"prepare.skip_bad": skip_bad})
         summary = prepare.run(section(raw, "prepare", prepare.PrepareConfig), out)
     typer.echo(f"manifest: {out / prepare.MANIFEST}  {summary}")
+
+
+@app.command("pretrain-teacher")
+def pretrain_teacher_cmd(
+    out: Path = typer.Option(Path("assets/demo-teacher"), help="teacher directory to write"),
+    manifest: Path = MANIFEST,
+    params: Path = PARAMS,
+) -> None:
+    """Pre-train the random teacher's architecture (HuBERT iteration 1: masked prediction of
+    MFCC k-means clusters) and write a teacher directory usable as hf:<out>."""
+    from pipeline.teacher import RandomTeacherConfig
+    from stages import pretrain_teacher
+
+    with reported():
+        raw = load_params(params)
+        cfg = section(raw, "pretrain_teacher", pretrain_teacher.PretrainConfig)
+        size = from_dict(RandomTeacherConfig, raw["cache_teacher"]["teacher"]["random"],
+                         where="cache_teacher.teacher.random")  # fmt: skip
+        summary = pretrain_teacher.run(cfg, size, manifest, out)
+    dev = summary["dev"]
+    typer.echo(
+        f"teacher: {out}  {summary['total_seconds'] / 60:.1f} min; dev agreement with MFCC "
+        f"k-means: masked {dev['masked_accuracy']:.3f}, unmasked {dev['unmasked_accuracy']:.3f} "
+        f"(majority class {dev['majority_class_rate']:.3f})"
+    )
 
 
 @app.command("cache-teacher")
@@ -191,16 +216,17 @@ def student_info_cmd(
 
     with reported():
         students = parse_students(load_params(params))
-        frames, num_classes, teacher_frontend = HUBERT_FRAMES, classes or 500, None
+        frames, num_classes, teacher_frontend, dims = HUBERT_FRAMES, classes or 500, None, {}
         if (cache / "header.json").is_file():
             header = read_header(cache)
             frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
             num_classes = classes or header.num_classes
             teacher_frontend = read_frontend(cache)
+            dims = {f: spec["dim"] for f, spec in header.features.items()}
         for name in names or list(students):
             if name not in students:
                 raise ConfigError(f"no student {name!r} in params `students`")
-            model = build_student(students[name], num_classes, frames, teacher_frontend)
+            model = build_student(students[name], num_classes, frames, teacher_frontend, dims)
             parts = {
                 part: sum(p.numel() for p in module.parameters())
                 for part, module in model.named_children()
@@ -246,25 +272,31 @@ def sweep_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    out: Path = typer.Option(Path("eval"), help="output folder for metrics.json"),
+    out: Path = typer.Option(Path("eval"), help="output folder: metrics.json, report.md/png"),
     students_dir: Path = typer.Option(Path("students"), help="folder of trained students"),
     manifest: Path = MANIFEST,
     cache: Path = CACHE,
     params: Path = PARAMS,
 ) -> None:
-    """Score every student in params against the teacher on the held-out split."""
+    """Compare the teacher, baselines and every student in params: ASR probe (WER, CER, PER),
+    teacher agreement, parameters, real-time factor, memory."""
     from pipeline.students import parse_students
+    from pipeline.teacher import TeacherConfig
     from stages import evaluate, train_student
 
     with reported():
         raw = load_params(params)
         cfg = section(raw, "evaluate", evaluate.EvaluateConfig)
+        teacher_cfg = from_dict(TeacherConfig, raw.get("cache_teacher", {}).get("teacher"),
+                                where="cache_teacher.teacher")  # fmt: skip
         names = parse_students(raw)
         checkpoints = {n: students_dir / n / train_student.CHECKPOINT for n in names}
-        metrics = evaluate.run(cfg, manifest, cache, checkpoints, out)
-    typer.echo(f"metrics: {out / evaluate.METRICS}")
-    for name, m in metrics["students"].items():
-        typer.echo(f"  {name}: top1 agreement {m['top1_agreement']:.3f}  KL {m['kl']:.3f}")
+        metrics = evaluate.run(cfg, teacher_cfg, manifest, cache, checkpoints, out)
+    typer.echo(f"report: {out / 'report.md'}  metrics: {out / evaluate.METRICS}")
+    for name, m in metrics["models"].items():
+        per = f"  PER {m['per']:.3f}" if "per" in m else ""
+        agree = f"  top1 {m['top1_agreement']:.3f}" if "top1_agreement" in m else ""
+        typer.echo(f"  {name}: WER {m['wer']:.3f}{per}{agree}  RTF {m['rtf']:.4f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ class Batch:
         teacher_logits: ``(B, T, C)`` float32 decoded teacher logits, zero on padding.
         targets: ``(B, T)`` int64 targets, 0 on padding.
         frame_mask: ``(B, T)`` True on valid frames.
+        features: cached teacher features by name, each ``(B, T, D)`` float32, zero on padding.
     """
 
     ids: list[str]
@@ -37,6 +38,7 @@ class Batch:
     teacher_logits: torch.Tensor
     targets: torch.Tensor
     frame_mask: torch.Tensor
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
@@ -47,7 +49,8 @@ class Batch:
         move = {
             k: v.to(device, non_blocking=True) for k, v in vars(self).items() if torch.is_tensor(v)
         }
-        return Batch(**{**vars(self), **move})
+        feats = {k: v.to(device, non_blocking=True) for k, v in self.features.items()}
+        return Batch(**{**vars(self), **move, "features": feats})
 
 
 class CacheBatches(IterableDataset):
@@ -138,6 +141,7 @@ class CacheBatches(IterableDataset):
             "wav": wav,
             "logits": torch.from_numpy(logits),
             "targets": torch.from_numpy(targets),
+            "features": {k: torch.from_numpy(v) for k, v in header.decode_features(fields).items()},
         }
 
     def _batches(self, pool: list[tuple[Utterance, dict]], rng: random.Random) -> list[list]:
@@ -164,4 +168,8 @@ def collate(items: list[dict]) -> Batch:
         teacher_logits=pad_sequence([it["logits"] for it in items], batch_first=True),
         targets=pad_sequence([it["targets"] for it in items], batch_first=True),
         frame_mask=lengths_to_mask(frame_lengths),
+        features={
+            name: pad_sequence([it["features"][name] for it in items], batch_first=True)
+            for name in items[0].get("features", {})
+        },
     )

@@ -59,3 +59,56 @@ def conv_features(
         [frontend(wav[i : i + 1, :n])[0].T for i, n in enumerate(lengths.tolist())],
         batch_first=True,
     )
+
+
+def receptive_field(frames) -> int:
+    """Samples one frame of a ``FrameSpec`` conv stack sees."""
+    field = 1
+    for k, s in reversed(list(zip(frames.kernels, frames.strides, strict=True))):
+        field = (field - 1) * s + k
+    return field
+
+
+class FbankFrontend(nn.Module):
+    """A light front end: 80 Kaldi log-mel bins every 10 ms (25 ms window, per-utterance
+    mean/variance normalised), a stride-2 conv and a stride-1 conv (kernel 3, GELU).
+
+    With HuBERT's frame stack (a 400-sample receptive field every 320 samples) the output has
+    exactly the teacher's frame count: frame ``i`` is centred on fbank frame ``2 i``, whose
+    window starts at sample ``320 i``, as teacher frame ``i``'s does.
+    """
+
+    BINS = 80
+
+    def __init__(self, dim: int, frames) -> None:
+        super().__init__()
+        if frames.hop != 320 or receptive_field(frames) != 400:
+            raise ValueError(
+                "frontend: fbank aligns with HuBERT's frame stack (400-sample field, 320 hop) only"
+            )
+        self.frames = frames
+        self.convs = nn.Sequential(
+            nn.Conv1d(self.BINS, dim, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv1d(dim, dim, 3, padding=1),
+            nn.GELU(),
+        )
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``wav (B, S)`` zero-padded -> ``(B, T, dim)``; per utterance, as it would run alone."""
+        import torchaudio.compliance.kaldi as kaldi
+
+        out = []
+        for i, n in enumerate(lengths.tolist()):
+            feats = kaldi.fbank(
+                wav[i : i + 1, :n].float() * 32768,
+                sample_frequency=16_000,
+                frame_length=25.0,
+                frame_shift=10.0,
+                num_mel_bins=self.BINS,
+                dither=0.0,
+                snip_edges=True,
+            )
+            feats = (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
+            out.append(self.convs(feats.T[None])[0].T)
+        return pad_sequence(out, batch_first=True)

@@ -77,3 +77,14 @@ def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
         if split is None or utt.split == split:
             rows.append(utt)
     return rows
+
+
+def corpus_fingerprint(utterances: Iterable[Utterance]) -> str:
+    """sha256 over each row's id, split, length and transcript (not its path): the same corpus
+    regenerated elsewhere keeps it, a changed generator or another corpus does not."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for u in sorted(utterances, key=lambda u: u.id):
+        digest.update(f"{u.id}\t{u.split}\t{u.samples}\t{u.sample_rate}\t{u.transcript}\n".encode())
+    return digest.hexdigest()

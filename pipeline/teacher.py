@@ -14,13 +14,13 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import HubertConfig, HubertModel
@@ -28,12 +28,16 @@ from transformers import HubertConfig, HubertModel
 from pipeline.errors import CheckpointError
 from pipeline.fairseq_hubert import load_fairseq_hubert
 from pipeline.frames import FrameSpec, lengths_to_mask
-from pipeline.frontend import conv_features
+from pipeline.frontend import conv_features, normalize_waveforms
 from pipeline.head import ClusterHead
 from pipeline.kmeans import LOGIT_KINDS, KMeansHead, fit_centroids, load_centroids
 from pipeline.precision import autocast, check_precision
 
 log = logging.getLogger(__name__)
+
+# Layer outputs are captured with forward hooks on the (shared) encoder modules; threads that
+# share a teacher (in-process dask workers) take turns so hooks never see another's forward.
+_FORWARD_LOCK = threading.Lock()
 
 HEAD_FILE = "cluster_head.safetensors"
 TEACHER_FILE = "teacher.json"
@@ -177,54 +181,105 @@ class Teacher(nn.Module):
         Layer-norm conv stacks take zero-padded audio (frames never see padding); group-norm
         stacks run the conv stack per utterance. The Transformer always gets an attention mask.
         """
+        lengths = torch.tensor([len(w) for w in wavs])
+        final, layer_out, _, frame_lengths = self._run(
+            pad_sequence(wavs, batch_first=True), lengths, layer
+        )
+        return final, layer_out, frame_lengths
+
+    @torch.inference_mode()
+    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor):
+        """Every layer for downstream use: ``[conv features, Transformer input, layer 1, ...,
+        layer N]``, each ``(B, T, *)`` float32, and the frame lengths; layer N is the encoder's
+        output (with the final layer norm of pre-LN models).
+
+        ``wav (B, S)`` is zero-padded with sample ``lengths``; runs as :meth:`encode` does.
+        """
+        _, _, layers, frame_lengths = self._run(wav, lengths, all_layers=True)
+        return layers, frame_lengths
+
+    def _run(self, wav, lengths, layer: int | None = None, all_layers: bool = False):
+        with _FORWARD_LOCK:
+            return self._run_locked(wav, lengths, layer, all_layers)
+
+    def _run_locked(self, wav, lengths, layer: int | None, all_layers: bool):
         device = self.device
-        wavs = [w.to(device) for w in wavs]
+        wav, lengths = wav.to(device), lengths.to(device)
         if self.normalize:
-            wavs = [F.layer_norm(w, w.shape) for w in wavs]
-        lengths = torch.tensor([len(w) for w in wavs], device=device)
+            wav = normalize_waveforms(wav, lengths)
         frame_lengths = self.frames.num_frames(lengths)
-        captured = {}
-        hook = None
-        if layer is not None:
+        blocks = self.encoder.encoder.layers
+        captured: dict[int, torch.Tensor] = {}  # 0: the Transformer input, i: layer i's output
 
-            def keep(_module, _inputs, output):
-                captured["x"] = output[0] if isinstance(output, tuple) else output
+        def keep(index):
+            def hook(_module, _inputs, output):
+                captured[index] = output[0] if isinstance(output, tuple) else output
 
-            hook = self.encoder.encoder.layers[layer - 1].register_forward_hook(keep)
+            return hook
+
+        hooks = [
+            blocks[0].register_forward_pre_hook(lambda _m, args: captured.update({0: args[0]}))
+        ] if all_layers else []  # fmt: skip
+        wanted = range(1, len(blocks) + 1) if all_layers else [layer] if layer is not None else []
+        hooks += [blocks[i - 1].register_forward_hook(keep(i)) for i in wanted]
         try:
             with autocast(device, self.cfg.precision):
-                padded = pad_sequence(wavs, batch_first=True)
                 fe = self.encoder.feature_extractor
-                feats = conv_features(fe, padded, lengths, per_utterance=not self.pad_waveforms)
+                feats = conv_features(fe, wav, lengths, per_utterance=not self.pad_waveforms)
                 mask = lengths_to_mask(frame_lengths, feats.shape[1])
                 hidden = self.encoder.feature_projection(feats)
                 final = self.encoder.encoder(hidden, attention_mask=mask).last_hidden_state
         finally:
-            if hook is not None:
+            for hook in hooks:
                 hook.remove()
-        return final.float(), captured.get("x", None), frame_lengths
+        layers = None
+        if all_layers:  # the last entry is the encoder's output (after a final layer norm)
+            layers = [feats, *(captured[i] for i in range(len(blocks))), final]
+            layers = [x.float() for x in layers]
+        return final.float(), captured.get(layer), layers, frame_lengths
+
+    def feature_names(self) -> list[str]:
+        """Per-frame features :meth:`outputs` can return: ``conv`` (the conv stack's output,
+        what a student's front end replaces) and ``layer_0`` (Transformer input) to
+        ``layer_N`` (the final, layer-normed output)."""
+        return ["conv"] + [f"layer_{i}" for i in range(self.encoder.config.num_hidden_layers + 1)]
 
     @torch.inference_mode()
-    def outputs(self, wavs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per utterance: logits ``(frames_i, C)`` float32, targets ``(frames_i,)`` int64; CPU."""
+    def outputs(
+        self, wavs: list[torch.Tensor], features: tuple[str, ...] = ()
+    ) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+        """Per utterance: logits ``(frames_i, C)`` float32, targets ``(frames_i,)`` int64 and the
+        requested ``features`` (see :meth:`feature_names`), each ``(frames_i, D)`` float32; CPU."""
         if self.cfg.uses_kmeans and self.kmeans is None:
             raise ValueError(
                 "k-means logits or targets need a k-means model (build_teacher fits it)"
             )
-        final, layer_out, frame_lengths = self.encode(wavs, self.layer)
+        names = self.feature_names()
+        unknown = [f for f in features if f not in names]
+        if unknown:
+            raise ValueError(f"unknown teacher features {unknown}: choose from {names}")
+        lengths = torch.tensor([len(w) for w in wavs])
+        final, layer_out, layers, frame_lengths = self._run(
+            pad_sequence(wavs, batch_first=True), lengths, self.layer, all_layers=bool(features)
+        )
         logits = self.kmeans(layer_out) if self.cfg.logits == "kmeans" else self.head(final.float())
         if self.cfg.targets == "kmeans":
             targets = self.kmeans.labels(layer_out)
         else:
             targets = logits.argmax(-1)
+        chosen = {f: layers[names.index(f)] for f in features}
         return [
-            (logits[i, :n].float().cpu(), targets[i, :n].cpu())
+            (
+                logits[i, :n].float().cpu(),
+                targets[i, :n].cpu(),
+                {f: x[i, :n].cpu() for f, x in chosen.items()},
+            )
             for i, n in enumerate(frame_lengths.tolist())
         ]
 
     def logits(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per-utterance logits only."""
-        return [logits for logits, _ in self.outputs(wavs)]
+        return [logits for logits, _, _ in self.outputs(wavs)]
 
     def fingerprint(self) -> str:
         """sha256 over every weight (encoder, head, k-means) and the logits/targets choices."""
@@ -245,23 +300,29 @@ class Teacher(nn.Module):
         return digest.hexdigest()
 
 
-def _random(cfg: TeacherConfig) -> tuple[HubertModel, ClusterHead, bool, str]:
-    r = cfg.random
-    torch.manual_seed(r.seed)
+def small_hubert(size: RandomTeacherConfig) -> tuple[HubertModel, ClusterHead]:
+    """A freshly initialised (seeded) HuBERT of ``size``: layer-norm conv stack, pre-LN
+    Transformer, cosine cluster head. The random teacher, and what pre-training starts from."""
+    torch.manual_seed(size.seed)
     encoder = HubertModel(
         HubertConfig(
-            hidden_size=r.hidden_size,
-            num_hidden_layers=r.num_layers,
-            num_attention_heads=r.num_heads,
-            intermediate_size=r.intermediate_size,
-            conv_dim=(r.conv_dim,) * 7,
+            hidden_size=size.hidden_size,
+            num_hidden_layers=size.num_layers,
+            num_attention_heads=size.num_heads,
+            intermediate_size=size.intermediate_size,
+            conv_dim=(size.conv_dim,) * 7,
             feat_extract_norm="layer",
             do_stable_layer_norm=True,
             conv_bias=True,
         )
     )
-    head = ClusterHead(r.hidden_size, r.proj_dim, r.num_classes, r.logit_temp)
-    return encoder, head, False, f"random HuBERT (untrained, seed {r.seed})"
+    head = ClusterHead(size.hidden_size, size.proj_dim, size.num_classes, size.logit_temp)
+    return encoder, head
+
+
+def _random(cfg: TeacherConfig) -> tuple[HubertModel, ClusterHead, bool, str]:
+    encoder, head = small_hubert(cfg.random)
+    return encoder, head, False, f"random HuBERT (untrained, seed {cfg.random.seed})"
 
 
 def _hf(spec: str) -> tuple[HubertModel, ClusterHead | None, bool, str]:
@@ -270,7 +331,7 @@ def _hf(spec: str) -> tuple[HubertModel, ClusterHead | None, bool, str]:
     try:
         encoder = HubertModel.from_pretrained(
             str(local) if local.is_dir() else spec, local_files_only=offline
-        )
+        ).float()  # weights may be stored in fp16; precision is chosen by autocast
     except OSError as err:
         hint = "HF_HUB_OFFLINE=1 is set, so only the local cache was searched. " if offline else ""
         raise CheckpointError(
@@ -299,9 +360,12 @@ def _wants_normalized_audio(spec: str, local: Path, offline: bool) -> bool:
 
 
 def build_teacher(
-    cfg: TeacherConfig, fit_audio: Callable[[], Iterable[torch.Tensor]] | None = None
+    cfg: TeacherConfig,
+    fit_audio: Callable[[], Iterable[torch.Tensor]] | None = None,
+    with_kmeans: bool = True,
 ) -> Teacher:
-    """Load the configured teacher; fit its k-means on ``fit_audio()`` waveforms if needed.
+    """Load the configured teacher; fit its k-means on ``fit_audio()`` waveforms if needed
+    (``with_kmeans=False``: the encoder and head only, e.g. to read its hidden states).
 
     Raises:
         CheckpointError: a source that cannot be loaded (named, with what to do).
@@ -316,7 +380,7 @@ def build_teacher(
         description = f"fairseq:{spec}"
     teacher = Teacher(encoder, head, normalize=normalize, description=description, cfg=cfg)
     teacher.to(cfg.device)
-    if cfg.uses_kmeans:
+    if cfg.uses_kmeans and with_kmeans:
         km = cfg.kmeans
         if km.path:
             centroids = load_centroids(Path(km.path), cfg.trust_checkpoint)
@@ -351,6 +415,16 @@ def save_teacher(
             "logit_temp": head.logit_temp, "head": "cosine", "normalize": normalize,
             **meta}  # fmt: skip
     (directory / TEACHER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def teacher_info(source: str) -> dict:
+    """``teacher.json`` of an ``hf:<dir>`` teacher written by :func:`save_teacher` ({} for any
+    other source): cluster-head settings and, for pre-trained teachers, their provenance."""
+    kind, _, spec = source.partition(":")
+    info_file = Path(spec).expanduser() / TEACHER_FILE
+    if kind != "hf" or not info_file.is_file():
+        return {}
+    return json.loads(info_file.read_text())
 
 
 def load_head(directory: Path) -> ClusterHead:

@@ -113,15 +113,16 @@ class StudentRun:
         self.model.train()
         batch = batch.to(self.device)
         with autocast(self.device, cfg.precision):
-            logits, _ = self.model(batch.wav, batch.lengths)
-        logits = logits.float()  # losses in fp32
-        if logits.shape[:2] != batch.frame_mask.shape:
-            got, want = tuple(logits.shape[:2]), tuple(batch.frame_mask.shape)
-            raise RuntimeError(f"student {self.name} gives {got} frames, the cache {want}")
+            outputs = self.model.train_outputs(batch)
+        outputs = _float(outputs)  # losses in fp32
+        for produced in (outputs.get("logits"), *outputs.get("features", {}).values()):
+            if produced is not None and produced.shape[:2] != batch.frame_mask.shape:
+                got, want = tuple(produced.shape[:2]), tuple(batch.frame_mask.shape)
+                raise RuntimeError(f"student {self.name} gives {got} frames, the cache {want}")
         warm = min(1.0, step / cfg.distill_warmup_steps) if cfg.distill_warmup_steps else 1.0
-        total = logits.new_zeros(())
+        total = batch.frame_mask.new_zeros((), dtype=torch.float32)
         for name, loss in self.losses.items():
-            terms = loss(logits, batch.teacher_logits, batch.targets, batch.frame_mask)
+            terms = loss(outputs, batch)
             total = total + loss.cfg.weight * (warm if loss.distillation else 1.0) * terms[name]
             for key, value in terms.items():
                 self.window[key] += value.item()
@@ -172,6 +173,14 @@ class StudentRun:
         self.curve = state["curve"]
         self.window = defaultdict(float, state["window"])
         self.window_steps = state["window_steps"]
+
+
+def _float(outputs: dict) -> dict:
+    """Student outputs as float32 (tensors and dicts of tensors)."""
+    return {
+        k: {n: t.float() for n, t in v.items()} if isinstance(v, dict) else v.float()
+        for k, v in outputs.items()
+    }
 
 
 def train(

@@ -25,16 +25,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio import SAMPLE_RATE, read_audio
 from pipeline.batching import length_batches
-from pipeline.errors import AudioError
+from pipeline.errors import AudioError, ConfigError
 from pipeline.frames import FrameSpec
 from pipeline.frontend import frontend_spec
 from pipeline.io import atomic_write_text
-from pipeline.manifest import Utterance, audio_path, read_manifest
+from pipeline.manifest import Utterance, audio_path, corpus_fingerprint, read_manifest
 from pipeline.progress import progress_bar
-from pipeline.teacher import Teacher, TeacherConfig, build_teacher
+from pipeline.teacher import Teacher, TeacherConfig, build_teacher, teacher_info
 from storage import BACKENDS, CacheHeader
 from storage.base import FRONTEND, HEADER, SCHEMA_VERSION, sha256_file
-from storage.codecs import CODECS, FullConfig, TopKConfig
+from storage.codecs import CODECS, FEATURE_ENCODINGS, FullConfig, TopKConfig, encode_feature
 from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
 
@@ -57,11 +57,17 @@ class CacheTeacherConfig:
         batch_seconds: audio per inference batch (utterances are length-sorted first).
         threads: torch intra-op threads.
         loader_workers: processes decoding audio ahead of the teacher (0: in the main process).
+        features: teacher features cached per frame beside the logits: ``conv`` (the conv
+            stack's output, for students with ``frontend: cached``) and ``layer_<i>``
+            (Transformer layer i, 0 = its input; for feature-distillation students).
+        feature_encoding: ``float16`` or ``int8`` (with a per-frame scale).
     """
 
     teacher: TeacherConfig
     backend: str
     codec: str
+    features: list[str]
+    feature_encoding: str
     shard_utterances: int
     scheduler: str
     batch_seconds: float
@@ -77,6 +83,8 @@ class CacheTeacherConfig:
         CODECS[self.codec]
         if self.shard_utterances < 1:
             raise ValueError("shard_utterances must be >= 1")
+        if self.feature_encoding not in FEATURE_ENCODINGS:
+            raise ValueError(f"feature_encoding must be one of {FEATURE_ENCODINGS}")
 
 
 class BatchAudio(Dataset):
@@ -101,6 +109,22 @@ class BatchAudio(Dataset):
                 )
             wavs.append(wav)
         return wavs
+
+
+def _feature_specs(teacher: Teacher, cfg: CacheTeacherConfig) -> dict[str, dict]:
+    """Header entries of the features to cache: name -> dim and encoding."""
+    names = teacher.feature_names()
+    unknown = [f for f in cfg.features if f not in names]
+    if unknown:
+        raise ConfigError(
+            f"cache_teacher.features: {unknown} not features of this teacher; choose from {names}"
+        )
+    hcfg = teacher.encoder.config
+    return {
+        f: {"dim": hcfg.conv_dim[-1] if f == "conv" else hcfg.hidden_size,
+            "encoding": cfg.feature_encoding}
+        for f in cfg.features
+    }  # fmt: skip
 
 
 def part_path(work: Path, index: int) -> Path:
@@ -135,10 +159,12 @@ def run_shard(
     )
 
     def write(batch, outputs) -> None:
-        for utt, (logits, targets) in zip(batch, outputs, strict=True):
+        for utt, (logits, targets, feats) in zip(batch, outputs, strict=True):
             targets = targets.numpy()
             try:
                 fields = codec.encode(logits.numpy(), targets)
+                for name, x in feats.items():
+                    fields.update(encode_feature(name, x.numpy(), cfg.feature_encoding))
             except ValueError as err:
                 raise ValueError(f"{utt.id}: {err}") from err
             writer.write(utt.id, {"targets": targets, **fields})
@@ -147,11 +173,11 @@ def run_shard(
     with backend.writer(out, header) as writer, ThreadPoolExecutor(1) as io:
         pending = None
         for batch, wavs in zip(batches, loader, strict=True):
-            outputs = teacher.outputs(wavs)
+            outputs = teacher.outputs(wavs, tuple(cfg.features))
             if pending is not None:
                 pending.result()  # keeps order and bounds memory to one batch in flight
             pending = io.submit(write, batch, outputs)
-            n = sum(len(logits) for logits, _ in outputs)
+            n = sum(len(logits) for logits, _, _ in outputs)
             frames += n
             if on_batch is not None:
                 on_batch(len(batch), n)
@@ -192,6 +218,14 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         chosen = train[::step][: cfg.teacher.kmeans.fit_utterances]
         return (read_audio(audio_path(u, manifest)) for u in chosen)
 
+    trained_on = teacher_info(cfg.teacher.source).get("corpus", {}).get("fingerprint")
+    if trained_on and trained_on != corpus_fingerprint(utts):
+        log.warning(
+            "%s was pre-trained on another corpus (fingerprint %s...) than %s (%s...). If this is "
+            "the demo corpus, its generator has changed: re-run `pipeline pretrain-teacher` "
+            "(README) to match it.",
+            cfg.teacher.source, trained_on[:12], manifest, corpus_fingerprint(utts)[:12],
+        )  # fmt: skip
     teacher = build_teacher(cfg.teacher, fit_audio)
     codec = CODECS[cfg.codec](getattr(cfg, cfg.codec))
     header = CacheHeader(
@@ -208,6 +242,7 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
         target_source=teacher.target_source,
         num_utterances=0,
         num_frames=0,
+        features=_feature_specs(teacher, cfg),
     )
     shards = [utts[i : i + cfg.shard_utterances] for i in range(0, len(utts), cfg.shard_utterances)]
     work = out_dir.with_name(out_dir.name + ".partial")

@@ -78,7 +78,8 @@ def run(
     runs = []
     for name, cfg in students.items():
         torch.manual_seed(train_cfg.seed)  # every student starts as it would alone
-        model = build_student(cfg, header.num_classes, frames, teacher_frontend)
+        dims = {f: spec["dim"] for f, spec in header.features.items()}
+        model = build_student(cfg, header.num_classes, frames, teacher_frontend, dims)
         losses = {n: LOSSES[n](c) for n, c in cfg.losses.items()}
         params = sum(p.numel() for p in model.parameters())
         log.info(

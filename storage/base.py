@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.errors import CacheFormatError
 from pipeline.registry import Registry
-from storage.codecs import codec_from_header
+from storage.codecs import codec_from_header, decode_feature, feature_fields
 
 SCHEMA_VERSION = 3
 HEADER = "header.json"
@@ -49,6 +49,9 @@ class CacheHeader:
         checksums: sha256 of every data file, by path relative to the cache folder.
         frontend: the teacher's conv stack (``pipeline.frontend.frontend_spec``), whose weights
             are in ``frontend.safetensors``, so students can start from them; None if absent.
+        features: teacher features stored per frame beside the logits, by name (``conv``: the
+            conv stack's output; ``layer_<i>``: Transformer layer i, 0 = its input), each
+            ``{"dim": D, "encoding": "float16" | "int8"}`` (see ``storage.codecs``).
     """
 
     schema_version: int
@@ -66,6 +69,7 @@ class CacheHeader:
     num_frames: int
     checksums: dict[str, str] = dataclasses.field(default_factory=dict)
     frontend: dict[str, Any] | None = None
+    features: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,10 +77,13 @@ class CacheHeader:
     def fields(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Per-frame fields stored for each utterance: name -> (shape after frames, dtype)."""
         codec = codec_from_header(self.codec)
-        return {"targets": ((), "int32"), **codec.fields(self.num_classes)}
+        fields = {"targets": ((), "int32"), **codec.fields(self.num_classes)}
+        for name, spec in self.features.items():
+            fields.update(feature_fields(name, spec["dim"], spec["encoding"]))
+        return fields
 
     def bytes_per_frame(self) -> int:
-        """Uncompressed bytes per frame (targets + encoded logits)."""
+        """Uncompressed bytes per frame (targets + encoded logits + features)."""
         return sum(
             int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize
             for shape, dtype in self.fields().values()
@@ -86,6 +93,13 @@ class CacheHeader:
         """Stored fields -> ``(logits (n, C) float32, targets (n,) int64)``."""
         logits = codec_from_header(self.codec).decode(fields, self.num_classes)
         return logits, fields["targets"].astype(np.int64)
+
+    def decode_features(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Stored fields -> each cached teacher feature ``(n, D)`` float32."""
+        return {
+            name: decode_feature(name, fields, spec["encoding"])
+            for name, spec in self.features.items()
+        }
 
 
 def read_header(path: Path) -> CacheHeader:
@@ -228,6 +242,11 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
         "bytes/frame (encoded)": header.bytes_per_frame(),
         "bytes/frame (on disk)": round(on_disk / max(header.num_frames, 1), 1),
         "fp32 logits / on disk": round(fp32 / max(on_disk, 1), 2),
+        "features": {
+            name: f"{spec['dim']} x {spec['encoding']} = {_feature_bytes(name, spec)} bytes/frame"
+            for name, spec in header.features.items()
+        }
+        or "none",
         "teacher": header.teacher,
         "fingerprint": header.fingerprint,
         "targets": header.target_source,
@@ -235,6 +254,11 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
         "files": len(header.checksums),
         "schema": header.schema_version,
     }
+
+
+def _feature_bytes(name: str, spec: dict[str, Any]) -> int:
+    fields = feature_fields(name, spec["dim"], spec["encoding"]).values()
+    return sum(int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize for shape, dtype in fields)
 
 
 def read_frontend(path: str | Path) -> tuple[dict[str, Any], dict] | None:

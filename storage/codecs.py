@@ -159,3 +159,38 @@ def codec_from_header(header_codec: dict[str, Any]):
     params = {k: v for k, v in header_codec.items() if k not in ("name", "value_dtype")}
     codec_type = CODECS[header_codec["name"]]
     return codec_type(codec_type.config_type(**params))
+
+
+FEATURE_ENCODINGS = ("float16", "int8")
+
+
+def feature_fields(name: str, dim: int, encoding: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-frame fields of teacher feature ``name`` (``(n, dim)``) stored as ``encoding``:
+    ``float16`` (2 bytes/value), or ``int8`` with a float32 scale per frame (1 byte/value + 4
+    bytes/frame; the error is at most half a step, ``max|x| / 254``, of that frame)."""
+    if encoding not in FEATURE_ENCODINGS:
+        raise ValueError(f"feature encoding {encoding!r}: choose from {FEATURE_ENCODINGS}")
+    fields = {f"feat_{name}": ((dim,), encoding)}
+    if encoding == "int8":
+        fields[f"feat_{name}_scale"] = ((), "float32")
+    return fields
+
+
+def encode_feature(name: str, x: np.ndarray, encoding: str) -> dict[str, np.ndarray]:
+    """``x (n, dim)`` float32 -> the fields of :func:`feature_fields`."""
+    if not np.isfinite(x).all():
+        raise ValueError(f"teacher feature {name} has NaN or Inf values")
+    if encoding == "float16":
+        return {f"feat_{name}": _cast(x, "float16")}
+    scale = np.abs(x).max(axis=1) / 127.0
+    safe = np.where(scale > 0, scale, 1.0)[:, None]
+    q = np.clip(np.rint(x / safe), -127, 127).astype(np.int8)
+    return {f"feat_{name}": q, f"feat_{name}_scale": scale.astype(np.float32)}
+
+
+def decode_feature(name: str, fields: dict[str, np.ndarray], encoding: str) -> np.ndarray:
+    """The stored fields of feature ``name`` -> ``(n, dim)`` float32."""
+    x = fields[f"feat_{name}"].astype(np.float32)
+    if encoding == "int8":
+        x *= fields[f"feat_{name}_scale"][:, None]
+    return x

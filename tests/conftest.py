@@ -25,6 +25,9 @@ def tiny_params() -> dict:
     p["prepare"]["demo"].update(
         speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1
     )
+    p["cache_teacher"]["teacher"]["source"] = (
+        "random"  # not the shipped teacher: seconds, not minutes
+    )
     p["cache_teacher"]["teacher"]["random"].update(
         num_classes=20, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
         conv_dim=16, proj_dim=16,
@@ -32,8 +35,17 @@ def tiny_params() -> dict:
     p["cache_teacher"]["teacher"]["kmeans"].update(layer=1, num_clusters=8, fit_utterances=4)
     p["cache_teacher"]["zarr"]["chunk_frames"] = 64
     p["train"].update(steps=3, warmup_steps=1, batch_seconds=8.0, log_every=2)
+    p["evaluate"].update(efficiency_seconds=1.0)
+    p["evaluate"]["probe"].update(hidden=8, layers=1, epochs=2)
+    p["pretrain_teacher"].update(
+        kmeans_utterances=6, steps=4, batch_seconds=6.0, warmup_steps=1, checkpoint_every=2
+    )
+    p["cache_teacher"]["features"] = ["conv", "layer_1", "layer_2"]  # the tiny teacher has 2
     for student in p["students"].values():
-        student["model"] = dict(TINY_MODEL)
+        if student["arch"] == "lstm":
+            student["model"] = {**TINY_MODEL, "frontend": student["model"]["frontend"]}
+        else:
+            student["model"].update(hidden=32, heads=2, ffn=64, targets=["layer_1", "layer_2"])
     return p
 
 

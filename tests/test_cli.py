@@ -37,8 +37,9 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(metrics["students"]) == {"ce", "dkd_b4"}
-    for values in metrics["students"].values():
+    assert set(metrics["models"]) == {"teacher", "fbank", "ce", "dkd_b4"}
+    for name in ("ce", "dkd_b4"):
+        values = metrics["models"][name]
         assert (
             0.0 <= values["top1_agreement"] <= 1.0 and values["kl"] >= 0.0 and values["frames"] > 0
         )

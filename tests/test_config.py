@@ -10,12 +10,14 @@ from pipeline.trainer import TrainConfig
 from stages.cache_teacher import CacheTeacherConfig
 from stages.evaluate import EvaluateConfig
 from stages.prepare import PrepareConfig
+from stages.pretrain_teacher import PretrainConfig
 
 SECTIONS = {
     "prepare": PrepareConfig,
     "cache_teacher": CacheTeacherConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "pretrain_teacher": PretrainConfig,
 }
 
 
@@ -69,7 +71,7 @@ def test_student_loss_typo_is_named():
         parse_students(params)
     params = tiny_params()
     params["students"]["kd"]["losses"]["kdd"] = {"weight": 1.0}
-    with pytest.raises(ConfigError, match="unknown loss 'kdd'; registered: ce, dkd, kd"):
+    with pytest.raises(ConfigError, match="unknown loss 'kdd'; registered: ce, dkd, feature, kd"):
         parse_students(params)
 
 
@@ -89,7 +91,7 @@ def test_dvc_params_match_the_sections_each_stage_reads():
     assert stages["cache_teacher"]["params"] == ["cache_teacher"]
     assert stages["train"]["do"]["params"] == ["train", "students.${key}"]
     assert stages["train"]["foreach"] == "${students}"
-    assert stages["evaluate"]["params"] == ["evaluate", "students"]
+    assert stages["evaluate"]["params"] == ["evaluate", "students", "cache_teacher.teacher"]
     params = load_params(ROOT / "params.yaml")
     assert set(params) == set(SECTIONS) | {"students"}
 

@@ -30,6 +30,7 @@ def repo(tmp_path):
     repo.mkdir()
     for name in ("pipeline", "stages", "storage", "cli"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "assets", repo / "assets")  # a cache_teacher dependency
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = tiny_params()
     params["students"] = {k: params["students"][k] for k in ("ce", "kd", "dkd_b4")}
@@ -61,7 +62,8 @@ def test_repro_then_loss_change_reruns_only_students(repo):
         "evaluate",
     }
     metrics = yaml.safe_load((repo / "eval" / "metrics.json").read_text())
-    assert set(metrics["students"]) == {"ce", "kd", "dkd_b4"}
+    assert set(metrics["models"]) == {"teacher", "fbank", "ce", "kd", "dkd_b4"}
+    assert (repo / "eval" / "report.md").is_file() and (repo / "eval" / "report.png").is_file()
     header_mtime = (repo / "cache" / "header.json").stat().st_mtime_ns
 
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -79,4 +81,4 @@ def test_repro_then_loss_change_reruns_only_students(repo):
     assert _ran(third) == {"train@dkd_b4", "evaluate"}
     assert (repo / "cache" / "header.json").stat().st_mtime_ns == header_mtime
     shown = _run(["dvc", "metrics", "show", "--json"], repo, env)
-    assert "top1_agreement" in shown
+    assert "top1_agreement" in shown and '"wer"' in shown

@@ -108,12 +108,51 @@ def test_tau_squared_factor_is_applied(batch):
 
 
 def test_registered_wrappers_return_their_named_term(batch):
+    from pipeline.data import Batch
+
     s, t, y, m = batch
+    feats = {"layer_1": torch.randn(*s.shape[:2], 6)}
+    data = Batch(ids=[], wav=torch.zeros(0), lengths=torch.zeros(0), teacher_logits=t,
+                 targets=y, frame_mask=m, features=feats)  # fmt: skip
+    outputs = {"logits": s, "features": {"layer_1": feats["layer_1"] + 0.1}}
     for name in LOSSES:
         cfg_type = LOSSES[name].config_type
-        fields = {"weight": 1.0, "tau": 2.0, "alpha": 1.0, "beta": 4.0}
+        fields = {"weight": 1.0, "tau": 2.0, "alpha": 1.0, "beta": 4.0, "cos_weight": 1.0}
         cfg = cfg_type(**{k: v for k, v in fields.items() if k in cfg_type.__dataclass_fields__})
-        terms = LOSSES[name](cfg)(s, t, y, m)
+        terms = LOSSES[name](cfg)(outputs, data)
         assert name in terms and terms[name].ndim == 0
-    with pytest.raises(KeyError, match="unknown loss 'nope'; registered: ce, dkd, kd"):
+    with pytest.raises(KeyError, match="unknown loss 'nope'; registered: ce, dkd, feature, kd"):
         LOSSES["nope"]
+
+
+def _feature_reference(pred, target, mask, cos_weight):
+    """Slow per-frame loops: DistilHuBERT's L1 + (-log sigmoid(cos)) on valid frames."""
+    total = 0.0
+    for name in pred:
+        l1, cos_term, frames = 0.0, 0.0, 0
+        for b in range(mask.shape[0]):
+            for f in range(mask.shape[1]):
+                if not mask[b, f]:
+                    continue
+                p, q = pred[name][b, f].double(), target[name][b, f].double()
+                l1 += float((p - q).abs().mean())
+                cos = float(p @ q / (p.norm() * q.norm()))
+                cos_term += math.log1p(math.exp(-cos))
+                frames += 1
+        total += (l1 + cos_weight * cos_term) / frames
+    return total
+
+
+def test_feature_loss_matches_a_slow_reference_and_ignores_padding():
+    from pipeline.losses.feature import feature_loss
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[True] * 5 + [False] * 2, [True] * 7])
+    pred = {k: torch.randn(2, 7, 4, generator=g) for k in ("layer_1", "layer_2")}
+    target = {k: torch.randn(2, 7, 4, generator=g) for k in ("layer_1", "layer_2")}
+    got = feature_loss(pred, target, mask, cos_weight=0.5)
+    assert float(got["feature"]) == pytest.approx(_feature_reference(pred, target, mask, 0.5))
+    pred["layer_1"][0, 5:] = float("nan")  # padding cannot leak
+    assert torch.isfinite(feature_loss(pred, target, mask, cos_weight=0.5)["feature"])
+    with pytest.raises(KeyError, match="add them to cache_teacher.features"):
+        feature_loss({"layer_9": pred["layer_2"]}, target, mask, cos_weight=1.0)

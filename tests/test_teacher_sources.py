@@ -54,7 +54,7 @@ def test_hf_dir_with_head_matches_a_plain_forward_and_batches_exactly(tmp_path, 
     assert teacher.num_classes == CLUSTERS and teacher.pad_waveforms == (norm == "layer")
     wavs = _wavs(16_000, 9_999, 3_000, 400)
     batched = teacher.outputs(wavs)
-    for wav, (logits, targets) in zip(wavs, batched, strict=True):
+    for wav, (logits, targets, _) in zip(wavs, batched, strict=True):
         with torch.no_grad():
             reference = head(encoder(wav[None]).last_hidden_state)[0]
         assert logits.shape == (teacher.frames.num_frames(len(wav)), CLUSTERS)
@@ -74,7 +74,7 @@ def test_hf_dir_without_head_needs_kmeans(tmp_path):
         teacher.num_classes == cfg.kmeans.num_clusters
         and teacher.target_source == "kmeans(layer=1)"
     )
-    ((logits, targets),) = teacher.outputs(_wavs(8_000, seed=5))
+    ((logits, targets, _),) = teacher.outputs(_wavs(8_000, seed=5))
     # k-means targets are the nearest centroid, i.e. the argmax of distance logits
     torch.testing.assert_close(targets, logits.argmax(-1))
     again = build_teacher(cfg, lambda: _wavs(16_000, 12_000, 8_000))

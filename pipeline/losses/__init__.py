@@ -1,12 +1,13 @@
 """Losses, one per file, each a pure tensor function plus a registered wrapper.
 
-A wrapper is built as ``LOSSES[name](cfg)`` and called as
-``loss(student_logits, teacher_logits, targets, frame_mask) -> dict of named terms``; the term
-named like the loss is the one weighted into the total (``cfg.weight``). Wrappers with
-``distillation = True`` get the trainer's distillation warm-up factor.
+A wrapper is built as ``LOSSES[name](cfg)`` and called as ``loss(outputs, batch) -> dict of
+named terms``, where ``outputs`` is the student's ``train_outputs(batch)`` (``logits`` and/or
+predicted teacher ``features``) and ``batch`` a ``pipeline.data.Batch``; the term named like the
+loss is the one weighted into the total (``cfg.weight``). Wrappers with ``distillation = True``
+get the trainer's distillation warm-up factor.
 """
 
-from pipeline.losses import ce, dkd, kd  # noqa: F401  (register the losses)
+from pipeline.losses import ce, dkd, feature, kd  # noqa: F401  (register the losses)
 from pipeline.losses.base import LOSSES, masked_mean
 from pipeline.losses.ce import ce_loss
 from pipeline.losses.dkd import dkd_loss

@@ -44,5 +44,5 @@ class CE:
     def __init__(self, cfg: CEConfig) -> None:
         self.cfg = cfg
 
-    def __call__(self, student_logits, teacher_logits, targets, frame_mask):
-        return ce_loss(student_logits, targets, frame_mask)
+    def __call__(self, outputs, batch):
+        return ce_loss(outputs["logits"], batch.targets, batch.frame_mask)

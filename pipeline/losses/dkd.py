@@ -89,13 +89,13 @@ class DKD:
     def __init__(self, cfg: DKDConfig) -> None:
         self.cfg = cfg
 
-    def __call__(self, student_logits, teacher_logits, targets, frame_mask):
+    def __call__(self, outputs, batch):
         c = self.cfg
         return dkd_loss(
-            student_logits,
-            teacher_logits,
-            targets,
-            frame_mask,
+            outputs["logits"],
+            batch.teacher_logits,
+            batch.targets,
+            batch.frame_mask,
             alpha=c.alpha,
             beta=c.beta,
             tau=c.tau,

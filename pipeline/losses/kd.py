@@ -55,5 +55,5 @@ class KD:
     def __init__(self, cfg: KDConfig) -> None:
         self.cfg = cfg
 
-    def __call__(self, student_logits, teacher_logits, targets, frame_mask):
-        return kd_loss(student_logits, teacher_logits, frame_mask, tau=self.cfg.tau)
+    def __call__(self, outputs, batch):
+        return kd_loss(outputs["logits"], batch.teacher_logits, batch.frame_mask, tau=self.cfg.tau)

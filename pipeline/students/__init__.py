@@ -1,6 +1,6 @@
 """Student architectures, registered by name."""
 
-from pipeline.students import lstm  # noqa: F401  (registers the architecture)
+from pipeline.students import distilhubert, lstm  # noqa: F401  (register the architectures)
 from pipeline.students.base import (
     STUDENTS,
     StudentConfig,

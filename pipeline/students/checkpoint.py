@@ -18,13 +18,16 @@ def build_student(
     num_classes: int,
     frames: FrameSpec,
     teacher_frontend: tuple[dict, dict] | None = None,
+    feature_dims: dict[str, int] | None = None,
 ) -> nn.Module:
     """Instantiate the registered architecture ``cfg.arch``; ``teacher_frontend`` is the
-    teacher's conv stack ``(spec, weights)`` from the cache, for students that start from it."""
+    teacher's conv stack ``(spec, weights)`` from the cache, for students that start from it;
+    ``feature_dims`` the widths of the cache's teacher features, for students that predict them."""
     arch = STUDENTS[cfg.arch]
     return arch(
-        cfg.model, num_classes=num_classes, frames=frames, teacher_frontend=teacher_frontend
-    )
+        cfg.model, num_classes=num_classes, frames=frames, teacher_frontend=teacher_frontend,
+        feature_dims=feature_dims,
+    )  # fmt: skip
 
 
 def save_student(
@@ -35,7 +38,8 @@ def save_student(
         "arch": cfg.arch,
         "model_config": to_dict(cfg.model),
         "losses": {name: to_dict(c) for name, c in cfg.losses.items()},
-        "num_classes": model.head.out_features,
+        "num_classes": model.num_classes,
+        "feature_dims": model.feature_dims,
         "frames": {"kernels": list(frames.kernels), "strides": list(frames.strides)},
         "frontend": model.frontend_spec,
         "state_dict": model.state_dict(),
@@ -54,7 +58,8 @@ def load_student(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     model_cfg = from_dict(arch.config_type, ckpt["model_config"], f"{path}:model_config")
     frames = FrameSpec(tuple(ckpt["frames"]["kernels"]), tuple(ckpt["frames"]["strides"]))
     model = arch(
-        model_cfg, num_classes=ckpt["num_classes"], frames=frames, frontend=ckpt["frontend"]
-    )
+        model_cfg, num_classes=ckpt["num_classes"], frames=frames, frontend=ckpt["frontend"],
+        feature_dims=ckpt.get("feature_dims", {}),
+    )  # fmt: skip
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt

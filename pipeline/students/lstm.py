@@ -14,10 +14,12 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.frames import FrameSpec
-from pipeline.frontend import build_frontend, conv_features, normalize_waveforms
+from pipeline.frontend import FbankFrontend, build_frontend, conv_features, normalize_waveforms
 from pipeline.students.base import STUDENTS
 
 log = logging.getLogger(__name__)
+
+FRONTENDS = ("conv", "cached", "fbank")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class LSTMStudentConfig:
     lstm_layers: number of bidirectional LSTM layers (paper: 4).
     lstm_hidden: hidden size per direction (paper: 384).
     dropout: dropout between LSTM layers.
+    frontend: ``conv`` (a trainable conv stack, initialised by ``frontend_init``); ``cached``
+        (the teacher's conv stack, frozen: training reads its output from the cache, which
+        must hold the ``conv`` feature, and the exported student runs it on raw audio);
+        ``fbank`` (80 log-mel bins every 10 ms and two small convs, one of stride 2, so frames
+        align with the teacher's 50 Hz frames; light at inference).
     """
 
     conv_dim: int
@@ -41,10 +48,13 @@ class LSTMStudentConfig:
     lstm_hidden: int
     dropout: float
     frontend_init: str
+    frontend: str = "conv"
 
     def __post_init__(self) -> None:
         if self.frontend_init not in ("teacher", "random"):
             raise ValueError("frontend_init must be teacher or random")
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {FRONTENDS}")
         if min(self.conv_dim, self.proj_dim, self.lstm_layers, self.lstm_hidden) < 1:
             raise ValueError("conv_dim, proj_dim, lstm_layers and lstm_hidden must be >= 1")
         if not 0 <= self.dropout < 1:
@@ -55,6 +65,7 @@ class LSTMStudentConfig:
 class LSTMStudent(nn.Module):
     name = "lstm"
     config_type = LSTMStudentConfig
+    predicts_logits = True
 
     def __init__(
         self,
@@ -64,33 +75,31 @@ class LSTMStudent(nn.Module):
         frames: FrameSpec,
         teacher_frontend: tuple[dict, dict] | None = None,
         frontend: dict | None = None,
+        feature_dims: dict[str, int] | None = None,
     ) -> None:
         """``teacher_frontend``: ``(spec, weights)`` of the teacher's conv stack, used when
-        ``cfg.frontend_init`` is ``teacher``; ``frontend``: a spec to rebuild (checkpoints)."""
+        ``cfg.frontend_init`` is ``teacher`` or ``cfg.frontend`` is ``cached``; ``frontend``:
+        a spec to rebuild (checkpoints); ``feature_dims``: unused (no feature targets)."""
         super().__init__()
         self.cfg = cfg
         self.frames = frames
-        from_teacher = cfg.frontend_init == "teacher" and frontend is None
-        if from_teacher and teacher_frontend is None:
-            log.warning("frontend_init: teacher, but the cache carries no conv stack: random init")
-        default = {
-            "conv_dim": [cfg.conv_dim] * len(frames.kernels),
-            "conv_kernel": list(frames.kernels),
-            "conv_stride": list(frames.strides),
-            "norm": "layer",  # per-frame norm: padding cannot leak into valid frames
-            "conv_bias": True,
-        }
-        spec = frontend or (teacher_frontend[0] if from_teacher and teacher_frontend else default)
-        if (tuple(spec["conv_kernel"]), tuple(spec["conv_stride"])) != (
-            frames.kernels,
-            frames.strides,
-        ):
-            raise ValueError("the student's conv stack must have the cache's kernels and strides")
-        self.frontend_spec = spec
-        self.frontend = build_frontend(spec)
-        if from_teacher and teacher_frontend is not None:
-            self.frontend.load_state_dict(teacher_frontend[1])
-        width = spec["conv_dim"][-1]
+        self.num_classes = num_classes
+        self.feature_dims: dict[str, int] = {}
+        if cfg.frontend == "fbank":
+            self.frontend_spec = frontend or {"type": "fbank", "conv_dim": cfg.conv_dim}
+            self.frontend = FbankFrontend(cfg.conv_dim, frames)
+            width = cfg.conv_dim
+        else:
+            spec, from_teacher = frontend, False
+            if frontend is None:
+                spec, from_teacher = conv_frontend_spec(cfg, frames, teacher_frontend)
+            self.frontend_spec = spec
+            self.frontend = build_frontend(self.frontend_spec)
+            if from_teacher:
+                self.frontend.load_state_dict(teacher_frontend[1])
+            width = self.frontend_spec["conv_dim"][-1]
+        if cfg.frontend == "cached":
+            self.frontend.requires_grad_(False)  # the teacher's, frozen; trained on its cache
         self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.proj_dim))
         sizes = [cfg.proj_dim] + [2 * cfg.lstm_hidden] * (cfg.lstm_layers - 1)
         self.lstms = nn.ModuleList(
@@ -99,16 +108,41 @@ class LSTMStudent(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(2 * cfg.lstm_hidden, num_classes)
 
+    def _front(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Raw audio -> front-end features ``(B, T, width)``."""
+        if self.cfg.frontend == "fbank":
+            return self.frontend(wav, lengths)
+        if self.frontend_spec.get("normalize", False):  # a teacher stack trained on normed audio
+            wav = normalize_waveforms(wav, lengths)
+        per_utterance = self.frontend_spec["norm"] == "group"
+        return conv_features(self.frontend, wav, lengths, per_utterance)
+
+    def train_outputs(self, batch) -> dict[str, torch.Tensor]:
+        """Training forward on a cache :class:`~pipeline.data.Batch`: ``{"logits": (B, T, C)}``.
+        With ``frontend: cached`` the conv stack's output comes from the cache, not the audio."""
+        frame_lengths = self.frames.num_frames(batch.lengths)
+        if self.cfg.frontend == "cached":
+            if "conv" not in batch.features:
+                raise ValueError(
+                    "frontend: cached needs the teacher's conv features in the cache: add conv "
+                    "to cache_teacher.features and rerun cache-teacher"
+                )
+            front = batch.features["conv"]
+        else:
+            front = self._front(batch.wav, batch.lengths)
+        return {"logits": self.head(self._encode(front, frame_lengths)[-1])}
+
     def extract_features(
         self, wav: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Layer outputs for downstream use: ``[proj, lstm_1, ..., lstm_N]``, each ``(B, T, *)``,
         zero on padded frames, and the frame lengths ``(B,)``."""
         frame_lengths = self.frames.num_frames(lengths)
-        if self.frontend_spec.get("normalize", False):  # a teacher stack trained on normed audio
-            wav = normalize_waveforms(wav, lengths)
-        per_utterance = self.frontend_spec["norm"] == "group"
-        x = self.proj(conv_features(self.frontend, wav, lengths, per_utterance))
+        return self._encode(self._front(wav, lengths), frame_lengths), frame_lengths
+
+    def _encode(self, front: torch.Tensor, frame_lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Front-end features -> ``[proj, lstm_1, ..., lstm_N]``."""
+        x = self.proj(front)
         layers = [x]
         for i, lstm in enumerate(self.lstms):
             packed = pack_padded_sequence(
@@ -119,7 +153,7 @@ class LSTMStudent(nn.Module):
             )
             x, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])
             layers.append(x)
-        return layers, frame_lengths
+        return layers
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor
@@ -127,3 +161,29 @@ class LSTMStudent(nn.Module):
         """``wav (B, S)``, ``lengths (B,)`` in samples -> ``logits (B, T, C)``, frame lengths."""
         layers, frame_lengths = self.extract_features(wav, lengths)
         return self.head(layers[-1]), frame_lengths
+
+
+def conv_frontend_spec(
+    cfg: LSTMStudentConfig, frames: FrameSpec, teacher_frontend: tuple[dict, dict] | None
+) -> tuple[dict, bool]:
+    """The conv stack to build and whether it takes the teacher's weights: the teacher's
+    (``frontend_init: teacher``, or ``frontend: cached``) or a fresh layer-norm stack."""
+    if cfg.frontend == "cached" and teacher_frontend is None:
+        raise ValueError("frontend: cached needs the teacher's conv stack; the cache has none")
+    from_teacher = cfg.frontend == "cached" or cfg.frontend_init == "teacher"
+    if from_teacher and teacher_frontend is None:
+        log.warning("frontend_init: teacher, but the cache carries no conv stack: random init")
+        from_teacher = False
+    spec = teacher_frontend[0] if from_teacher else {
+        "conv_dim": [cfg.conv_dim] * len(frames.kernels),
+        "conv_kernel": list(frames.kernels),
+        "conv_stride": list(frames.strides),
+        "norm": "layer",  # per-frame norm: padding cannot leak into valid frames
+        "conv_bias": True,
+    }  # fmt: skip
+    if (tuple(spec["conv_kernel"]), tuple(spec["conv_stride"])) != (
+        frames.kernels,
+        frames.strides,
+    ):
+        raise ValueError("the student's conv stack must have the cache's kernels and strides")
+    return spec, from_teacher

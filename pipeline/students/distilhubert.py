@@ -1,0 +1,135 @@
+"""The feature-distillation baseline, DistilHuBERT-style: a conv front end, a projection, a
+convolutional position embedding, a few Transformer layers, and one linear head per teacher
+layer it predicts (L1 + cosine, ``losses.feature``), all heads reading the last layer.
+
+Shapes: wav ``(B, S)`` -> conv ``(B, T, conv)`` -> ``(B, T, hidden)`` -> ``layers`` x
+Transformer -> heads ``{layer_i: (B, T, D_teacher)}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.frames import FrameSpec, lengths_to_mask
+from pipeline.frontend import build_frontend, conv_features, normalize_waveforms
+from pipeline.students.base import STUDENTS
+from pipeline.students.lstm import LSTMStudentConfig, conv_frontend_spec
+
+
+@dataclass(frozen=True)
+class DistilHubertConfig:
+    """Attributes:
+    conv_dim: conv channels when the front end is not the teacher's.
+    frontend_init: ``teacher`` (copy the cache's conv stack, as DistilHuBERT does) or ``random``.
+    hidden: Transformer width (DistilHuBERT: 768).
+    layers: Transformer layers (DistilHuBERT: 2).
+    heads: attention heads.
+    ffn: feed-forward width.
+    dropout: dropout in the Transformer.
+    targets: teacher features predicted, by cache name (DistilHuBERT: layers 4, 8, 12); the
+        cache must hold them (``cache_teacher.features``).
+    """
+
+    conv_dim: int
+    frontend_init: str
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    dropout: float
+    targets: list[str]
+
+    def __post_init__(self) -> None:
+        if self.frontend_init not in ("teacher", "random"):
+            raise ValueError("frontend_init must be teacher or random")
+        if min(self.conv_dim, self.hidden, self.layers, self.heads, self.ffn) < 1:
+            raise ValueError("conv_dim, hidden, layers, heads, ffn must be >= 1")
+        if self.hidden % self.heads or not self.targets:
+            raise ValueError("hidden must divide by heads, and targets name >= 1 layer")
+
+
+@STUDENTS.register
+class DistilHubertStudent(nn.Module):
+    name = "distilhubert"
+    config_type = DistilHubertConfig
+    predicts_logits = False
+
+    def __init__(
+        self,
+        cfg: DistilHubertConfig,
+        *,
+        num_classes: int,
+        frames: FrameSpec,
+        teacher_frontend: tuple[dict, dict] | None = None,
+        frontend: dict | None = None,
+        feature_dims: dict[str, int] | None = None,
+    ) -> None:
+        """``feature_dims``: the cache's feature widths (each target must be one)."""
+        super().__init__()
+        missing = [t for t in cfg.targets if t not in (feature_dims or {})]
+        if missing:
+            raise ValueError(
+                f"distilhubert targets {missing} are not in the cache: add them to "
+                "cache_teacher.features and rerun cache-teacher"
+            )
+        self.cfg = cfg
+        self.frames = frames
+        self.num_classes = num_classes
+        self.feature_dims = {t: feature_dims[t] for t in cfg.targets}
+        conv_cfg = LSTMStudentConfig(
+            conv_dim=cfg.conv_dim, proj_dim=1, lstm_layers=1, lstm_hidden=1, dropout=0.0,
+            frontend_init=cfg.frontend_init,
+        )  # fmt: skip
+        spec, from_teacher = frontend, False
+        if frontend is None:
+            spec, from_teacher = conv_frontend_spec(conv_cfg, frames, teacher_frontend)
+        self.frontend_spec = spec
+        self.frontend = build_frontend(self.frontend_spec)
+        if from_teacher:
+            self.frontend.load_state_dict(teacher_frontend[1])
+        width = self.frontend_spec["conv_dim"][-1]
+        self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.hidden))
+        self.pos_conv = nn.Sequential(
+            nn.Conv1d(cfg.hidden, cfg.hidden, 31, padding=15, groups=16 if cfg.hidden % 16 == 0
+                      else 1),
+            nn.GELU(),
+        )  # fmt: skip
+        layer = nn.TransformerEncoderLayer(
+            cfg.hidden, cfg.heads, cfg.ffn, cfg.dropout, activation="gelu", batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.heads = nn.ModuleDict(
+            {t: nn.Linear(cfg.hidden, dim) for t, dim in self.feature_dims.items()}
+        )
+
+    def extract_features(
+        self, wav: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Layer outputs ``[projection, layer 1, ..., layer N]``, each ``(B, T, hidden)``, and
+        the frame lengths."""
+        frame_lengths = self.frames.num_frames(lengths)
+        if self.frontend_spec.get("normalize", False):
+            wav = normalize_waveforms(wav, lengths)
+        per_utterance = self.frontend_spec["norm"] == "group"
+        x = self.proj(conv_features(self.frontend, wav, lengths, per_utterance))
+        valid = lengths_to_mask(frame_lengths, x.shape[1])
+        x = x * valid[..., None]
+        x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
+        layers = [x]
+        for block in self.encoder.layers:
+            x = block(x, src_key_padding_mask=~valid) * valid[..., None]
+            layers.append(x)
+        return layers, frame_lengths
+
+    def train_outputs(self, batch) -> dict[str, dict[str, torch.Tensor]]:
+        """``{"features": {target: (B, T, D)}}``: the teacher layers predicted from the last."""
+        layers, _ = self.extract_features(batch.wav, batch.lengths)
+        return {"features": {t: head(layers[-1]) for t, head in self.heads.items()}}
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor):
+        """``(predicted teacher features {target: (B, T, D)}, frame lengths)``."""
+        layers, frame_lengths = self.extract_features(wav, lengths)
+        return {t: head(layers[-1]) for t, head in self.heads.items()}, frame_lengths

@@ -1,0 +1,116 @@
+"""Frozen upstream models for evaluation: the teacher, students, and a log-mel baseline.
+
+An upstream maps zero-padded audio ``(B, S)`` with sample lengths to a list of layer outputs
+``(B, T, D_l)`` at the teacher's frame rate plus frame lengths. The downstream probe learns a
+weighted sum of the layers that share the last layer's width (SUPERB style).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torchaudio.compliance.kaldi as kaldi
+from torch import nn
+
+from pipeline.audio import SAMPLE_RATE
+from pipeline.frames import FrameSpec
+
+Layers = Callable[[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]
+
+
+@dataclass
+class Upstream:
+    """Attributes:
+    name: the report's row label.
+    kind: ``teacher``, ``student`` or ``baseline``.
+    layers: the feature function.
+    module: the model (for its parameter count; None for the baseline).
+    """
+
+    name: str
+    kind: str
+    layers: Layers
+    module: nn.Module | None
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters()) if self.module is not None else 0
+
+    @torch.inference_mode()
+    def probe_layers(self, wav: torch.Tensor, lengths: torch.Tensor):
+        """The layers the probe weighs: those as wide as the last one. ``(B, L, T, D)``."""
+        layers, frame_lengths = self.layers(wav, lengths)
+        width = layers[-1].shape[-1]
+        return torch.stack([x for x in layers if x.shape[-1] == width], 1), frame_lengths
+
+
+def fbank_layers(frames: FrameSpec, bins: int = 80) -> Layers:
+    """Log-mel filterbank features (Kaldi-compatible, ``bins`` bins, 25 ms window, 20 ms hop,
+    per-utterance mean/variance normalised) aligned with the teacher's frames: frame ``i``
+    covers the same samples as frame ``i`` of a HuBERT conv stack."""
+
+    def layers(wav: torch.Tensor, lengths: torch.Tensor):
+        frame_lengths = frames.num_frames(lengths)
+        out = torch.zeros(len(wav), int(frame_lengths.max()), bins)
+        for i, (n, t) in enumerate(zip(lengths.tolist(), frame_lengths.tolist(), strict=True)):
+            feats = kaldi.fbank(
+                wav[i : i + 1, :n].float().cpu() * 32768,
+                sample_frequency=SAMPLE_RATE,
+                frame_length=25.0,
+                frame_shift=20.0,
+                num_mel_bins=bins,
+                dither=0.0,
+                snip_edges=True,
+            )[:t]
+            out[i, : len(feats)] = (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
+        return [out], frame_lengths
+
+    return layers
+
+
+@torch.inference_mode()
+def efficiency(upstream: Upstream, seconds: float = 10.0, repeats: int = 3) -> dict[str, float]:
+    """Real-time factor (median over ``repeats`` after a warm-up) and peak memory of one
+    forward on ``seconds`` of audio, on the device of the module.
+
+    Peak memory is CUDA's peak allocation on GPU; on CPU it is the high-water mark of the
+    tensors torch allocates during the forward (torch profiler), beyond the weights.
+    """
+    device = next(upstream.module.parameters()).device if upstream.module is not None else "cpu"
+    device = torch.device(device)
+    n = int(seconds * SAMPLE_RATE)
+    wav = 0.1 * torch.randn(1, n, generator=torch.Generator().manual_seed(0))
+    wav, lengths = wav.to(device), torch.tensor([n], device=device)
+    upstream.layers(wav, lengths)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        upstream.layers(wav, lengths)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return {
+        "rtf": round(sorted(times)[len(times) // 2] / seconds, 5),
+        "peak_memory_mb": round(_peak_bytes(upstream, wav, lengths, device) / 2**20, 1),
+    }
+
+
+def _peak_bytes(upstream: Upstream, wav, lengths, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        upstream.layers(wav, lengths)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        upstream.layers(wav, lengths)
+    live = peak = 0
+    # Each op's own allocations (frees are negative), in the order the ops started.
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
