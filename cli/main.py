@@ -35,7 +35,9 @@ console = Console(stderr=True)
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="params file (one section per stage)")
 MANIFEST = typer.Option(Path("data/manifest.jsonl"), help="corpus manifest written by `prepare`")
-CACHE = typer.Option(Path("cache"), help="teacher cache folder written by `cache-teacher`")
+CACHE = typer.Option(
+    "cache", help="teacher cache written by `cache-teacher`: a folder or an fsspec URL"
+)
 
 # Domain errors become a one-line message and exit code 2 (bad config) or 1 (bad input, and
 # any other ValueError/KeyError the library raises with a message).
@@ -118,7 +120,7 @@ def pretrain_teacher_cmd(
 
 @app.command("cache-teacher")
 def cache_teacher_cmd(
-    out: Path = typer.Option(Path("cache"), help="cache folder to write"),
+    out: str = typer.Option("cache", help="cache to write: a folder or an fsspec URL"),
     manifest: Path = MANIFEST,
     params: Path = PARAMS,
     teacher: str = typer.Option(
@@ -149,7 +151,7 @@ def cache_teacher_cmd(
 
 
 @app.command("cache-info")
-def cache_info_cmd(cache: Path = typer.Argument(..., help="cache folder")) -> None:
+def cache_info_cmd(cache: str = typer.Argument(..., help="cache folder or fsspec URL")) -> None:
     """Print what a teacher cache holds: counts, codec, bytes per frame, compression, header."""
     from storage import cache_summary
 
@@ -160,14 +162,14 @@ def cache_info_cmd(cache: Path = typer.Argument(..., help="cache folder")) -> No
 
 
 @app.command("cache-verify")
-def cache_verify_cmd(cache: Path = typer.Argument(..., help="cache folder")) -> None:
+def cache_verify_cmd(cache: str = typer.Argument(..., help="cache folder or fsspec URL")) -> None:
     """Check every file of a cache against the checksums in its header."""
     from storage import verify_cache
 
     with reported():
         problems = verify_cache(cache)
     for problem in problems:
-        console.print(f"[red]damaged:[/red] {escape(str(cache / problem))}", soft_wrap=True)
+        console.print(f"[red]damaged:[/red] {escape(f'{cache}/{problem}')}", soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     typer.echo(f"{cache}: all files match their checksums")
@@ -178,7 +180,7 @@ def train_student_cmd(
     name: str = typer.Argument(..., help="student name: a key of `students` in params"),
     out: Path = typer.Option(None, help="output folder (default: students/<name>)"),
     manifest: Path = MANIFEST,
-    cache: Path = CACHE,
+    cache: str = CACHE,
     params: Path = PARAMS,
 ) -> None:
     """Train one student from the teacher cache (the teacher is never run)."""
@@ -204,7 +206,7 @@ def train_student_cmd(
 def student_info_cmd(
     names: list[str] = typer.Argument(None, help="students in params `students` (default: all)"),
     classes: int = typer.Option(None, help="C (default: from --cache if it exists, else 500)"),
-    cache: Path = CACHE,
+    cache: str = CACHE,
     params: Path = PARAMS,
 ) -> None:
     """Print each student's parameter count, in total and per part."""
@@ -213,11 +215,12 @@ def student_info_cmd(
     from pipeline.students.checkpoint import build_student
     from storage import read_header
     from storage.base import read_frontend
+    from storage.location import files
 
     with reported():
         students = parse_students(load_params(params))
         frames, num_classes, teacher_frontend, dims = HUBERT_FRAMES, classes or 500, None, {}
-        if (cache / "header.json").is_file():
+        if "header.json" in files(cache):  # a cache exists there
             header = read_header(cache)
             frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
             num_classes = classes or header.num_classes
@@ -247,7 +250,7 @@ def sweep_cmd(
     ),
     out: Path = typer.Option(Path("sweeps"), help="folder for one sub-folder per student"),
     manifest: Path = MANIFEST,
-    cache: Path = CACHE,
+    cache: str = CACHE,
     params: Path = PARAMS,
 ) -> None:
     """Train a grid of students in one pass over the cache (each batch read once for all)."""
@@ -275,7 +278,7 @@ def evaluate_cmd(
     out: Path = typer.Option(Path("eval"), help="output folder: metrics.json, report.md/png"),
     students_dir: Path = typer.Option(Path("students"), help="folder of trained students"),
     manifest: Path = MANIFEST,
-    cache: Path = CACHE,
+    cache: str = CACHE,
     params: Path = PARAMS,
 ) -> None:
     """Compare the teacher, baselines and every student in params: ASR probe (WER, CER, PER),

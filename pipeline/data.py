@@ -16,6 +16,7 @@ from pipeline.batching import length_batches
 from pipeline.frames import FrameSpec, lengths_to_mask
 from pipeline.manifest import Utterance, audio_path
 from storage import CacheFormatError, open_cache
+from storage.location import location
 
 
 @dataclass
@@ -70,7 +71,7 @@ class CacheBatches(IterableDataset):
 
     def __init__(
         self,
-        cache: Path,
+        cache: str | Path,
         utts: list[Utterance],
         manifest: Path,
         *,
@@ -79,7 +80,7 @@ class CacheBatches(IterableDataset):
         shuffle: bool,
         pool: int,
     ) -> None:
-        self.cache = Path(cache)
+        self.cache = location(cache)  # a folder or an fsspec URL
         self.utts = {u.id: u for u in utts}
         self.manifest = Path(manifest)
         self.batch_seconds = batch_seconds

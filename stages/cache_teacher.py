@@ -10,9 +10,12 @@ over dask.distributed workers when ``scheduler`` names one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +38,7 @@ from pipeline.teacher import Teacher, TeacherConfig, build_teacher, teacher_info
 from storage import BACKENDS, CacheHeader
 from storage.base import FRONTEND, HEADER, SCHEMA_VERSION, sha256_file
 from storage.codecs import CODECS, FEATURE_ENCODINGS, FullConfig, TopKConfig, encode_feature
+from storage.location import is_url, upload
 from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
 
@@ -127,6 +131,11 @@ def _feature_specs(teacher: Teacher, cfg: CacheTeacherConfig) -> dict[str, dict]
     }  # fmt: skip
 
 
+def staging_root() -> Path:
+    """Where caches bound for a URL are built: ``$HUBERT_KD_STAGING`` or the temp folder."""
+    return Path(os.environ.get("HUBERT_KD_STAGING", tempfile.gettempdir())) / "hubert-kd-staging"
+
+
 def part_path(work: Path, index: int) -> Path:
     return work / f"part-{index:06d}"
 
@@ -201,14 +210,26 @@ def _prepare_work(work: Path, plan: dict) -> None:
     atomic_write_text(work / PLAN, plan_text)
 
 
-def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
+def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: str | Path) -> CacheHeader:
     """Write the teacher cache for every utterance of ``manifest`` into ``out_dir``.
+
+    ``out_dir`` may be an fsspec URL (``s3://bucket/cache``): the cache is then built, with the
+    same resume and atomic commits, in a local staging folder under ``staging_root()`` and
+    uploaded, header last.
 
     Raises:
         AudioError: an unreadable audio file (named).
         CheckpointError: a teacher that cannot be loaded (named).
         ValueError: an utterance too short to give a single frame (named).
     """
+    if is_url(out_dir):
+        local = staging_root() / hashlib.sha256(str(out_dir).encode()).hexdigest()[:16] / "cache"
+        header = run(cfg, manifest, local)
+        log.info("uploading %s to %s", local, out_dir)
+        upload(local, str(out_dir))
+        shutil.rmtree(local.parent)
+        return header
+    out_dir = Path(out_dir)
     torch.set_num_threads(cfg.threads)
     utts = read_manifest(manifest)
 

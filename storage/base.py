@@ -19,9 +19,9 @@ import numpy as np
 from pipeline.errors import CacheFormatError
 from pipeline.registry import Registry
 from storage.codecs import codec_from_header, decode_feature, feature_fields
+from storage.location import HEADER, files, filesystem, location, read_bytes
 
 SCHEMA_VERSION = 3
-HEADER = "header.json"
 FRONTEND = "frontend.safetensors"
 
 BACKENDS: Registry = Registry("cache backend")
@@ -102,19 +102,19 @@ class CacheHeader:
         }
 
 
-def read_header(path: Path) -> CacheHeader:
-    """Read and check ``path/header.json``.
+def read_header(path: str | Path) -> CacheHeader:
+    """Read and check ``path/header.json`` (``path`` a folder or an fsspec URL).
 
     Raises:
         CacheFormatError: missing header (incomplete cache), bad JSON or unknown schema.
     """
-    file = Path(path) / HEADER
-    if not file.is_file():
+    file = f"{path}/{HEADER}"
+    try:
+        raw = json.loads(read_bytes(path, HEADER))
+    except FileNotFoundError as err:
         raise CacheFormatError(
             f"{path}: no {HEADER}; not a cache, or an incomplete one (rerun cache-teacher)"
-        )
-    try:
-        raw = json.loads(file.read_text())
+        ) from err
     except json.JSONDecodeError as err:
         raise CacheFormatError(f"{file}: damaged header ({err})") from err
     version = raw.get("schema_version")
@@ -184,8 +184,8 @@ def check_utterance(
 
 
 def open_cache(path: str | Path) -> Reader:
-    """Open a committed cache with the backend its header names."""
-    path = Path(path)
+    """Open a committed cache (a folder or an fsspec URL) with the backend its header names."""
+    path = location(path)
     header = read_header(path)
     return BACKENDS[header.backend].reader(path, header)
 
@@ -211,25 +211,30 @@ def checksums(root: Path) -> dict[str, str]:
 
 def verify_cache(path: str | Path) -> list[str]:
     """Problems found in a committed cache (empty when sound): files missing, added or damaged,
-    each named by its path."""
-    path = Path(path)
+    each named by its path. ``path`` may be an fsspec URL."""
     header = read_header(path)
-    found = {p.relative_to(path).as_posix() for p in data_files(path)}
+    found = set(files(path)) - {HEADER}
     problems = [f"{name}: missing" for name in sorted(set(header.checksums) - found)]
     problems += [
         f"{name}: not listed in the header" for name in sorted(found - set(header.checksums))
     ]
+    fs, root = filesystem(path)
     for name, expected in sorted(header.checksums.items()):
-        if name in found and sha256_file(path / name) != expected:
+        if name not in found:
+            continue
+        digest = hashlib.sha256()
+        with fs.open(f"{root}/{name}", "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
             problems.append(f"{name}: checksum mismatch (damaged or changed)")
     return problems
 
 
 def cache_summary(path: str | Path) -> dict[str, Any]:
     """What a committed cache holds, for ``pipeline cache-info``."""
-    path = Path(path)
     header = read_header(path)
-    on_disk = sum(p.stat().st_size for p in data_files(path))
+    on_disk = sum(size for name, size in files(path).items() if name != HEADER)
     fp32 = header.num_frames * header.num_classes * 4
     return {
         "path": str(path),
@@ -263,10 +268,12 @@ def _feature_bytes(name: str, spec: dict[str, Any]) -> int:
 
 def read_frontend(path: str | Path) -> tuple[dict[str, Any], dict] | None:
     """The teacher's conv stack carried by a cache: ``(spec, state_dict)``, or None."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    path = Path(path)
     header = read_header(path)
-    if header.frontend is None or not (path / FRONTEND).is_file():
+    if header.frontend is None:
         return None
-    return header.frontend, load_file(path / FRONTEND)
+    try:
+        return header.frontend, load(read_bytes(path, FRONTEND))
+    except FileNotFoundError:
+        return None

@@ -29,6 +29,7 @@ import webdataset as wds
 from pipeline.errors import CacheFormatError
 from pipeline.io import atomic_dir, write_json
 from storage.base import BACKENDS, HEADER, CacheHeader, check_utterance, checksums, read_header
+from storage.location import filesystem, location
 
 SHARD_PATTERN = "cache-{:06d}.tar"
 
@@ -62,8 +63,8 @@ class WdsBackend:
         return WdsWriter(Path(path), header, self.cfg)
 
     @staticmethod
-    def reader(path: Path, header: CacheHeader) -> WdsReader:
-        return WdsReader(Path(path), header)
+    def reader(path: str | Path, header: CacheHeader) -> WdsReader:
+        return WdsReader(location(path), header)
 
     def merge(
         self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
@@ -158,15 +159,16 @@ class WdsWriter:
 class WdsReader:
     """Random access by utterance id through an index of tar member offsets built at open."""
 
-    def __init__(self, path: Path, header: CacheHeader) -> None:
+    def __init__(self, path: str | Path, header: CacheHeader) -> None:
         self.header = header
         self.path = path
-        self._index: dict[str, dict[str, tuple[Path, int, int]]] = {}
+        self._fs, root = filesystem(path)
+        self._index: dict[str, dict[str, tuple[str, int, int]]] = {}
         self._order: list[str] = []
-        shards = sorted(path.glob("cache-*.tar"))
+        shards = sorted(self._fs.glob(f"{root}/cache-*.tar"))
         for shard in shards:
             try:
-                with tarfile.open(shard) as tar:
+                with self._fs.open(shard, "rb") as f, tarfile.open(fileobj=f) as tar:
                     for member in tar.getmembers():
                         key, _, ext = member.name.partition(".")
                         if key not in self._index:
@@ -189,16 +191,14 @@ class WdsReader:
             shard, offset, size = self._index[key][ext]
         except KeyError:
             raise KeyError(f"utterance {key!r} is not in the cache (or lacks {ext})") from None
-        with open(shard, "rb") as f:
-            f.seek(offset)
-            return f.read(size)
+        return self._fs.cat_file(shard, start=offset, end=offset + size)
 
     def num_frames(self, key: str) -> int:
         return int(json.loads(self._bytes(key, "json"))["num_frames"])
 
     def blocks(self) -> list[list[str]]:
         """The utterances of each tar shard."""
-        out: dict[Path, list[str]] = {}
+        out: dict[str, list[str]] = {}
         for key in self._order:
             out.setdefault(self._index[key]["json"][0], []).append(key)
         return list(out.values())

@@ -32,6 +32,7 @@ from storage.base import (
     checksums,
     read_header,
 )
+from storage.location import location
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ class ZarrBackend:
         return ZarrWriter(Path(path), header, self.cfg)
 
     @staticmethod
-    def reader(path: Path, header: CacheHeader) -> ZarrReader:
-        return ZarrReader(Path(path), header)
+    def reader(path: str | Path, header: CacheHeader) -> ZarrReader:
+        return ZarrReader(location(path), header)
 
     def merge(
         self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
@@ -166,7 +167,7 @@ class ZarrReader:
     def __init__(self, path: Path, header: CacheHeader) -> None:
         self.header = header
         try:
-            group = zarr.open_group(path, mode="r")
+            group = zarr.open_group(str(path), mode="r")  # a folder or an fsspec URL
             self._ids = [str(k) for k in group["utt_ids"][:]]
             self._offsets = group["frame_offsets"][:]
             self._arrays = {name: group[name] for name in header.fields()}

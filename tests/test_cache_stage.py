@@ -174,3 +174,34 @@ def test_topk_fidelity_properties_on_teacher_logits(tiny_cache):
         kd = [float(kd_loss(student, t, mask, tau=4.0)["kd"]) for t in (ref, decoded)]
         errors.append(abs(kd[1] / kd[0] - 1))
     assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["zarr", "webdataset"])
+def test_cache_at_an_fsspec_url_serves_training(tiny_corpus, tiny_cache, tmp_path, backend):
+    """`memory://` stands in for s3:// or gs://: built locally, uploaded header last, then
+    verified, summarised and read for training through fsspec with the same content."""
+    import fsspec
+
+    params = tiny_params()
+    params["cache_teacher"]["backend"] = backend
+    params["students"] = {"kd": params["students"]["kd"]}
+    write_params(tmp_path / "params.yaml", params)
+    url = f"memory://hubert-kd-test/{backend}/cache"
+    runner = CliRunner()
+    args = ["--params", str(tmp_path / "params.yaml"), "--manifest", str(tiny_corpus)]
+    result = runner.invoke(app, ["cache-teacher", "--out", url, *args])
+    assert result.exit_code == 0, result.output
+    fs = fsspec.filesystem("memory")
+    assert fs.exists(f"/hubert-kd-test/{backend}/cache/header.json")
+    assert runner.invoke(app, ["cache-verify", url]).exit_code == 0
+    assert "utterances" in runner.invoke(app, ["cache-info", url]).output
+    remote, local = open_cache(url), open_cache(tiny_cache)
+    assert sorted(remote.keys()) == sorted(local.keys())
+    key = local.keys()[0]
+    for name, values in local.read(key).items():
+        np.testing.assert_array_equal(remote.read(key)[name], values)
+    result = runner.invoke(
+        app, ["train-student", "kd", "--cache", url, "--out", str(tmp_path / "kd"), *args]
+    )
+    assert result.exit_code == 0, result.output
+    fs.rm(f"/hubert-kd-test/{backend}", recursive=True)
