@@ -8,7 +8,7 @@ teacher on held-out frames (students), parameters, real-time factor and peak mem
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -63,22 +63,20 @@ class EvaluateConfig:
 
 
 def _upstreams(cfg: EvaluateConfig, teacher_cfg: TeacherConfig, frames: FrameSpec, students):
-    """The models to compare, loaded one at a time (name, kind, loader)."""
+    """Loaders of the models to compare, in report order (each loaded only when its turn
+    comes): the teacher, the baselines, the students."""
 
-    def teacher(source_cfg):
-        def load():
-            t = build_teacher(source_cfg, with_kmeans=False)
-            return Upstream("teacher" if source_cfg is teacher_cfg else "random_teacher",
-                            "teacher" if source_cfg is teacher_cfg else "baseline",
-                            t.hidden_states, t)  # fmt: skip
+    def teacher(name: str, kind: str, source_cfg: TeacherConfig):
+        def load() -> Upstream:
+            model = build_teacher(source_cfg, with_kmeans=False)
+            return Upstream(name, kind, model.hidden_states, model)
 
         return load
 
-    yield teacher(teacher_cfg)
+    yield teacher("teacher", "teacher", teacher_cfg)
     if "random_teacher" in cfg.baselines and teacher_cfg.source != "random":
-        from dataclasses import replace
-
-        yield teacher(replace(teacher_cfg, source="random", logits="head", targets="argmax"))
+        untrained = replace(teacher_cfg, source="random", logits="head", targets="argmax")
+        yield teacher("random_teacher", "baseline", untrained)
     if "fbank" in cfg.baselines:
         yield lambda: Upstream("fbank", "baseline", fbank_layers(frames), None)
     for name, (model, _) in students.items():
