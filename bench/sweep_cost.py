@@ -38,6 +38,7 @@ from pipeline.teacher import build_teacher, save_teacher
 from pipeline.trainer import StudentRun, TrainConfig
 from stages import cache_teacher, train_student
 from storage import open_cache
+from storage.base import read_frontend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def main() -> None:
                     seed=train_cfg.seed, shuffle=True, pool=train_cfg.shuffle_pool,
                 )  # fmt: skip
                 torch.manual_seed(train_cfg.seed)
-                model = build_student(cfg, 500, frames)
+                model = build_student(cfg, 500, frames, read_frontend(tmp / "cache"))
                 run = StudentRun(
                     "online", model, {n: LOSSES[n](c) for n, c in cfg.losses.items()}, train_cfg
                 )
