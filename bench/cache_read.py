@@ -30,6 +30,7 @@ from pipeline.students import parse_students
 from pipeline.students.checkpoint import build_student
 from pipeline.trainer import StudentRun, TrainConfig
 from storage import BACKENDS, open_cache
+from storage.base import read_frontend
 from storage.codecs import CODECS, FullConfig, TopKConfig
 from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
@@ -67,7 +68,7 @@ def student_rate(cache: Path, name: str, steps: int) -> float:
     student_cfg = parse_students(params)[name]
     header = open_cache(cache).header
     frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
-    model = build_student(student_cfg, header.num_classes, frames)
+    model = build_student(student_cfg, header.num_classes, frames, read_frontend(cache))
     losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
     train_cfg = section(params, "train", TrainConfig)
     run = StudentRun(name, model, losses, train_cfg)
@@ -109,8 +110,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for backend, backend_cfg in backends.items():
             for codec_name, codec in codecs.items():
-                header = source.header.__class__(
-                    **{**source.header.to_json(), "codec": codec.header()}
+                header = source.header.__class__(  # logits and targets only
+                    **{**source.header.to_json(), "codec": codec.header(), "features": {}}
                 )
                 out = Path(tmp) / f"{backend}-{codec_name}"
                 with BACKENDS[backend](backend_cfg).writer(out, header) as writer:
