@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pipeline.io import atomic_write_text
@@ -46,18 +47,39 @@ def markdown(metrics: dict) -> str:
 def plot(metrics: dict, path: Path) -> None:
     """WER against parameters, one labelled point per model, written atomically as PNG."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"teacher": "tab:red", "student": "tab:blue", "baseline": "tab:gray"}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    sized = {n: r for n, r in metrics["models"].items() if r["parameters"] > 0}
+    wers = [100 * r["wer"] for r in metrics["models"].values()]
+    gap = 0.035 * (max(wers) - min(wers) + 10)  # label spacing in WER points
+    groups: dict[float, list[str]] = {}  # models of (about) one size share a label column
+    for name, row in sized.items():
+        groups.setdefault(round(math.log10(row["parameters"]), 2), []).append(name)
+    for names in groups.values():
+        last = -math.inf
+        for name in sorted(names, key=lambda n: sized[n]["wer"]):
+            row = sized[name]
+            x, y = row["parameters"] / 1e6, 100 * row["wer"]
+            ax.scatter(x, y, color=colors.get(row["kind"], "black"), zorder=3)
+            last = max(y, last + gap)
+            ax.annotate(name, (x, y), xytext=(x * 1.08, last), fontsize=8, va="center",
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})  # fmt: skip
     for name, row in metrics["models"].items():
-        x = max(row["parameters"], 1) / 1e6
-        ax.scatter(x, 100 * row["wer"], color=colors.get(row["kind"], "black"))
-        ax.annotate(name, (x, 100 * row["wer"]), textcoords="offset points", xytext=(4, 4))
+        if name not in sized:  # no parameters (log-mel features): a reference line
+            ax.axhline(100 * row["wer"], color=colors["baseline"], linestyle="--", linewidth=1)
+            ax.annotate(f"{name} (no parameters)", (0.01, 100 * row["wer"]), xytext=(0, 3),
+                        xycoords=("axes fraction", "data"), textcoords="offset points",
+                        fontsize=8, color=colors["baseline"])  # fmt: skip
     ax.set_xscale("log")
-    ax.set_xlabel("parameters (millions, log scale; fbank plotted at 1e-6 M)")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.margins(x=0.25)
+    ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("WER (%)")
     ax.set_title(f"ASR probe WER vs size ({metrics['split']} split)")
     ax.grid(True, alpha=0.3)
