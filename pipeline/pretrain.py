@@ -124,7 +124,7 @@ def load_batch(
     """Audio ``(B, S)`` zero-padded, sample lengths ``(B,)``, labels ``(B, T)`` padded with -1."""
     wavs = [read_audio(audio_path(e.utt, manifest)) for e in group]
     lengths = torch.tensor([len(w) for w in wavs])
-    labels = pad_sequence([e.labels for e in group], batch_first=True, padding_value=-1)
+    labels = pad_sequence([e.labels.long() for e in group], batch_first=True, padding_value=-1)
     return pad_sequence(wavs, batch_first=True), lengths, labels
 
 

@@ -39,14 +39,17 @@ CENTROIDS = "mfcc_kmeans.safetensors"
 STATE = "pretrain_state.pt"
 
 
-def _features(utts, manifest: Path, frames, description: str) -> list[np.ndarray]:
+def _mfcc(utts, manifest: Path, frames, description: str, centroids: np.ndarray | None = None):
+    """Per utterance, MFCC features ``(T, 39)``; or, given ``centroids``, only their cluster
+    labels (int16), so labelling a large corpus never holds its features in memory."""
     out = []
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(utts), info="")
         for utt in utts:
             wav = read_audio(audio_path(utt, manifest))
             n = int(frames.num_frames(torch.tensor([len(wav)]))[0])
-            out.append(mfcc_features(wav, n).numpy())
+            feats = mfcc_features(wav, n).numpy()
+            out.append(feats if centroids is None else label_frames([feats], centroids)[0].short())
             bar.update(task, advance=1)
     return out
 
@@ -64,18 +67,17 @@ def run(cfg: PretrainConfig, size: RandomTeacherConfig, manifest: Path, out: Pat
     encoder, head = small_hubert(size)
     model = MaskedPredictor(encoder, head)
 
-    step_idx = np.linspace(0, len(train_utts) - 1, min(cfg.kmeans_utterances, len(train_utts)))
-    train_feats = _features(train_utts, manifest, model.frames, "MFCC (train)")
-    fit = np.concatenate([train_feats[i] for i in sorted({int(i) for i in step_idx})])
+    picks = np.linspace(0, len(train_utts) - 1, min(cfg.kmeans_utterances, len(train_utts)))
+    fit_utts = [train_utts[i] for i in sorted({int(i) for i in picks})]
+    fit = np.concatenate(_mfcc(fit_utts, manifest, model.frames, "MFCC (k-means fit)"))
     log.info("fitting k-means (C=%d) on %d MFCC frames", size.num_classes, len(fit))
     centroids = fit_centroids(fit, size.num_classes, size.seed)
-    train_set = [
-        Example(u, y) for u, y in zip(train_utts, label_frames(train_feats, centroids), strict=True)
-    ]
-    dev_feats = _features(dev_utts, manifest, model.frames, "MFCC (dev)")
-    dev_set = [
-        Example(u, y) for u, y in zip(dev_utts, label_frames(dev_feats, centroids), strict=True)
-    ]
+
+    def labelled(name: str, utts) -> list[Example]:
+        labels = _mfcc(utts, manifest, model.frames, f"MFCC labels ({name})", centroids)
+        return [Example(u, y) for u, y in zip(utts, labels, strict=True)]
+
+    train_set, dev_set = labelled("train", train_utts), labelled("dev", dev_utts)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
