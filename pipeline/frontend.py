@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -9,6 +10,8 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import HubertConfig
 from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
+
+log = logging.getLogger(__name__)
 
 
 def frontend_spec(config: HubertConfig) -> dict[str, Any]:
@@ -33,6 +36,55 @@ def build_frontend(spec: dict[str, Any]) -> HubertFeatureEncoder:
             conv_bias=spec["conv_bias"],
         )
     )
+
+
+def student_conv_frontend(
+    conv_dim: int,
+    from_teacher: bool,
+    frames,
+    teacher_frontend: tuple[dict, dict] | None,
+    saved: dict[str, Any] | None = None,
+) -> tuple[HubertFeatureEncoder, dict[str, Any]]:
+    """A student's conv stack and its spec: rebuilt from a checkpoint's ``saved`` spec; else the
+    teacher's (``from_teacher``, with its weights, when the cache carries ``teacher_frontend``
+    ``(spec, weights)``; otherwise a warning and random init); else a fresh layer-norm stack of
+    ``conv_dim`` channels with the ``frames`` kernels and strides.
+
+    Raises:
+        ValueError: a stack whose kernels and strides are not the cache's.
+    """
+    if saved is not None:
+        return build_frontend(saved), saved
+    if from_teacher and teacher_frontend is None:
+        log.warning("frontend_init: teacher, but the cache carries no conv stack: random init")
+        from_teacher = False
+    spec = teacher_frontend[0] if from_teacher else {
+        "conv_dim": [conv_dim] * len(frames.kernels),
+        "conv_kernel": list(frames.kernels),
+        "conv_stride": list(frames.strides),
+        "norm": "layer",  # per-frame norm: padding cannot leak into valid frames
+        "conv_bias": True,
+    }  # fmt: skip
+    if (tuple(spec["conv_kernel"]), tuple(spec["conv_stride"])) != (
+        tuple(frames.kernels),
+        tuple(frames.strides),
+    ):
+        raise ValueError("the student's conv stack must have the cache's kernels and strides")
+    frontend = build_frontend(spec)
+    if from_teacher:
+        frontend.load_state_dict(teacher_frontend[1])
+    return frontend, spec
+
+
+def run_conv_frontend(
+    frontend: nn.Module, spec: dict[str, Any], wav: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """Raw zero-padded audio ``(B, S)`` -> ``(B, T, C)`` through a conv stack described by
+    ``spec``: layer-normalised waveforms if it was trained on them, group-norm stacks per
+    utterance (see :func:`conv_features`)."""
+    if spec.get("normalize", False):
+        wav = normalize_waveforms(wav, lengths)
+    return conv_features(frontend, wav, lengths, per_utterance=spec["norm"] == "group")
 
 
 def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,8 @@ import torch
 from torch import nn
 
 from pipeline.frames import FrameSpec, lengths_to_mask
-from pipeline.frontend import build_frontend, conv_features, normalize_waveforms
+from pipeline.frontend import run_conv_frontend, student_conv_frontend
 from pipeline.students.base import STUDENTS
-from pipeline.students.lstm import LSTMStudentConfig, conv_frontend_spec
 
 
 @dataclass(frozen=True)
@@ -79,17 +78,9 @@ class DistilHubertStudent(nn.Module):
         self.frames = frames
         self.num_classes = num_classes
         self.feature_dims = {t: feature_dims[t] for t in cfg.targets}
-        conv_cfg = LSTMStudentConfig(
-            conv_dim=cfg.conv_dim, proj_dim=1, lstm_layers=1, lstm_hidden=1, dropout=0.0,
-            frontend_init=cfg.frontend_init,
-        )  # fmt: skip
-        spec, from_teacher = frontend, False
-        if frontend is None:
-            spec, from_teacher = conv_frontend_spec(conv_cfg, frames, teacher_frontend)
-        self.frontend_spec = spec
-        self.frontend = build_frontend(self.frontend_spec)
-        if from_teacher:
-            self.frontend.load_state_dict(teacher_frontend[1])
+        self.frontend, self.frontend_spec = student_conv_frontend(
+            cfg.conv_dim, cfg.frontend_init == "teacher", frames, teacher_frontend, frontend
+        )
         width = self.frontend_spec["conv_dim"][-1]
         self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.hidden))
         self.pos_conv = nn.Sequential(
@@ -111,10 +102,7 @@ class DistilHubertStudent(nn.Module):
         """Layer outputs ``[projection, layer 1, ..., layer N]``, each ``(B, T, hidden)``, and
         the frame lengths."""
         frame_lengths = self.frames.num_frames(lengths)
-        if self.frontend_spec.get("normalize", False):
-            wav = normalize_waveforms(wav, lengths)
-        per_utterance = self.frontend_spec["norm"] == "group"
-        x = self.proj(conv_features(self.frontend, wav, lengths, per_utterance))
+        x = self.proj(run_conv_frontend(self.frontend, self.frontend_spec, wav, lengths))
         valid = lengths_to_mask(frame_lengths, x.shape[1])
         x = x * valid[..., None]
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)

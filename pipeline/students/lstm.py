@@ -6,7 +6,6 @@ Shapes: wav ``(B, S)`` at 16 kHz -> conv ``(B, T, conv_dim)`` -> proj ``(B, T, p
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import torch
@@ -14,10 +13,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.frames import FrameSpec
-from pipeline.frontend import FbankFrontend, build_frontend, conv_features, normalize_waveforms
+from pipeline.frontend import FbankFrontend, run_conv_frontend, student_conv_frontend
 from pipeline.students.base import STUDENTS
-
-log = logging.getLogger(__name__)
 
 FRONTENDS = ("conv", "cached", "fbank")
 
@@ -90,13 +87,14 @@ class LSTMStudent(nn.Module):
             self.frontend = FbankFrontend(cfg.conv_dim, frames)
             width = cfg.conv_dim
         else:
-            spec, from_teacher = frontend, False
-            if frontend is None:
-                spec, from_teacher = conv_frontend_spec(cfg, frames, teacher_frontend)
-            self.frontend_spec = spec
-            self.frontend = build_frontend(self.frontend_spec)
-            if from_teacher:
-                self.frontend.load_state_dict(teacher_frontend[1])
+            if cfg.frontend == "cached" and frontend is None and teacher_frontend is None:
+                raise ValueError(
+                    "frontend: cached needs the teacher's conv stack; the cache has none"
+                )
+            from_teacher = cfg.frontend == "cached" or cfg.frontend_init == "teacher"
+            self.frontend, self.frontend_spec = student_conv_frontend(
+                cfg.conv_dim, from_teacher, frames, teacher_frontend, frontend
+            )
             width = self.frontend_spec["conv_dim"][-1]
         if cfg.frontend == "cached":
             self.frontend.requires_grad_(False)  # the teacher's, frozen; trained on its cache
@@ -112,10 +110,7 @@ class LSTMStudent(nn.Module):
         """Raw audio -> front-end features ``(B, T, width)``."""
         if self.cfg.frontend == "fbank":
             return self.frontend(wav, lengths)
-        if self.frontend_spec.get("normalize", False):  # a teacher stack trained on normed audio
-            wav = normalize_waveforms(wav, lengths)
-        per_utterance = self.frontend_spec["norm"] == "group"
-        return conv_features(self.frontend, wav, lengths, per_utterance)
+        return run_conv_frontend(self.frontend, self.frontend_spec, wav, lengths)
 
     def train_outputs(self, batch) -> dict[str, torch.Tensor]:
         """Training forward on a cache :class:`~pipeline.data.Batch`: ``{"logits": (B, T, C)}``.
@@ -161,29 +156,3 @@ class LSTMStudent(nn.Module):
         """``wav (B, S)``, ``lengths (B,)`` in samples -> ``logits (B, T, C)``, frame lengths."""
         layers, frame_lengths = self.extract_features(wav, lengths)
         return self.head(layers[-1]), frame_lengths
-
-
-def conv_frontend_spec(
-    cfg: LSTMStudentConfig, frames: FrameSpec, teacher_frontend: tuple[dict, dict] | None
-) -> tuple[dict, bool]:
-    """The conv stack to build and whether it takes the teacher's weights: the teacher's
-    (``frontend_init: teacher``, or ``frontend: cached``) or a fresh layer-norm stack."""
-    if cfg.frontend == "cached" and teacher_frontend is None:
-        raise ValueError("frontend: cached needs the teacher's conv stack; the cache has none")
-    from_teacher = cfg.frontend == "cached" or cfg.frontend_init == "teacher"
-    if from_teacher and teacher_frontend is None:
-        log.warning("frontend_init: teacher, but the cache carries no conv stack: random init")
-        from_teacher = False
-    spec = teacher_frontend[0] if from_teacher else {
-        "conv_dim": [cfg.conv_dim] * len(frames.kernels),
-        "conv_kernel": list(frames.kernels),
-        "conv_stride": list(frames.strides),
-        "norm": "layer",  # per-frame norm: padding cannot leak into valid frames
-        "conv_bias": True,
-    }  # fmt: skip
-    if (tuple(spec["conv_kernel"]), tuple(spec["conv_stride"])) != (
-        frames.kernels,
-        frames.strides,
-    ):
-        raise ValueError("the student's conv stack must have the cache's kernels and strides")
-    return spec, from_teacher
