@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.errors import CacheFormatError
 from pipeline.registry import Registry
-from storage.codecs import codec_from_header, decode_feature, feature_fields
+from storage.codecs import codec_from_header, decode_feature, feature_fields, field_bytes
 from storage.location import HEADER, files, filesystem, location, read_bytes
 
 SCHEMA_VERSION = 3
@@ -84,10 +84,7 @@ class CacheHeader:
 
     def bytes_per_frame(self) -> int:
         """Uncompressed bytes per frame (targets + encoded logits + features)."""
-        return sum(
-            int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize
-            for shape, dtype in self.fields().values()
-        )
+        return field_bytes(self.fields())
 
     def decode(self, fields: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Stored fields -> ``(logits (n, C) float32, targets (n,) int64)``."""
@@ -195,12 +192,17 @@ def data_files(root: Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != HEADER)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_stream(f) -> str:
+    """sha256 of what an open binary file holds from its position on, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return sha256_stream(f)
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -222,11 +224,9 @@ def verify_cache(path: str | Path) -> list[str]:
     for name, expected in sorted(header.checksums.items()):
         if name not in found:
             continue
-        digest = hashlib.sha256()
         with fs.open(f"{root}/{name}", "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != expected:
+            digest = sha256_stream(f)
+        if digest != expected:
             problems.append(f"{name}: checksum mismatch (damaged or changed)")
     return problems
 
@@ -262,8 +262,7 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
 
 
 def _feature_bytes(name: str, spec: dict[str, Any]) -> int:
-    fields = feature_fields(name, spec["dim"], spec["encoding"]).values()
-    return sum(int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize for shape, dtype in fields)
+    return field_bytes(feature_fields(name, spec["dim"], spec["encoding"]))
 
 
 def read_frontend(path: str | Path) -> tuple[dict[str, Any], dict] | None:

@@ -99,10 +99,7 @@ class TopKCodec:
         }
 
     def bytes_per_frame(self, num_classes: int) -> int:
-        return sum(
-            int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize
-            for shape, dtype in self.fields(num_classes).values()
-        )
+        return field_bytes(self.fields(num_classes))
 
     def encode(self, logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
         n, c = logits.shape
@@ -141,6 +138,14 @@ class TopKCodec:
         dense = np.repeat(fill[:, None], num_classes, axis=1)
         np.put_along_axis(dense, ids, values.astype(np.float32), axis=1)
         return dense
+
+
+def field_bytes(fields: dict[str, tuple[tuple[int, ...], str]]) -> int:
+    """Bytes per frame of per-frame ``fields`` (name -> (shape after frames, dtype))."""
+    return sum(
+        int(np.prod(shape, dtype=int)) * np.dtype(dtype).itemsize
+        for shape, dtype in fields.values()
+    )
 
 
 def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
