@@ -26,6 +26,22 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 @contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temp name beside ``path`` (same suffix, so writers that infer the format from it
+    still work) to write to; on success it is renamed to ``path``, on error removed. A killed
+    writer's temp is overwritten by the next one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+
+
+@contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temp folder beside ``path``; on success it replaces ``path``, on error it is removed.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipeline.io import atomic_write_text
+from pipeline.io import atomic_file, atomic_write_text
 
 COLUMNS = [
     ("parameters", "params", lambda v: f"{v / 1e6:.2f}M"),
@@ -84,11 +84,9 @@ def plot(metrics: dict, path: Path) -> None:
     ax.set_title(f"ASR probe WER vs size ({metrics['split']} split)")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_report(metrics: dict, out_dir: Path) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.data import Batch
+from pipeline.io import atomic_file
 from pipeline.precision import autocast, check_precision
 from pipeline.progress import progress_bar
 
@@ -240,9 +241,8 @@ def train(
             ):
                 states = [r.state_dict() for r in runs]
                 payload = {"identity": key, "states": states, "position": position}
-                tmp = state_path.with_name(f".{state_path.name}.tmp")
-                torch.save(payload, tmp)
-                tmp.replace(state_path)
+                with atomic_file(state_path) as tmp:
+                    torch.save(payload, tmp)
     seconds = time.perf_counter() - start
     return {
         "steps": cfg.steps,

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.audio import read_audio
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, atomic_file
 from pipeline.kmeans import fit_centroids
 from pipeline.manifest import audio_path, corpus_fingerprint, read_manifest
 from pipeline.mfcc import FEATURE_DESCRIPTION, mfcc_features
@@ -131,15 +131,15 @@ def run(cfg: PretrainConfig, size: RandomTeacherConfig, manifest: Path, out: Pat
                 curve.append({"step": step, "loss": loss.item(), "accuracy": accuracy.item()})
                 bar.update(task, advance=1, info=f"loss {loss.item():.3f} acc {accuracy:.3f}")
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    tmp = state_file.with_name(f".{STATE}.tmp")
-                    torch.save(
-                        {"identity": identity, "model": model.state_dict(),
-                         "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                         "generator": gen.get_state(), "rng": torch.get_rng_state(),
-                         "step": step, "epoch": epoch, "index": index, "curve": curve},
-                        tmp,
-                    )  # fmt: skip
-                    tmp.replace(state_file)
+                    with atomic_file(state_file) as tmp:
+                        torch.save(
+                            {"identity": identity, "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(),
+                             "schedule": schedule.state_dict(), "generator": gen.get_state(),
+                             "rng": torch.get_rng_state(), "step": step, "epoch": epoch,
+                             "index": index, "curve": curve},
+                            tmp,
+                        )  # fmt: skip
                 if step == cfg.steps:
                     break
             else:

@@ -10,6 +10,7 @@ from torch import nn
 
 from pipeline.config import from_dict, to_dict
 from pipeline.frames import FrameSpec
+from pipeline.io import atomic_file
 from pipeline.students.base import STUDENTS, StudentConfig
 
 
@@ -45,10 +46,8 @@ def save_student(
         "state_dict": model.state_dict(),
         **extra,
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_student(path: Path) -> tuple[nn.Module, dict[str, Any]]:
