@@ -113,6 +113,29 @@ def conv_features(
     )
 
 
+def cmvn(feats: torch.Tensor) -> torch.Tensor:
+    """Per-utterance mean/variance normalisation of ``(T, D)`` features."""
+    return (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
+
+
+def log_mel(wav: torch.Tensor, bins: int, shift_ms: float) -> torch.Tensor:
+    """``(samples,)`` 16 kHz audio -> ``(T, bins)`` Kaldi log-mel filterbank, 25 ms windows every
+    ``shift_ms`` without edge padding (window ``i`` starts at sample ``16 * shift_ms * i``),
+    per-utterance normalised (:func:`cmvn`)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    feats = kaldi.fbank(
+        wav[None].float() * 32768,  # Kaldi's int16 scale
+        sample_frequency=16_000,
+        frame_length=25.0,
+        frame_shift=shift_ms,
+        num_mel_bins=bins,
+        dither=0.0,
+        snip_edges=True,
+    )
+    return cmvn(feats)
+
+
 def receptive_field(frames) -> int:
     """Samples one frame of a ``FrameSpec`` conv stack sees."""
     field = 1
@@ -148,19 +171,8 @@ class FbankFrontend(nn.Module):
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``wav (B, S)`` zero-padded -> ``(B, T, dim)``; per utterance, as it would run alone."""
-        import torchaudio.compliance.kaldi as kaldi
-
         out = []
         for i, n in enumerate(lengths.tolist()):
-            feats = kaldi.fbank(
-                wav[i : i + 1, :n].float() * 32768,
-                sample_frequency=16_000,
-                frame_length=25.0,
-                frame_shift=10.0,
-                num_mel_bins=self.BINS,
-                dither=0.0,
-                snip_edges=True,
-            )
-            feats = (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
+            feats = log_mel(wav[i, :n], self.BINS, shift_ms=10.0)
             out.append(self.convs(feats.T[None])[0].T)
         return pad_sequence(out, batch_first=True)

@@ -7,6 +7,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
 from pipeline.audio import SAMPLE_RATE
+from pipeline.frontend import cmvn
 
 FEATURE_DESCRIPTION = "kaldi mfcc 13 + delta + delta-delta, 25 ms window, 20 ms hop, per-utt CMVN"
 
@@ -35,4 +36,4 @@ def mfcc_features(wav: torch.Tensor, num_frames: int) -> torch.Tensor:
     mfcc = mfcc[:num_frames].T  # (13, T)
     delta = AF.compute_deltas(mfcc)
     feats = torch.cat([mfcc, delta, AF.compute_deltas(delta)]).T
-    return (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
+    return cmvn(feats)

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torchaudio.compliance.kaldi as kaldi
 from torch import nn
 
 from pipeline.audio import SAMPLE_RATE
 from pipeline.frames import FrameSpec
+from pipeline.frontend import log_mel
 
 Layers = Callable[[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]
 
@@ -56,16 +56,8 @@ def fbank_layers(frames: FrameSpec, bins: int = 80) -> Layers:
         frame_lengths = frames.num_frames(lengths)
         out = torch.zeros(len(wav), int(frame_lengths.max()), bins)
         for i, (n, t) in enumerate(zip(lengths.tolist(), frame_lengths.tolist(), strict=True)):
-            feats = kaldi.fbank(
-                wav[i : i + 1, :n].float().cpu() * 32768,
-                sample_frequency=SAMPLE_RATE,
-                frame_length=25.0,
-                frame_shift=20.0,
-                num_mel_bins=bins,
-                dither=0.0,
-                snip_edges=True,
-            )[:t]
-            out[i, : len(feats)] = (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
+            feats = log_mel(wav[i, :n].cpu(), bins, shift_ms=20.0)  # exactly t frames
+            out[i, : len(feats)] = feats[:t]
         return [out], frame_lengths
 
     return layers
