@@ -24,6 +24,7 @@ from pipeline.errors import (
     ConfigError,
     CorpusError,
     ManifestError,
+    OutputError,
 )
 
 app = typer.Typer(
@@ -47,8 +48,18 @@ INPUT_ERRORS = (
     ManifestError,
     CacheFormatError,
     CheckpointError,
+    OutputError,
     FileNotFoundError,
 )
+
+
+def one_line(err: BaseException) -> str:
+    """The message of a domain error in one line. Errors re-raised from DataLoader workers
+    carry the worker's traceback in their message: keep its last line, the original message."""
+    message = str(err.args[0] if err.args else err)
+    if "Original Traceback" in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
 
 
 @contextmanager
@@ -56,11 +67,10 @@ def reported() -> Iterator[None]:
     try:
         yield
     except ConfigError as err:
-        message = err.args[0] if err.args else str(err)
-        console.print(f"[red]config error:[/red] {escape(str(message))}", soft_wrap=True)
+        console.print(f"[red]config error:[/red] {escape(one_line(err))}", soft_wrap=True)
         raise typer.Exit(2) from err
     except (*INPUT_ERRORS, ValueError, KeyError) as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(one_line(err))}", soft_wrap=True)
         raise typer.Exit(1) from err
 
 
@@ -129,7 +139,10 @@ def cache_teacher_cmd(
     trust_checkpoint: bool = typer.Option(
         None,
         "--trust-checkpoint/--no-trust-checkpoint",
-        help="allow checkpoints that pickle Python objects (only for files you trust)",
+        help="allow files that pickle Python objects, only for files you trust: fairseq "
+        "checkpoints and joblib/scikit-learn k-means files (kmeans.path; pickles can run code). "
+        "Both are read with restricted unpicklers that admit only fairseq/argparse stand-ins, "
+        "scikit-learn k-means and numpy arrays; .npy/.safetensors centroids need no flag",
     ),
     scheduler: str = typer.Option(
         None, help="override cache_teacher.scheduler: a dask.distributed address, tcp://host:port"

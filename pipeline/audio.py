@@ -21,6 +21,11 @@ def resample(wav: torch.Tensor, orig_rate: int, new_rate: int = SAMPLE_RATE) -> 
     return AF.resample(wav, orig_rate, new_rate)
 
 
+def resampled_length(samples: int, rate: int) -> int:
+    """Samples that ``samples`` at ``rate`` Hz become at 16 kHz (torchaudio's resampler)."""
+    return -(-samples * SAMPLE_RATE // rate)
+
+
 def _decode(path: Path) -> tuple[np.ndarray, int]:
     """Decode ``path`` to float32 ``(samples, channels)`` and its rate, or raise AudioError."""
     if not path.is_file():

@@ -21,6 +21,37 @@ from pipeline.errors import ConfigError
 T = TypeVar("T")
 
 
+class FieldError(ValueError):
+    """A bad value of one field, raised by a config dataclass's ``__post_init__``;
+    :func:`from_dict` turns it into a :class:`ConfigError` naming the full dotted key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def check(ok: bool, field: str, message: str) -> None:
+    """Raise :class:`FieldError` for ``field`` unless ``ok``; e.g.
+    ``check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")``."""
+    if not ok:
+        raise FieldError(field, message)
+
+
+def positive(cfg: Any, *fields: str) -> None:
+    """Each named numeric field of ``cfg`` must be > 0."""
+    for name in fields:
+        value = getattr(cfg, name)
+        check(value > 0, name, f"must be > 0, got {value!r}")
+
+
+def non_negative(cfg: Any, *fields: str) -> None:
+    """Each named numeric field of ``cfg`` must be >= 0."""
+    for name in fields:
+        value = getattr(cfg, name)
+        check(value >= 0, name, f"must be >= 0, got {value!r}")
+
+
 def load_params(path: str | Path) -> dict[str, Any]:
     """Read a params YAML file into a plain dict (sections at the top level)."""
     path = Path(path)
@@ -28,6 +59,10 @@ def load_params(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError as err:
         raise ConfigError(f"params file {path} not found") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"params file {path} is a folder; pass a YAML file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"params file {path} cannot be read ({err})") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"params file {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
@@ -88,6 +123,8 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
         values[name] = _convert(hints[name], data[name], key)
     try:
         return cls(**values)
+    except FieldError as err:
+        raise ConfigError(f"{where}.{err.field}: {err.message}") from err
     except (TypeError, ValueError, KeyError) as err:  # __post_init__ checks, registry lookups
         raise ConfigError(f"{where}: {err.args[0] if err.args else err}") from err
 

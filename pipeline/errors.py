@@ -22,4 +22,8 @@ class CacheFormatError(ValueError):
 
 
 class CheckpointError(ValueError):
-    """A teacher checkpoint that cannot be (safely) loaded."""
+    """A checkpoint (teacher, student, training state) that cannot be (safely) loaded."""
+
+
+class OutputError(ValueError):
+    """An output path that must not be written: someone else's data, or another run's output."""

@@ -11,7 +11,6 @@ Python object in the file is refused by name.
 from __future__ import annotations
 
 import ast
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,55 +19,60 @@ from transformers import HubertConfig, HubertModel
 
 from pipeline.errors import CheckpointError
 from pipeline.head import ClusterHead
+from pipeline.safe_load import load_weights, unsafe_globals
 
 SPECIAL_SYMBOLS = 4  # <s>, <pad>, </s>, <unk> precede the cluster ids in fairseq dictionaries
 STAND_IN_PREFIXES = ("fairseq.", "argparse.Namespace")
 
 
 class StandIn:
-    """An inert object holding the pickled state of a fairseq/argparse object, nothing else."""
+    """An inert object holding the pickled state of a fairseq/argparse object, nothing else.
+    Constructor arguments (a pickled call of a fairseq function) are kept, never acted on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
 
     def __setstate__(self, state: Any) -> None:
         self.__dict__.update(state if isinstance(state, dict) else {"state": state})
 
 
 def read_checkpoint(path: Path, trust: bool) -> dict[str, Any]:
-    """Load a fairseq checkpoint dict, safely when possible.
+    """Load a fairseq checkpoint dict (zip or legacy torch format), safely when possible.
 
     Raises:
-        CheckpointError: the file is missing, needs unpickling Python objects and ``trust`` is
-            False, or holds objects other than fairseq/argparse ones.
+        CheckpointError: the file is missing or damaged, needs unpickling Python objects and
+            ``trust`` is False, or holds objects other than fairseq/argparse ones.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: fairseq checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first_error = err
-    needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    if not trust:
+    needed = unsafe_globals(path) if path.is_file() else []
+    if not needed:
+        ckpt = load_weights(path, "fairseq checkpoint")
+    elif not trust:
         raise CheckpointError(
             f"{path}: this checkpoint pickles Python objects ({', '.join(needed)}), and unpickling "
             "can run arbitrary code. If you trust where the file comes from, pass "
             "--trust-checkpoint (cache_teacher.teacher.trust_checkpoint: true); it is then read "
             "with inert stand-ins for fairseq classes, never by importing fairseq."
-        ) from first_error
-    refused = [name for name in needed if not name.startswith(STAND_IN_PREFIXES)]
-    if refused:
-        raise CheckpointError(f"{path}: refusing to unpickle {', '.join(refused)}")
-    with torch.serialization.safe_globals([(StandIn, name) for name in needed]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        )
+    else:
+        refused = [name for name in needed if not name.startswith(STAND_IN_PREFIXES)]
+        if refused:
+            raise CheckpointError(f"{path}: refusing to unpickle {', '.join(refused)}")
+        stand_ins = [(StandIn, name) for name in needed]
+        ckpt = load_weights(path, "fairseq checkpoint", safe_globals=stand_ins)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a fairseq checkpoint (a dict expected)")
+    return ckpt
 
 
 def _model_and_task_cfg(ckpt: dict[str, Any], path: Path) -> tuple[dict, dict]:
     if ckpt.get("cfg"):
         cfg = ckpt["cfg"]
-        if not isinstance(cfg.get("model"), dict):
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
             raise CheckpointError(f"{path}: cfg has no 'model' section")
         return dict(cfg["model"]), dict(cfg.get("task") or {})
     args = ckpt.get("args")
-    if args is not None:  # older checkpoints: one argparse namespace
+    if isinstance(getattr(args, "__dict__", None), dict):  # older checkpoints: one namespace
         flat = dict(vars(args))
         return flat, flat
     raise CheckpointError(f"{path}: no model config (neither 'cfg' nor 'args')")

@@ -31,6 +31,14 @@ class FrameSpec:
             hop *= s
         return hop
 
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame sees: the shortest input that gives a frame."""
+        field = 1
+        for k, s in reversed(list(zip(self.kernels, self.strides, strict=True))):
+            field = (field - 1) * s + k
+        return field
+
     def frame_rate(self, sample_rate: int) -> float:
         return sample_rate / self.hop
 

@@ -136,14 +136,6 @@ def log_mel(wav: torch.Tensor, bins: int, shift_ms: float) -> torch.Tensor:
     return cmvn(feats)
 
 
-def receptive_field(frames) -> int:
-    """Samples one frame of a ``FrameSpec`` conv stack sees."""
-    field = 1
-    for k, s in reversed(list(zip(frames.kernels, frames.strides, strict=True))):
-        field = (field - 1) * s + k
-    return field
-
-
 class FbankFrontend(nn.Module):
     """A light front end: 80 Kaldi log-mel bins every 10 ms (25 ms window, per-utterance
     mean/variance normalised), a stride-2 conv and a stride-1 conv (kernel 3, GELU).
@@ -157,7 +149,7 @@ class FbankFrontend(nn.Module):
 
     def __init__(self, dim: int, frames) -> None:
         super().__init__()
-        if frames.hop != 320 or receptive_field(frames) != 400:
+        if frames.hop != 320 or frames.receptive_field != 400:
             raise ValueError(
                 "frontend: fbank aligns with HuBERT's frame stack (400-sample field, 320 hop) only"
             )

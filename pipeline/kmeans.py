@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -65,23 +66,72 @@ def fit_centroids(features: np.ndarray, num_clusters: int, seed: int) -> np.ndar
     return km.fit(features).cluster_centers_.astype(np.float32)
 
 
+# What a scikit-learn k-means saved with joblib (e.g. HuBERT's released
+# hubert_base_ls960_L9_km500.bin) may hold; any other global in the file is refused.
+KMEANS_GLOBALS = frozenset({
+    "sklearn.cluster._kmeans.MiniBatchKMeans", "sklearn.cluster._kmeans.KMeans",
+    "joblib.numpy_pickle.NumpyArrayWrapper", "numpy.ndarray", "numpy.dtype",
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "copyreg._reconstructor",
+    "builtins.object", "_codecs.encode",
+})  # fmt: skip
+
+
 def load_centroids(path: Path, trust: bool) -> np.ndarray:
-    """Centroids from a ``.npy`` array (safe) or a scikit-learn/joblib k-means file such as the
-    released ``hubert_base_ls960_L9_km500.bin`` (a pickle: needs ``trust``)."""
+    """Centroids ``(C, D)`` from a ``.npy`` array or a ``.safetensors`` file (tensor
+    ``centroids``), both safe; or from a scikit-learn k-means saved with joblib (a pickle: only
+    with ``trust``, and even then through an unpickler that admits scikit-learn's k-means
+    classes and numpy arrays and refuses anything else by name).
+
+    Raises:
+        CheckpointError: missing, damaged or refused file, named.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: k-means model not found")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False).astype(np.float32)
+    try:
+        if path.suffix == ".npy":
+            centroids = np.load(path, allow_pickle=False)
+        elif path.suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            centroids = load_file(path)["centroids"]
+        else:
+            centroids = _joblib_centroids(path, trust)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path}: cannot read the k-means model ({err})") from err
+    centroids = np.asarray(centroids, dtype=np.float32)
+    if centroids.ndim != 2 or not np.isfinite(centroids).all():
+        raise CheckpointError(f"{path}: centroids must be a finite (clusters, dim) array")
+    return centroids
+
+
+def _joblib_centroids(path: Path, trust: bool) -> np.ndarray:
     if not trust:
         raise CheckpointError(
             f"{path}: a joblib/scikit-learn k-means file is a pickle, and unpickling can run "
-            "arbitrary code. Pass --trust-checkpoint if you trust its source, or convert it "
-            "once to a .npy array of its cluster_centers_."
+            "arbitrary code. Convert it once to a .npy array of its cluster_centers_, or pass "
+            "--trust-checkpoint if you trust its source (it is then read with an unpickler that "
+            "admits only scikit-learn k-means and numpy arrays)."
         )
-    import joblib
+    from joblib import numpy_pickle
 
-    model = joblib.load(path)
+    class KMeansUnpickler(numpy_pickle.NumpyUnpickler):
+        def find_class(self, module: str, name: str):
+            if f"{module}.{name}" not in KMEANS_GLOBALS:
+                raise CheckpointError(f"{path}: refusing to unpickle {module}.{name}")
+            return super().find_class(module, name)
+
+    with (
+        open(path, "rb") as f,
+        numpy_pickle._validate_fileobject_and_memmap(f, str(path), None) as (
+            stream,
+            _,
+        ),
+    ):  # joblib's own handling of compressed files
+        model = KMeansUnpickler(str(path), stream, ensure_native_byte_order=True).load()
     if not hasattr(model, "cluster_centers_"):
         raise CheckpointError(f"{path}: no cluster_centers_ in {type(model).__name__}")
-    return np.asarray(model.cluster_centers_, dtype=np.float32)
+    return np.asarray(model.cluster_centers_)

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ManifestError
+from pipeline.config import from_dict
+from pipeline.errors import ConfigError, ManifestError
 from pipeline.io import atomic_write_text
 
 SPLITS = ("train", "dev", "test")
@@ -66,14 +67,24 @@ def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
         raise ManifestError(f"{path}: manifest not found (run `pipeline prepare` first)")
     rows = []
     names = {f.name for f in dataclasses.fields(Utterance)}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path}: cannot read the manifest ({err})") from err
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{path}:{lineno}"
         try:
             raw = json.loads(line)
-            utt = Utterance(**{k: v for k, v in raw.items() if k in names})
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ManifestError(f"{path}:{lineno}: bad manifest row ({err})") from err
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{where}: bad manifest row ({err})") from err
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{where}: bad manifest row (a JSON object expected)")
+        try:
+            utt = from_dict(Utterance, {k: v for k, v in raw.items() if k in names}, where)
+        except ConfigError as err:
+            raise ManifestError(f"bad manifest row: {err}") from err
         if split is None or utt.split == split:
             rows.append(utt)
     return rows

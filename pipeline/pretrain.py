@@ -22,6 +22,7 @@ from transformers import HubertModel
 
 from pipeline.audio import read_audio
 from pipeline.batching import length_batches
+from pipeline.config import check, non_negative, positive
 from pipeline.frames import FrameSpec, lengths_to_mask
 from pipeline.head import ClusterHead
 from pipeline.manifest import Utterance, audio_path
@@ -63,10 +64,11 @@ class PretrainConfig:
     checkpoint_every: int
 
     def __post_init__(self) -> None:
-        if min(self.kmeans_utterances, self.steps, self.mask_length) < 1:
-            raise ValueError("kmeans_utterances, steps and mask_length must be >= 1")
-        if not 0 < self.mask_prob < 1 or not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError("need 0 < mask_prob < 1 and 0 <= warmup_steps <= steps")
+        positive(self, "kmeans_utterances", "steps", "mask_length", "batch_seconds", "lr",
+                 "grad_clip", "threads", "checkpoint_every")  # fmt: skip
+        non_negative(self, "warmup_steps", "weight_decay", "unmasked_weight")
+        check(0 < self.mask_prob < 1, "mask_prob", f"must be in (0, 1), got {self.mask_prob}")
+        check(self.warmup_steps <= self.steps, "warmup_steps", "must be <= steps")
 
 
 def span_mask(lengths: torch.Tensor, prob: float, span: int, gen: torch.Generator) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 from pipeline.batching import length_batches
+from pipeline.config import non_negative, positive
 from pipeline.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ class ProbeConfig:
     seed: int
 
     def __post_init__(self) -> None:
-        if min(self.hidden, self.layers, self.epochs, self.batch_frames) < 1 or self.lr <= 0:
-            raise ValueError("probe hidden, layers, epochs, batch_frames must be >= 1, lr > 0")
+        positive(self, "hidden", "layers", "epochs", "batch_frames", "lr")
+        non_negative(self, "train_utterances")
 
 
 def normalize_text(text: str) -> str:

@@ -31,7 +31,7 @@ from pipeline.frames import FrameSpec, lengths_to_mask
 from pipeline.frontend import conv_features, normalize_waveforms
 from pipeline.head import ClusterHead
 from pipeline.kmeans import LOGIT_KINDS, KMeansHead, fit_centroids, load_centroids
-from pipeline.precision import autocast, check_precision
+from pipeline.precision import autocast, check_device, check_precision, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class TeacherConfig:
         if self.logits not in ("head", "kmeans") or self.targets not in ("argmax", "kmeans"):
             raise ValueError("teacher.logits must be head|kmeans and teacher.targets argmax|kmeans")
         check_precision(self.precision)
+        check_device(self.device)
 
     @property
     def uses_kmeans(self) -> bool:
@@ -379,7 +380,7 @@ def build_teacher(
         encoder, head, normalize = load_fairseq_hubert(Path(spec), cfg.trust_checkpoint)
         description = f"fairseq:{spec}"
     teacher = Teacher(encoder, head, normalize=normalize, description=description, cfg=cfg)
-    teacher.to(cfg.device)
+    teacher.to(resolve_device(cfg.device, "cache_teacher.teacher.device"))
     if cfg.uses_kmeans and with_kmeans:
         km = cfg.kmeans
         if km.path:
@@ -390,7 +391,7 @@ def build_teacher(
             feats = [teacher.encode([w], km.layer)[1][0].cpu().numpy() for w in fit_audio()]
             centroids = fit_centroids(np.concatenate(feats), km.num_clusters, km.seed)
         teacher.kmeans = KMeansHead(torch.from_numpy(centroids), km.logits, km.temperature).to(
-            cfg.device
+            teacher.device
         )
         if cfg.logits == "head" and teacher.kmeans.num_classes != teacher.head.num_classes:
             raise CheckpointError(

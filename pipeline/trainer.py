@@ -13,10 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.config import check, non_negative, positive
 from pipeline.data import Batch
 from pipeline.io import atomic_file
-from pipeline.precision import autocast, check_precision
+from pipeline.precision import autocast, check_device, check_precision, resolve_device
 from pipeline.progress import progress_bar
+from pipeline.safe_load import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +66,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        if self.steps < 1 or self.warmup_steps < 0 or self.warmup_steps > self.steps:
-            raise ValueError("need steps >= 1 and 0 <= warmup_steps <= steps")
-        if (
-            self.log_every < 1
-            or min(self.checkpoint_every, self.shuffle_pool, self.loader_workers) < 0
-        ):
-            raise ValueError(
-                "log_every must be >= 1; checkpoint_every, shuffle_pool, loader_workers >= 0"
-            )
+        check_device(self.device)
+        positive(self, "steps", "batch_seconds", "lr", "grad_clip", "threads", "log_every")
+        non_negative(self, "warmup_steps", "weight_decay", "distill_warmup_steps",
+                     "checkpoint_every", "shuffle_pool", "loader_workers")  # fmt: skip
+        check(self.warmup_steps <= self.steps, "warmup_steps", "must be <= steps")
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -91,7 +89,7 @@ class StudentRun:
 
     def __init__(self, name: str, model: nn.Module, losses: dict[str, Callable], cfg: TrainConfig):
         self.name = name
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device, "train.device")
         self.model = model.to(self.device)
         self.losses = losses
         self.cfg = cfg
@@ -210,7 +208,7 @@ def train(
     position = {"step": 0, "epoch": 0, "batch": 0}
     key = json.dumps({"runs": [r.name for r in runs], **(identity or {})}, sort_keys=True)
     if state_path is not None and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = load_weights(state_path, "training state (delete it to start afresh)")
         if saved.get("identity") == key:
             for run, state in zip(runs, saved["states"], strict=True):
                 run.load_state_dict(state)

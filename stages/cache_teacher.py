@@ -28,23 +28,25 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio import SAMPLE_RATE, read_audio
 from pipeline.batching import length_batches
+from pipeline.config import check, non_negative, positive
 from pipeline.errors import AudioError, ConfigError
 from pipeline.frames import FrameSpec
 from pipeline.frontend import frontend_spec
-from pipeline.io import atomic_write_text
+from pipeline.io import check_replaceable, marker_kind, output_lock, write_marker
 from pipeline.manifest import Utterance, audio_path, corpus_fingerprint, read_manifest
 from pipeline.progress import progress_bar
 from pipeline.teacher import Teacher, TeacherConfig, build_teacher, teacher_info
 from storage import BACKENDS, CacheHeader
-from storage.base import FRONTEND, HEADER, SCHEMA_VERSION, sha256_file
+from storage.base import FRONTEND, HEADER, SCHEMA_VERSION
 from storage.codecs import CODECS, FEATURE_ENCODINGS, FullConfig, TopKConfig, encode_feature
-from storage.location import is_url, upload
+from storage.integrity import sha256_bytes, sha256_file
+from storage.location import check_remote_replaceable, is_url, upload
 from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
 
 log = logging.getLogger(__name__)
 
-PLAN = "plan.json"
+WORK_KIND = "cache-work"
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,10 @@ class CacheTeacherConfig:
     def __post_init__(self) -> None:
         BACKENDS[self.backend]
         CODECS[self.codec]
-        if self.shard_utterances < 1:
-            raise ValueError("shard_utterances must be >= 1")
-        if self.feature_encoding not in FEATURE_ENCODINGS:
-            raise ValueError(f"feature_encoding must be one of {FEATURE_ENCODINGS}")
+        positive(self, "shard_utterances", "threads")
+        non_negative(self, "batch_seconds", "loader_workers")
+        check(self.feature_encoding in FEATURE_ENCODINGS, "feature_encoding",
+              f"must be one of {FEATURE_ENCODINGS}")  # fmt: skip
 
 
 class BatchAudio(Dataset):
@@ -136,8 +138,27 @@ def staging_root() -> Path:
     return Path(os.environ.get("HUBERT_KD_STAGING", tempfile.gettempdir())) / "hubert-kd-staging"
 
 
-def part_path(work: Path, index: int) -> Path:
-    return work / f"part-{index:06d}"
+def plan_shards(utts: list[Utterance], size: int) -> list[list[Utterance]]:
+    """Cut the manifest (in order) into shards of about ``size`` utterances at content-defined
+    boundaries: a shard ends after an utterance whose id hashes to a cut (probability 2/size)
+    once it holds size/2, or at 2 x size. Removing or adding an utterance changes only its own
+    shard (and rarely the next), so committed shards of a resumed run stay valid."""
+    shards, current = [], []
+    least = max(1, (size + 1) // 2)
+    for utt in utts:
+        current.append(utt)
+        cut = int(sha256_bytes(utt.id.encode())[:12], 16) % size < 2
+        if (len(current) >= least and cut) or len(current) >= 2 * size:
+            shards.append(current)
+            current = []
+    return shards + [current] if current else shards
+
+
+def part_name(settings: str, shard: list[Utterance]) -> str:
+    """A part's name: a hash of everything its content depends on (teacher, codec, batching,
+    and each utterance's id and audio), so a resumed run reuses exactly the unchanged parts."""
+    rows = "\n".join(f"{u.id}\t{u.audio}\t{u.samples}\t{u.sample_rate}" for u in shard)
+    return "part-" + sha256_bytes(f"{settings}\n{rows}".encode())[:20]
 
 
 def run_shard(
@@ -196,18 +217,23 @@ def run_shard(
     return frames
 
 
-def _prepare_work(work: Path, plan: dict) -> None:
-    """Reuse ``work`` if it was started with the same plan; otherwise start it afresh."""
-    plan_text = json.dumps(plan, sort_keys=True)
-    if work.is_dir() and (work / PLAN).is_file() and (work / PLAN).read_text() == plan_text:
-        for stale in work.glob(".*.tmp-*"):  # a part a killed run was writing
-            shutil.rmtree(stale, ignore_errors=True)
-        return
-    if work.exists():
-        log.warning("discarding %s: it was started with another teacher, corpus or settings", work)
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    atomic_write_text(work / PLAN, plan_text)
+def _prepare_work(work: Path, parts: list[str]) -> None:
+    """Keep the committed parts of this plan in ``work`` (ours: it carries our marker); remove
+    other parts (another teacher, corpus or settings) and what a killed run left half-written.
+
+    Raises:
+        OutputError: ``work`` exists but is not this tool's work folder.
+    """
+    if work.exists() and marker_kind(work) != WORK_KIND:
+        check_replaceable(work, WORK_KIND)  # refuses anything but an empty folder
+    work.mkdir(parents=True, exist_ok=True)
+    write_marker(work, WORK_KIND)
+    wanted = set(parts)
+    stale = [p for p in work.iterdir() if p.is_dir() and p.name not in wanted]
+    if any(p.name.startswith("part-") for p in stale):
+        log.warning("discarding %d parts in %s made for another plan", len(stale), work)
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: str | Path) -> CacheHeader:
@@ -215,21 +241,30 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: str | Path) -> CacheHe
 
     ``out_dir`` may be an fsspec URL (``s3://bucket/cache``): the cache is then built, with the
     same resume and atomic commits, in a local staging folder under ``staging_root()`` and
-    uploaded, header last.
+    uploaded, header last. One run at a time writes an output (a lock beside it), and only an
+    absent output or an earlier cache is ever replaced.
 
     Raises:
+        OutputError: ``out_dir`` holds something that is not a cache, or another run writes it.
         AudioError: an unreadable audio file (named).
         CheckpointError: a teacher that cannot be loaded (named).
         ValueError: an utterance too short to give a single frame (named).
     """
-    if is_url(out_dir):
-        local = staging_root() / hashlib.sha256(str(out_dir).encode()).hexdigest()[:16] / "cache"
-        header = run(cfg, manifest, local)
+    if not is_url(out_dir):
+        check_replaceable(out_dir, "cache")
+        with output_lock(out_dir):
+            return _build(cfg, manifest, Path(out_dir))
+    check_remote_replaceable(str(out_dir))
+    local = staging_root() / hashlib.sha256(str(out_dir).encode()).hexdigest()[:16] / "cache"
+    with output_lock(out_dir), output_lock(local):
+        header = _build(cfg, manifest, local)
         log.info("uploading %s to %s", local, out_dir)
         upload(local, str(out_dir))
-        shutil.rmtree(local.parent)
-        return header
-    out_dir = Path(out_dir)
+        shutil.rmtree(local)
+    return header
+
+
+def _build(cfg: CacheTeacherConfig, manifest: Path, out_dir: Path) -> CacheHeader:
     torch.set_num_threads(cfg.threads)
     utts = read_manifest(manifest)
 
@@ -265,30 +300,25 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: str | Path) -> CacheHe
         num_frames=0,
         features=_feature_specs(teacher, cfg),
     )
-    shards = [utts[i : i + cfg.shard_utterances] for i in range(0, len(utts), cfg.shard_utterances)]
+    shards = plan_shards(utts, cfg.shard_utterances)
     work = out_dir.with_name(out_dir.name + ".partial")
     backend_cfg = getattr(cfg, cfg.backend)
-    plan = {
-        "header": header.to_json(),
-        "backend": repr(backend_cfg),
-        "batch_seconds": cfg.batch_seconds,
-        "device": cfg.teacher.device,
-        "precision": cfg.teacher.precision,
-        "shards": [[u.id for u in shard] for shard in shards],
-    }
-    _prepare_work(work, plan)
-    todo = [i for i in range(len(shards)) if not (part_path(work, i) / HEADER).is_file()]
+    settings = json.dumps(
+        {"header": {**header.to_json(), "corpus": ""}, "backend": repr(backend_cfg),
+         "batch_seconds": cfg.batch_seconds, "device": cfg.teacher.device,
+         "precision": cfg.teacher.precision},
+        sort_keys=True,
+    )  # fmt: skip
+    parts = [work / part_name(settings, shard) for shard in shards]
+    _prepare_work(work, [p.name for p in parts])
+    todo = [i for i, part in enumerate(parts) if not (part / HEADER).is_file()]
     if len(todo) < len(shards):
-        log.info(
-            "resuming: %d of %d shards already committed in %s",
-            len(shards) - len(todo),
-            len(shards),
-            work,
-        )
+        log.info("resuming: %d of %d shards already committed in %s",
+                 len(shards) - len(todo), len(shards), work)  # fmt: skip
 
     start = time.perf_counter()
     with progress_bar() as bar:
-        done_utts = sum(len(shards[i]) for i in range(len(shards)) if i not in todo)
+        done_utts = len(utts) - sum(len(shards[i]) for i in todo)
         task = bar.add_task("cache-teacher", total=len(utts), completed=done_utts, info="")
         frames = 0
 
@@ -299,10 +329,10 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: str | Path) -> CacheHe
             bar.update(task, advance=n_utts, info=f"{rate:,.0f} frames/s")
 
         if cfg.scheduler:
-            _run_on_dask(cfg, teacher, header, shards, todo, manifest, work, on_batch)
+            _run_on_dask(cfg, teacher, header, shards, parts, todo, manifest, on_batch)
         else:
             for i in todo:
-                run_shard(teacher, cfg, header, shards[i], manifest, part_path(work, i), on_batch)
+                run_shard(teacher, cfg, header, shards[i], manifest, parts[i], on_batch)
 
     backend = BACKENDS[cfg.backend](backend_cfg)
     fe = teacher.encoder.feature_extractor
@@ -313,7 +343,6 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: str | Path) -> CacheHe
     }
     frontend = {**frontend_spec(teacher.encoder.config), "normalize": teacher.normalize}
     header = dataclasses.replace(header, frontend=frontend)
-    parts = [part_path(work, i) for i in range(len(shards))]
     header = backend.merge(parts, out_dir, header, files)
     shutil.rmtree(work)
     log.info(
@@ -325,7 +354,7 @@ def run(cfg: CacheTeacherConfig, manifest: Path, out_dir: str | Path) -> CacheHe
     return header
 
 
-def _run_on_dask(cfg, teacher, header, shards, todo, manifest, work, on_batch) -> None:
+def _run_on_dask(cfg, teacher, header, shards, parts, todo, manifest, on_batch) -> None:
     """Map the missing shards over a dask.distributed cluster; each worker gets the teacher once."""
     from distributed import Client, as_completed
 
@@ -334,7 +363,7 @@ def _run_on_dask(cfg, teacher, header, shards, todo, manifest, work, on_batch) -
         futures = {
             client.submit(
                 run_shard, remote_teacher, cfg, header, shards[i], manifest.resolve(),
-                part_path(work, i).resolve(), key=f"cache-teacher-shard-{i}", pure=False,
+                parts[i].resolve(), key=f"cache-teacher-{parts[i].name}", pure=False,
             ): i
             for i in todo
         }  # fmt: skip

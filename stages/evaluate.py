@@ -16,6 +16,7 @@ import torch
 from pipeline.agreement import teacher_agreement
 from pipeline.audio import read_audio
 from pipeline.batching import length_batches
+from pipeline.config import positive
 from pipeline.data import CacheBatches
 from pipeline.frames import FrameSpec
 from pipeline.io import write_json
@@ -60,6 +61,7 @@ class EvaluateConfig:
         unknown = set(self.baselines) - set(BASELINES)
         if unknown:
             raise ValueError(f"unknown baselines {sorted(unknown)}: choose from {BASELINES}")
+        positive(self, "batch_seconds", "threads", "efficiency_seconds")
 
 
 def _upstreams(cfg: EvaluateConfig, teacher_cfg: TeacherConfig, frames: FrameSpec, students):

@@ -9,12 +9,14 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.audio import AudioError, check_audio
+from pipeline.audio import SAMPLE_RATE, AudioError, check_audio, resampled_length
+from pipeline.config import check, non_negative
 from pipeline.corpus import SOURCES, CorpusError, Entry
 from pipeline.corpus.demo import DemoConfig
 from pipeline.corpus.librispeech import LibriSpeechConfig
 from pipeline.corpus.listing import ListingConfig
-from pipeline.io import atomic_dir, write_json
+from pipeline.frames import HUBERT_FRAMES
+from pipeline.io import atomic_dir, output_lock, write_json
 from pipeline.manifest import Utterance, write_manifest
 from pipeline.progress import progress_bar
 
@@ -48,6 +50,8 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         SOURCES[self.source]  # raises KeyError listing the registered sources
+        non_negative(self, "dev_fraction", "test_fraction", "max_bad_fraction")
+        check(self.max_bad_fraction <= 1, "max_bad_fraction", "must be <= 1")
         if self.dev_fraction + self.test_fraction >= 1:
             raise ValueError("dev_fraction + test_fraction must be below 1")
 
@@ -64,12 +68,16 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
     Returns:
         The corpus summary (utterances, hours, speakers, per-split counts, vocabulary, skipped).
 
+    Only an absent folder, an empty one or an earlier corpus written by this stage is replaced.
+
     Raises:
+        OutputError: ``out_dir`` holds other data (e.g. the user's audio), or another run
+            writes it; nothing is touched.
         AudioError: a bad audio file, naming it (unless ``skip_bad``).
         CorpusError: a malformed corpus, or too many bad files.
     """
     source = SOURCES[cfg.source](getattr(cfg, cfg.source))
-    with atomic_dir(out_dir) as tmp, progress_bar() as bar:
+    with output_lock(out_dir), atomic_dir(out_dir, kind="corpus") as tmp, progress_bar() as bar:
         task = bar.add_task(f"prepare ({cfg.source})", total=None, info="")
         rows, bad = [], []
         for entry in source.entries(tmp):
@@ -91,6 +99,12 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
 
 def _checked(entry: Entry, root: Path, cfg: PrepareConfig) -> Utterance:
     samples, rate = check_audio(entry.audio)
+    least = HUBERT_FRAMES.receptive_field
+    if resampled_length(samples, rate) < least:
+        raise AudioError(
+            f"{entry.audio}: {resampled_length(samples, rate)} samples at 16 kHz, shorter than "
+            f"one teacher frame ({least} samples, {1000 * least / SAMPLE_RATE:g} ms)"
+        )
     audio = Path(entry.audio).resolve()
     inside = audio.is_relative_to(root.resolve())
     split = entry.split or assign_split(

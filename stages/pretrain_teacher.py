@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.audio import read_audio
-from pipeline.io import atomic_dir, atomic_file
+from pipeline.io import atomic_dir, atomic_file, check_replaceable, output_lock
 from pipeline.kmeans import fit_centroids
 from pipeline.manifest import audio_path, corpus_fingerprint, read_manifest
 from pipeline.mfcc import FEATURE_DESCRIPTION, mfcc_features
@@ -30,6 +30,7 @@ from pipeline.pretrain import (  # noqa: F401  (PretrainConfig: the CLI's sectio
     span_mask,
 )
 from pipeline.progress import progress_bar
+from pipeline.safe_load import load_weights
 from pipeline.teacher import RandomTeacherConfig, save_teacher, small_hubert
 from pipeline.trainer import lr_factor
 
@@ -58,7 +59,18 @@ def run(cfg: PretrainConfig, size: RandomTeacherConfig, manifest: Path, out: Pat
     """Fit MFCC k-means on the train split, pre-train, and write the teacher directory ``out``
     (fp16 weights, cluster head, the k-means centroids and ``teacher.json`` with provenance and
     the held-out agreement with the MFCC labels). A killed run resumes from its last checkpoint
-    in ``<out>.work/``; ``out`` only appears, complete, at the end."""
+    in ``<out>.work/``; ``out`` only appears, complete, at the end, and only replaces an earlier
+    teacher directory written by this command.
+
+    Raises:
+        OutputError: ``out`` holds other data, or another run writes it.
+    """
+    check_replaceable(out, "teacher")
+    with output_lock(out):
+        return _pretrain(cfg, size, manifest, out)
+
+
+def _pretrain(cfg: PretrainConfig, size: RandomTeacherConfig, manifest: Path, out: Path) -> dict:
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
     train_utts, dev_utts = read_manifest(manifest, "train"), read_manifest(manifest, "dev")
@@ -93,7 +105,7 @@ def run(cfg: PretrainConfig, size: RandomTeacherConfig, manifest: Path, out: Pat
     step, epoch, index, curve = 0, 0, 0, []
     gen = torch.Generator().manual_seed(size.seed)
     if state_file.is_file():
-        saved = torch.load(state_file, map_location="cpu", weights_only=True)
+        saved = load_weights(state_file, "pre-training state (delete it to start afresh)")
         if saved["identity"] == identity:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -170,7 +182,7 @@ def run(cfg: PretrainConfig, size: RandomTeacherConfig, manifest: Path, out: Pat
                    "train_utterances": len(train_utts),
                    "train_hours": round(sum(u.seconds for u in train_utts) / 3600, 4)},
     }  # fmt: skip
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="teacher") as tmp:
         save_teacher(tmp, model.encoder.half(), model.head.half(), meta)
         save_file({"centroids": torch.from_numpy(centroids)}, tmp / CENTROIDS)
         (tmp / "curve.json").write_text(json.dumps(curve) + "\n")

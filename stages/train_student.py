@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from pipeline.config import to_dict
 from pipeline.data import CacheBatches
 from pipeline.frames import FrameSpec
-from pipeline.io import write_json
+from pipeline.io import output_lock, write_json
 from pipeline.losses import LOSSES
 from pipeline.manifest import read_manifest
 from pipeline.students import StudentConfig
@@ -47,10 +47,18 @@ def run(
     ``state_path`` every ``train.checkpoint_every`` steps lets a killed run resume exactly; one
     made for other settings is discarded.
 
+    Only one run trains into ``state_path`` at a time (a lock beside it).
+
     Raises:
-        CacheFormatError: the cache is incomplete, of another schema or teacher, or does not
-            match the audio.
+        CacheFormatError: the cache is incomplete, damaged (named), of another schema or teacher,
+            or does not match the audio.
+        OutputError: another run trains into the same place.
     """
+    with output_lock(state_path):
+        return _train(students, train_cfg, manifest, cache, out_dirs, state_path)
+
+
+def _train(students, train_cfg, manifest, cache, out_dirs, state_path) -> dict[str, dict]:
     torch.set_num_threads(train_cfg.threads)
     header = open_cache(cache).header
     if not header.fingerprint.startswith(train_cfg.expect_teacher):

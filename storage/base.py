@@ -7,7 +7,6 @@ without it (or with an unknown schema version) is never read as a cache.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -16,12 +15,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.errors import CacheFormatError
+from pipeline.config import from_dict
+from pipeline.errors import CacheFormatError, ConfigError
+from pipeline.io import MARKER, atomic_write_text
 from pipeline.registry import Registry
 from storage.codecs import codec_from_header, decode_feature, feature_fields, field_bytes
+from storage.integrity import check_bytes, sha256_bytes, sha256_stream
 from storage.location import HEADER, files, filesystem, location, read_bytes
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FRONTEND = "frontend.safetensors"
 
 BACKENDS: Registry = Registry("cache backend")
@@ -99,11 +101,28 @@ class CacheHeader:
         }
 
 
+def header_digest(fields: dict[str, Any]) -> str:
+    """sha256 of a header's fields (all but ``digest``) as canonical JSON."""
+    body = {k: v for k, v in fields.items() if k != "digest"}
+    return sha256_bytes(json.dumps(body, sort_keys=True).encode())
+
+
+def write_header(root: Path, header: CacheHeader) -> None:
+    """Write ``root/header.json`` atomically, with the digest that covers every other field."""
+    fields = header.to_json()
+    atomic_write_text(
+        Path(root) / HEADER,
+        json.dumps({**fields, "digest": header_digest(fields)}, indent=2, sort_keys=True) + "\n",
+    )
+
+
 def read_header(path: str | Path) -> CacheHeader:
-    """Read and check ``path/header.json`` (``path`` a folder or an fsspec URL).
+    """Read and check ``path/header.json`` (``path`` a folder or an fsspec URL): its schema
+    version, its digest (any edit of the header is caught) and the type of every field.
 
     Raises:
-        CacheFormatError: missing header (incomplete cache), bad JSON or unknown schema.
+        CacheFormatError: missing header (incomplete cache), bad JSON, unknown schema, an edited
+            or damaged header.
     """
     file = f"{path}/{HEADER}"
     try:
@@ -112,17 +131,25 @@ def read_header(path: str | Path) -> CacheHeader:
         raise CacheFormatError(
             f"{path}: no {HEADER}; not a cache, or an incomplete one (rerun cache-teacher)"
         ) from err
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CacheFormatError(f"{file}: damaged header ({err})") from err
+    if not isinstance(raw, dict):
+        raise CacheFormatError(f"{file}: damaged header (a JSON object expected)")
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise CacheFormatError(
-            f"{file}: cache schema version {version!r}, this hubert-kd reads {SCHEMA_VERSION}"
+            f"{file}: cache schema version {version!r}, this hubert-kd reads {SCHEMA_VERSION}; "
+            "rerun cache-teacher"
+        )
+    if raw.get("digest") != header_digest(raw):
+        raise CacheFormatError(
+            f"{file}: the header was edited or damaged (its digest does not match its fields); "
+            "rerun cache-teacher"
         )
     try:
-        return CacheHeader(**raw)
-    except TypeError as err:
-        raise CacheFormatError(f"{file}: header fields do not match schema ({err})") from err
+        return from_dict(CacheHeader, {k: v for k, v in raw.items() if k != "digest"}, where=file)
+    except ConfigError as err:
+        raise CacheFormatError(f"damaged header: {err}") from err
 
 
 class Writer(Protocol):
@@ -187,35 +214,15 @@ def open_cache(path: str | Path) -> Reader:
     return BACKENDS[header.backend].reader(path, header)
 
 
-def data_files(root: Path) -> list[Path]:
-    """Every file of a cache folder but its header, sorted."""
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name != HEADER)
-
-
-def sha256_stream(f) -> str:
-    """sha256 of what an open binary file holds from its position on, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return sha256_stream(f)
-
-
-def checksums(root: Path) -> dict[str, str]:
-    """sha256 of every data file of a cache folder, by relative path."""
-    root = Path(root)
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in data_files(root)}
-
-
 def verify_cache(path: str | Path) -> list[str]:
-    """Problems found in a committed cache (empty when sound): files missing, added or damaged,
-    each named by its path. ``path`` may be an fsspec URL."""
+    """Problems found in a committed cache (empty when sound): an edited header, files missing,
+    added or damaged, each named by its path. ``path`` may be an fsspec URL.
+
+    Raises:
+        CacheFormatError: no readable header (then nothing else can be checked).
+    """
     header = read_header(path)
-    found = set(files(path)) - {HEADER}
+    found = set(files(path)) - {HEADER, MARKER}
     problems = [f"{name}: missing" for name in sorted(set(header.checksums) - found)]
     problems += [
         f"{name}: not listed in the header" for name in sorted(found - set(header.checksums))
@@ -234,7 +241,7 @@ def verify_cache(path: str | Path) -> list[str]:
 def cache_summary(path: str | Path) -> dict[str, Any]:
     """What a committed cache holds, for ``pipeline cache-info``."""
     header = read_header(path)
-    on_disk = sum(size for name, size in files(path).items() if name != HEADER)
+    on_disk = sum(size for name, size in files(path).items() if name not in (HEADER, MARKER))
     fp32 = header.num_frames * header.num_classes * 4
     return {
         "path": str(path),
@@ -273,6 +280,8 @@ def read_frontend(path: str | Path) -> tuple[dict[str, Any], dict] | None:
     if header.frontend is None:
         return None
     try:
-        return header.frontend, load(read_bytes(path, FRONTEND))
+        data = read_bytes(path, FRONTEND)
     except FileNotFoundError:
-        return None
+        data = None
+    expected = header.checksums.get(FRONTEND, "")
+    return header.frontend, load(check_bytes(f"{path}/{FRONTEND}", data, expected))

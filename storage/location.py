@@ -4,9 +4,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import fsspec
+
+from pipeline.errors import OutputError
+from pipeline.io import MARKER
 
 HEADER = "header.json"
 
@@ -47,10 +51,31 @@ def files(path: str | Path) -> dict[str, int]:
     }
 
 
+def check_remote_replaceable(url: str) -> None:
+    """Refuse to upload a cache over anything at ``url`` but an earlier cache (or nothing).
+
+    Raises:
+        OutputError: ``url`` holds data that is not a hubert-kd cache; nothing is touched.
+    """
+    fs, root = filesystem(url)
+    if not fs.exists(root) or not fs.ls(root):
+        return
+    try:
+        kind = json.loads(fs.cat_file(f"{root}/{MARKER}")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != "cache":
+        raise OutputError(
+            f"{url}: refusing to replace it: it is not a hubert-kd cache (no {MARKER}). Choose "
+            "another output location, or remove that data yourself"
+        )
+
+
 def upload(local: Path, url: str) -> None:
     """Copy the committed cache folder ``local`` to ``url``: an existing cache there is first
     made unreadable (its header removed), then removed; data files go up before the header, so
-    a reader never sees a header over missing data."""
+    a reader never sees a header over missing data. Only an earlier cache is ever replaced."""
+    check_remote_replaceable(url)
     fs, root = filesystem(url)
     if fs.exists(f"{root}/{HEADER}"):
         fs.rm_file(f"{root}/{HEADER}")

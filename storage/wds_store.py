@@ -10,7 +10,7 @@ Layout::
 
 Members carry a fixed mtime, owner and mode, so re-running gives byte-identical shards. Arrays
 are plain ``.npy`` (never pickled). Readable with ``webdataset.WebDataset(urls,
-shardshuffle=False).decode()`` and with ``tar``.
+shardshuffle=False).map(decode_sample)`` (which never unpickles) and with ``tar``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +26,9 @@ import numpy as np
 import webdataset as wds
 
 from pipeline.errors import CacheFormatError
-from pipeline.io import atomic_dir, write_json
-from storage.base import BACKENDS, HEADER, CacheHeader, check_utterance, checksums, read_header
+from pipeline.io import atomic_dir
+from storage.base import BACKENDS, CacheHeader, check_utterance, read_header, write_header
+from storage.integrity import HashingWriter, check_bytes, sha256_bytes
 from storage.location import filesystem, location
 
 SHARD_PATTERN = "cache-{:06d}.tar"
@@ -43,6 +43,24 @@ class WdsConfig:
     def __post_init__(self) -> None:
         if self.shard_utterances < 1:
             raise ValueError("shard_utterances must be >= 1")
+
+
+def decode_sample(sample: dict) -> dict:
+    """Decode a cache sample read by plain ``webdataset.WebDataset``: ``.npy`` members with
+    ``allow_pickle=False`` and ``.json`` as JSON; every other member stays raw bytes. Use it
+    instead of ``.decode()``, whose default handlers unpickle ``.pyd``/``.pickle`` members (a
+    tampered shard could run code)::
+
+        webdataset.WebDataset(shards, shardshuffle=False).map(decode_sample)
+    """
+    out = {}
+    for name, value in sample.items():
+        if name.endswith(".npy"):
+            value = np.load(io.BytesIO(value), allow_pickle=False)
+        elif name == "json" or name.endswith(".json"):
+            value = json.loads(value)
+        out[name] = value
+    return out
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -70,23 +88,31 @@ class WdsBackend:
         self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
     ) -> CacheHeader:
         """Gather the parts' shards, renumbered in order, into one cache at ``out``, with extra
-        ``files`` (name -> bytes) beside them."""
-        with atomic_dir(out) as root:
+        ``files`` (name -> bytes) beside them; each shard is checked against its part's
+        checksum as it is copied."""
+        with atomic_dir(out, kind="cache") as root:
+            sums = {}
             for name, data in files.items():
                 (root / name).write_bytes(data)
+                sums[name] = sha256_bytes(data)
             count, frames, number = 0, 0, 0
             for part in parts:
                 part_header = read_header(Path(part))
                 count += part_header.num_utterances
                 frames += part_header.num_frames
                 for shard in sorted(Path(part).glob("cache-*.tar")):
-                    shutil.copyfile(shard, root / SHARD_PATTERN.format(number))
+                    data = check_bytes(
+                        str(shard), shard.read_bytes(), part_header.checksums.get(shard.name, "")
+                    )
+                    name = SHARD_PATTERN.format(number)
+                    (root / name).write_bytes(data)
+                    sums[name] = part_header.checksums[shard.name]
                     number += 1
             merged = dataclasses.replace(
                 header, backend=self.name, num_utterances=count, num_frames=frames,
-                checksums=checksums(root),
+                checksums=dict(sorted(sums.items())),
             )  # fmt: skip
-            write_json(root / HEADER, merged.to_json())
+            write_header(root, merged)
         return merged
 
 
@@ -98,9 +124,11 @@ class WdsWriter:
     def __init__(self, path: Path, header: CacheHeader, cfg: WdsConfig) -> None:
         self.header = dataclasses.replace(header, backend=self.name)
         self.cfg = cfg
-        self._commit = atomic_dir(path)
+        self._commit = atomic_dir(path, kind="cache")
         self.root = self._commit.__enter__()
         self._fields = header.fields()
+        self._checksums: dict[str, str] = {}
+        self._hashing: HashingWriter | None = None
         self._shard = -1
         self._in_shard = 0
         self._tar: wds.TarWriter | None = None
@@ -112,14 +140,17 @@ class WdsWriter:
         self._close_shard()
         self._shard += 1
         self._file = open(self.root / f".{SHARD_PATTERN.format(self._shard)}.tmp", "wb")
+        self._hashing = HashingWriter(self._file)
         self._tar = wds.TarWriter(
-            self._file, user="hubert-kd", group="hubert-kd", mtime=0.0, encoder=False
+            self._hashing, user="hubert-kd", group="hubert-kd", mtime=0.0, encoder=False
         )
 
     def _close_shard(self) -> None:
         if self._tar is not None:
             self._tar.close()
+            self._file.close()
             name = SHARD_PATTERN.format(self._shard)
+            self._checksums[name] = self._hashing.hexdigest()
             (self.root / f".{name}.tmp").replace(self.root / name)
             self._tar, self._file, self._in_shard = None, None, 0
 
@@ -140,9 +171,9 @@ class WdsWriter:
             self.header,
             num_utterances=len(self._seen),
             num_frames=self._frames,
-            checksums=checksums(self.root),
+            checksums=dict(self._checksums),
         )
-        write_json(self.root / HEADER, self.header.to_json())
+        write_header(self.root, self.header)
         self._commit.__exit__(None, None, None)
         return self.header
 
@@ -157,18 +188,32 @@ class WdsWriter:
 
 
 class WdsReader:
-    """Random access by utterance id through an index of tar member offsets built at open."""
+    """Random access by utterance id through an index of tar member offsets built at open.
+
+    Every shard is checked against the header's sha256 the first time data is read from it
+    (the shard is read whole, once, and its members served from memory), so damage stops the
+    read with the shard's name.
+    """
 
     def __init__(self, path: str | Path, header: CacheHeader) -> None:
         self.header = header
         self.path = path
-        self._fs, root = filesystem(path)
+        self._fs, self._root = filesystem(path)
         self._index: dict[str, dict[str, tuple[str, int, int]]] = {}
         self._order: list[str] = []
-        shards = sorted(self._fs.glob(f"{root}/cache-*.tar"))
+        self._loaded: tuple[str, bytes] | None = None  # the last shard read, verified
+        shards = sorted(n for n in header.checksums if n.startswith("cache-"))
+        present = {p.rsplit("/", 1)[-1] for p in self._fs.glob(f"{self._root}/cache-*.tar")}
         for shard in shards:
+            if shard not in present:
+                raise CacheFormatError(
+                    f"{path}/{shard}: missing (the cache header lists it); rerun cache-teacher"
+                )
             try:
-                with self._fs.open(shard, "rb") as f, tarfile.open(fileobj=f) as tar:
+                with (
+                    self._fs.open(f"{self._root}/{shard}", "rb") as f,
+                    tarfile.open(fileobj=f) as tar,
+                ):
                     for member in tar.getmembers():
                         key, _, ext = member.name.partition(".")
                         if key not in self._index:
@@ -176,8 +221,10 @@ class WdsReader:
                             self._order.append(key)
                         self._index[key][ext] = (shard, member.offset_data, member.size)
             except tarfile.TarError as err:
-                raise CacheFormatError(f"{shard}: damaged tar shard ({err})") from err
+                raise CacheFormatError(f"{path}/{shard}: damaged tar shard ({err})") from err
         if len(self._order) != header.num_utterances:
+            for shard in shards:
+                self._shard(shard)  # names the damaged shard, if one is
             raise CacheFormatError(
                 f"{path}: shards hold {len(self._order)} utterances, "
                 f"the header {header.num_utterances}"
@@ -186,12 +233,22 @@ class WdsReader:
     def keys(self) -> list[str]:
         return list(self._order)
 
+    def _shard(self, shard: str) -> bytes:
+        if self._loaded is None or self._loaded[0] != shard:
+            where = f"{self.path}/{shard}"
+            try:
+                data = self._fs.cat_file(f"{self._root}/{shard}")
+            except FileNotFoundError:
+                data = None
+            self._loaded = (shard, check_bytes(where, data, self.header.checksums[shard]))
+        return self._loaded[1]
+
     def _bytes(self, key: str, ext: str) -> bytes:
         try:
             shard, offset, size = self._index[key][ext]
         except KeyError:
             raise KeyError(f"utterance {key!r} is not in the cache (or lacks {ext})") from None
-        return self._fs.cat_file(shard, start=offset, end=offset + size)
+        return self._shard(shard)[offset : offset + size]
 
     def num_frames(self, key: str) -> int:
         return int(json.loads(self._bytes(key, "json"))["num_frames"])

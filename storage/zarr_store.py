@@ -21,18 +21,83 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir
 from storage.base import (
     BACKENDS,
-    HEADER,
     CacheFormatError,
     CacheHeader,
     check_utterance,
-    checksums,
     read_header,
+    write_header,
 )
-from storage.location import location
+from storage.integrity import check_bytes, sha256_bytes
+from storage.location import is_url, location
+
+
+class HashingStore(WrapperStore):
+    """A zarr store that records the sha256 of every object as it is written."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.checksums: dict[str, str] = {}
+
+    async def set(self, key: str, value) -> None:
+        self.checksums[key] = sha256_bytes(value.to_bytes())
+        await self._store.set(key, value)
+
+    async def _set_many(self, values) -> None:
+        for key, value in values:
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        self.checksums.pop(key, None)
+        await self._store.delete(key)
+
+
+class VerifyingStore(WrapperStore):
+    """A read-only zarr store that checks every object it serves against the header's sha256
+    (so a damaged, truncated or deleted chunk stops the read, naming the file)."""
+
+    def __init__(self, store, checksums: dict[str, str], where: str) -> None:
+        super().__init__(store)
+        self.expected = checksums
+        self.where = where
+
+    def _with_store(self, store):
+        return type(self)(store, self.expected, self.where)
+
+    async def get(self, key: str, prototype, byte_range=None):
+        if key not in self.expected:
+            return await self._store.get(key, prototype, byte_range)
+        value = await self._store.get(key, prototype)
+        data = check_bytes(
+            f"{self.where}/{key}", None if value is None else value.to_bytes(), self.expected[key]
+        )
+        if byte_range is None:
+            return value
+        if isinstance(byte_range, RangeByteRequest):
+            data = data[byte_range.start : byte_range.end]
+        elif isinstance(byte_range, OffsetByteRequest):
+            data = data[byte_range.offset :]
+        elif isinstance(byte_range, SuffixByteRequest):
+            data = data[-byte_range.suffix :]
+        return prototype.buffer.from_bytes(data)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+
+def open_verified_group(path: str | Path, checksums: dict[str, str]) -> zarr.Group:
+    """The zarr group at ``path`` (a folder or an fsspec URL), every read checked."""
+    store = (
+        FsspecStore.from_url(str(path), read_only=True)
+        if is_url(path)
+        else LocalStore(Path(path), read_only=True)
+    )
+    return zarr.open_group(store=VerifyingStore(store, checksums, str(path)), mode="r")
 
 
 @dataclass(frozen=True)
@@ -69,10 +134,10 @@ class ZarrBackend:
         self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
     ) -> CacheHeader:
         """Concatenate part caches, in order, into one store at ``out`` (chunk-aligned writes),
-        with extra ``files`` (name -> bytes) beside the arrays."""
+        with extra ``files`` (name -> bytes) beside the arrays; every part is checked as read."""
         with self.writer(out, header) as writer:
             for name, data in files.items():
-                (writer.root / name).write_bytes(data)
+                writer.add_file(name, data)
             for part in parts:
                 reader = ZarrReader(Path(part), read_header(Path(part)))
                 for key, fields in reader.items():
@@ -88,9 +153,11 @@ class ZarrWriter:
     def __init__(self, path: Path, header: CacheHeader, cfg: ZarrConfig) -> None:
         self.header = dataclasses.replace(header, backend=self.name)
         self.cfg = cfg
-        self._commit = atomic_dir(path)
+        self._commit = atomic_dir(path, kind="cache")
         self.root = self._commit.__enter__()
-        self._group = zarr.open_group(self.root, mode="w")
+        self._store = HashingStore(LocalStore(self.root))
+        self._extra: dict[str, str] = {}
+        self._group = zarr.open_group(store=self._store, mode="a")  # a fresh temp folder
         compressors = [zarr.codecs.ZstdCodec(level=cfg.zstd_level)]
         self._fields = header.fields()
         self._arrays = {
@@ -116,6 +183,11 @@ class ZarrWriter:
         self._offsets.append(self._offsets[-1] + n)
         if self._pending_frames >= self.cfg.chunk_frames:
             self._flush(final=False)
+
+    def add_file(self, name: str, data: bytes) -> None:
+        """Store a file beside the arrays (e.g. the teacher's conv stack), checksummed."""
+        (self.root / name).write_bytes(data)
+        self._extra[name] = sha256_bytes(data)
 
     def _flush(self, final: bool) -> None:
         """Write buffered rows: whole chunks only, unless ``final``."""
@@ -148,8 +220,10 @@ class ZarrWriter:
         self._group.attrs["hubert_kd"] = {
             k: v for k, v in self.header.to_json().items() if k != "checksums"
         }
-        self.header = dataclasses.replace(self.header, checksums=checksums(self.root))
-        write_json(self.root / HEADER, self.header.to_json())
+        self.header = dataclasses.replace(
+            self.header, checksums=dict(sorted({**self._store.checksums, **self._extra}.items()))
+        )
+        write_header(self.root, self.header)
         self._commit.__exit__(None, None, None)
         return self.header
 
@@ -167,10 +241,12 @@ class ZarrReader:
     def __init__(self, path: Path, header: CacheHeader) -> None:
         self.header = header
         try:
-            group = zarr.open_group(str(path), mode="r")  # a folder or an fsspec URL
+            group = open_verified_group(path, header.checksums)
             self._ids = [str(k) for k in group["utt_ids"][:]]
             self._offsets = group["frame_offsets"][:]
             self._arrays = {name: group[name] for name in header.fields()}
+        except CacheFormatError:
+            raise
         except (KeyError, FileNotFoundError, ValueError) as err:
             raise CacheFormatError(f"{path}: damaged zarr cache ({err})") from err
         if len(self._offsets) != len(self._ids) + 1 or self._offsets[-1] != header.num_frames:

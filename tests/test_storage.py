@@ -15,7 +15,7 @@ from pipeline.frames import FrameSpec
 from storage import BACKENDS, CacheFormatError, CacheHeader, open_cache
 from storage.base import HEADER, SCHEMA_VERSION
 from storage.codecs import CODECS, FullConfig, TopKConfig
-from storage.wds_store import WdsConfig
+from storage.wds_store import WdsConfig, decode_sample
 from storage.zarr_store import ZarrConfig
 
 C = 7
@@ -129,7 +129,7 @@ def test_plain_webdataset_and_tar_read_the_wds_cache(tmp_path):
         "cache-000001.tar",
         "cache-000002.tar",
     ]
-    samples = list(wds.WebDataset(shards, shardshuffle=False).decode())
+    samples = list(wds.WebDataset(shards, shardshuffle=False).map(decode_sample))
     assert [s["__key__"] for s in samples] == list(_utts())
     for sample, (logits, targets) in zip(samples, _utts().values(), strict=True):
         np.testing.assert_array_equal(sample["logits.npy"], logits)
@@ -224,6 +224,7 @@ def test_atomic_dir_removes_what_a_killed_run_left(tmp_path):
 
     (tmp_path / ".out.tmp-99999").mkdir()
     (tmp_path / ".out.old-99999").mkdir()
-    with atomic_dir(tmp_path / "out") as tmp:
+    with atomic_dir(tmp_path / "out", kind="test") as tmp:
         (tmp / "x").write_text("1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".hubert-kd.json", "x"]

@@ -169,7 +169,7 @@ def _fake_fairseq_dictionary(symbols):
     return module, d
 
 
-def _write_fairseq(path, mode, old_style=False):
+def _write_fairseq(path, mode, old_style=False, legacy=False):
     model_cfg = {
         "_name": "hubert", "extractor_mode": mode, "conv_feature_layers": CONV, "conv_bias": False,
         "encoder_embed_dim": D, "encoder_layers": LAYERS, "encoder_attention_heads": 2,
@@ -193,7 +193,7 @@ def _write_fairseq(path, mode, old_style=False):
             ckpt["cfg"] = None
         else:
             ckpt["cfg"] = {"model": model_cfg, "task": {"normalize": normalize}}
-        torch.save(ckpt, path)
+        torch.save(ckpt, path, _use_new_zipfile_serialization=not legacy)
     finally:
         for name in names:
             sys.modules.pop(name, None)
@@ -232,10 +232,12 @@ def test_untrusted_fairseq_pickle_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("mode", "old_style"), [("default", False), ("layer_norm", False), ("default", True)]
-)
-def test_fairseq_checkpoint_matches_torchaudio_and_the_head_math(tmp_path, mode, old_style):
-    state, symbols, normalize = _write_fairseq(tmp_path / "hubert.pt", mode, old_style)
+    ("mode", "old_style", "legacy"),
+    [("default", False, False), ("layer_norm", False, False), ("default", True, False),
+     ("default", True, True)],  # legacy: torch's pre-zip format, as some older releases are
+)  # fmt: skip
+def test_fairseq_checkpoint_matches_torchaudio_and_the_head_math(tmp_path, mode, old_style, legacy):
+    state, symbols, normalize = _write_fairseq(tmp_path / "hubert.pt", mode, old_style, legacy)
     teacher = build_teacher(_cfg(f"fairseq:{tmp_path / 'hubert.pt'}", trust_checkpoint=True))
     assert teacher.normalize == normalize and teacher.num_classes == CLUSTERS
     reference = _torchaudio_reference(state, mode)

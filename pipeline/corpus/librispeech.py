@@ -62,7 +62,13 @@ class LibriSpeechSource:
 
     def _chapter(self, trans: Path, split: str | None) -> Iterator[Entry]:
         speaker = trans.parent.parent.name
-        for lineno, line in enumerate(trans.read_text().splitlines(), start=1):
+        try:
+            lines = trans.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise CorpusError(
+                f"{trans}: not UTF-8 text ({err.reason} at byte {err.start})"
+            ) from err
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             utt_id, _, text = line.partition(" ")

@@ -41,31 +41,29 @@ class ListingSource:
             raise CorpusError(f"{self.path}: audio list not found (prepare.manifest.path)")
         rows = self._jsonl() if self.path.suffix == ".jsonl" else self._tsv()
         for where, base, row in rows:
-            if "audio" not in row or not row["audio"]:
-                raise CorpusError(f"{where}: row has no 'audio' path")
-            audio = Path(row["audio"]).expanduser()
-            audio = audio if audio.is_absolute() else base / audio
-            split = row.get("split") or None
-            if split is not None and split not in SPLITS:
-                raise CorpusError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-            yield Entry(
-                id=safe_id(str(row.get("id") or Path(row["audio"]).stem)),
-                audio=audio,
-                transcript=str(row.get("transcript", "")),
-                speaker=str(row.get("speaker", "")),
-                split=split,
-            )
+            yield _entry(where, base, row)
+
+    def _lines(self) -> list[str]:
+        try:
+            return self.path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            where = f"{self.path}: not UTF-8 text"
+            raise CorpusError(f"{where} ({err.reason} at byte {err.start})") from err
 
     def _jsonl(self) -> Iterator[tuple[str, Path, dict]]:
-        for lineno, line in enumerate(self.path.read_text().splitlines(), start=1):
+        for lineno, line in enumerate(self._lines(), start=1):
             if line.strip():
+                where = f"{self.path}:{lineno}"
                 try:
-                    yield f"{self.path}:{lineno}", self.path.parent, json.loads(line)
+                    row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise CorpusError(f"{self.path}:{lineno}: not JSON ({err})") from err
+                    raise CorpusError(f"{where}: not JSON ({err})") from err
+                if not isinstance(row, dict):
+                    raise CorpusError(f"{where}: expected a JSON object with 'audio', got {line!r}")
+                yield where, self.path.parent, row
 
     def _tsv(self) -> Iterator[tuple[str, Path, dict]]:
-        lines = self.path.read_text().splitlines()
+        lines = self._lines()
         if not lines:
             raise CorpusError(f"{self.path}: empty list")
         first = lines[0].split("\t")
@@ -77,4 +75,38 @@ class ListingSource:
             return
         reader = csv.DictReader(lines, delimiter="\t")
         for lineno, row in enumerate(reader, start=2):
-            yield f"{self.path}:{lineno}", self.path.parent, row
+            where = f"{self.path}:{lineno}"
+            if None in row or None in row.values():
+                raise CorpusError(
+                    f"{where}: {len(lines[lineno - 1].split(chr(9)))} columns where the header "
+                    f"names {len(reader.fieldnames)} ({', '.join(reader.fieldnames)})"
+                )
+            yield where, self.path.parent, row
+
+
+def _entry(where: str, base: Path, row: dict) -> Entry:
+    """One list row as an :class:`Entry`, or a :class:`CorpusError` naming the row."""
+    audio = row.get("audio")
+    if not isinstance(audio, str) or not audio:
+        raise CorpusError(f"{where}: 'audio' must be a path (a non-empty string), got {audio!r}")
+    fields = {}
+    for name in ("id", "transcript", "speaker", "split"):
+        value = row.get(name)
+        if value is not None and not isinstance(value, (str, int)):
+            raise CorpusError(f"{where}: {name!r} must be a string, got {value!r}")
+        fields[name] = "" if value is None else str(value)
+    path = Path(audio).expanduser()
+    split = fields["split"] or None
+    if split is not None and split not in SPLITS:
+        raise CorpusError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+    try:
+        utt_id = safe_id(fields["id"] or Path(audio).stem)
+    except ValueError as err:
+        raise CorpusError(f"{where}: {err}; give the row an 'id' of letters and digits") from err
+    return Entry(
+        id=utt_id,
+        audio=path if path.is_absolute() else base / path,
+        transcript=fields["transcript"],
+        speaker=fields["speaker"],
+        split=split,
+    )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import non_negative
 from pipeline.losses.base import LOSSES, masked_mean
 
 
@@ -33,6 +34,9 @@ class CEConfig:
     """Attributes: weight: factor of this term in the total loss."""
 
     weight: float
+
+    def __post_init__(self) -> None:
+        non_negative(self, "weight")
 
 
 @LOSSES.register

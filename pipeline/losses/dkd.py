@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import non_negative, positive
 from pipeline.losses.base import LOSSES, masked_mean
 
 
@@ -76,8 +77,8 @@ class DKDConfig:
     tau: float
 
     def __post_init__(self) -> None:
-        if self.tau <= 0:
-            raise ValueError("tau must be > 0")
+        positive(self, "tau")
+        non_negative(self, "weight", "alpha", "beta")
 
 
 @LOSSES.register

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pipeline.config import non_negative
 from pipeline.losses.base import LOSSES, masked_mean
 
 
@@ -49,6 +50,9 @@ class FeatureConfig:
 
     weight: float
     cos_weight: float
+
+    def __post_init__(self) -> None:
+        non_negative(self, "weight", "cos_weight")
 
 
 @LOSSES.register

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from pipeline.config import from_dict, to_dict
+from pipeline.errors import CheckpointError
 from pipeline.frames import FrameSpec
 from pipeline.io import atomic_file
+from pipeline.safe_load import load_weights
 from pipeline.students.base import STUDENTS, StudentConfig
 
 
@@ -52,7 +54,10 @@ def save_student(
 
 def load_student(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a saved student in eval mode; returns ``(model, checkpoint dict)``."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    ckpt = load_weights(path, "student checkpoint")
+    needed = ("arch", "model_config", "frames", "num_classes", "frontend", "state_dict")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in needed):
+        raise CheckpointError(f"{path}: not a student checkpoint written by train-student")
     arch = STUDENTS[ckpt["arch"]]
     model_cfg = from_dict(arch.config_type, ckpt["model_config"], f"{path}:model_config")
     frames = FrameSpec(tuple(ckpt["frames"]["kernels"]), tuple(ckpt["frames"]["strides"]))

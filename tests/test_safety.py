@@ -1,0 +1,493 @@
+"""A user's data is never lost or silently corrupted: owned outputs, one writer, verified caches,
+settings that cannot train backwards, and one-line errors that name the file or key."""
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import tiny_params, write_params
+from typer.testing import CliRunner
+
+from cli.main import app
+from pipeline.config import section
+from pipeline.io import output_lock
+from stages import cache_teacher
+from storage import read_header, verify_cache
+from storage.base import HEADER, header_digest
+
+runner = CliRunner()
+
+
+def _params(tmp_path, edit=None) -> list[str]:
+    params = tiny_params()
+    params["students"] = {k: params["students"][k] for k in ("kd", "dkd_b4")}
+    if edit:
+        edit(params)
+    write_params(tmp_path / "params.yaml", params)
+    return ["--params", str(tmp_path / "params.yaml")]
+
+
+def _tone(path: Path, samples: int = 8000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), 0.3 * np.sin(np.arange(samples) / 5.0), 16_000)
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}  # fmt: skip
+
+
+def _one_line_error(result, *needles: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in result.output, (needle, result.output)
+
+
+def _copy_cache(tiny_cache: Path, tmp_path: Path, name: str = "cache") -> Path:
+    out = tmp_path / name
+    shutil.copytree(tiny_cache, out)
+    return out
+
+
+# --- 1. never delete what the user did not ask to replace ------------------------------------
+
+
+def test_prepare_refuses_a_folder_holding_the_users_corpus(tmp_path):
+    corpus = tmp_path / "mycorpus"
+    for i in range(3):
+        _tone(corpus / "audio" / f"u{i}.wav")
+    (corpus / "list.jsonl").write_text(
+        "\n".join(json.dumps({"audio": f"audio/u{i}.wav"}) for i in range(3)) + "\n"
+    )
+    before = _snapshot(corpus)
+
+    def use_list(params):
+        params["prepare"]["source"] = "manifest"
+        params["prepare"]["manifest"]["path"] = str(corpus / "list.jsonl")
+
+    args = _params(tmp_path, use_list)
+    result = runner.invoke(app, ["prepare", "--out", str(corpus), *args])
+    _one_line_error(result, str(corpus), "refusing to replace it")
+    assert _snapshot(corpus) == before
+
+
+def test_cache_teacher_refuses_the_corpus_folder_but_replaces_its_own_cache(tiny_corpus, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_corpus.parent, data)
+    before = _snapshot(data)
+    args = [*_params(tmp_path), "--manifest", str(data / "manifest.jsonl")]
+    result = runner.invoke(app, ["cache-teacher", "--out", str(data), *args])
+    _one_line_error(result, str(data), "hubert-kd corpus output")
+    assert _snapshot(data) == before
+    for _ in range(2):  # an earlier cache is ours to replace
+        result = runner.invoke(app, ["cache-teacher", "--out", str(tmp_path / "cache"), *args])
+        assert result.exit_code == 0, result.output
+
+
+def test_upload_refuses_a_url_holding_other_data(tiny_corpus, tmp_path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/safety-test/results/notes.txt", b"precious")
+    args = [*_params(tmp_path), "--manifest", str(tiny_corpus)]
+    result = runner.invoke(app, ["cache-teacher", "--out", "memory://safety-test/results", *args])
+    _one_line_error(result, "memory://safety-test/results", "not a hubert-kd cache")
+    assert fs.cat_file("/safety-test/results/notes.txt") == b"precious"
+    fs.rm("/safety-test", recursive=True)
+
+
+# --- 2. one writer at a time ------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tiny_corpus, tmp_path):
+    args = [*_params(tmp_path), "--manifest", str(tiny_corpus)]
+    out = tmp_path / "cache"
+    with output_lock(out):
+        result = runner.invoke(app, ["cache-teacher", "--out", str(out), *args])
+    _one_line_error(result, "another run is writing it", f"pid {os.getpid()}")
+    assert not out.exists()
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / ".cache.lock"
+    lock.write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "start": None}))
+    result = runner.invoke(app, ["cache-teacher", "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    assert not lock.exists() and verify_cache(out) == []
+
+
+@pytest.mark.parametrize("backend", ["zarr", "webdataset"])
+def test_checksums_are_of_the_bytes_written_not_of_the_disk_at_close(tmp_path, backend):
+    """A file changed behind the writer's back before it closes must not verify."""
+    from test_storage import BACKEND_CONFIGS, _codec, _header, _utts
+
+    from storage import BACKENDS
+
+    codec = _codec("full32")
+    writer = BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(tmp_path / "c", _header(codec))
+    for key, (logits, targets) in _utts().items():
+        writer.write(key, {"targets": targets, **codec.encode(logits, targets)})
+    if backend == "webdataset":
+        writer._close_shard()
+    victim = sorted(p for p in writer.root.rglob("*") if p.is_file() and "c/0" in p.as_posix()
+                    or p.suffix == ".tar")[0]  # fmt: skip
+    victim.write_bytes(victim.read_bytes()[:-3] + b"xyz")  # another process overwrites it
+    writer.close()
+    problems = verify_cache(tmp_path / "c")
+    assert [p for p in problems if "checksum mismatch" in p], problems
+
+
+# --- 3. never train on a damaged cache --------------------------------------------------------
+
+
+def _train(tmp_path, tiny_corpus, cache, *extra):
+    args = [*_params(tmp_path), "--manifest", str(tiny_corpus), "--cache", str(cache)]
+    return runner.invoke(app, ["train-student", "kd", "--out", str(tmp_path / "kd"), *args, *extra])
+
+
+def _chunk(cache: Path) -> Path:
+    return sorted(p for p in (cache / "logits" / "c").rglob("*") if p.is_file())[0]
+
+
+@pytest.mark.parametrize("damage", ["flip", "delete", "truncate"])
+def test_training_stops_on_a_damaged_zarr_chunk_naming_it(
+    tiny_corpus, tiny_cache, tmp_path, damage
+):
+    cache = _copy_cache(tiny_cache, tmp_path)
+    chunk = _chunk(cache)
+    data = bytearray(chunk.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+        chunk.write_bytes(bytes(data))
+    elif damage == "delete":
+        chunk.unlink()
+    else:
+        chunk.write_bytes(bytes(data[: len(data) // 2]))
+    result = _train(tmp_path, tiny_corpus, cache)
+    name = chunk.relative_to(cache).as_posix()
+    _one_line_error(result, name, "missing" if damage == "delete" else "checksum mismatch")
+    assert not (tmp_path / "kd" / "model.pt").exists()
+
+
+def test_training_stops_on_a_damaged_webdataset_shard(tiny_corpus, tmp_path):
+    args = [*_params(tmp_path, lambda p: p["cache_teacher"].update(backend="webdataset"))]
+    result = runner.invoke(
+        app, ["cache-teacher", "--out", str(tmp_path / "c"), "--manifest", str(tiny_corpus), *args]
+    )
+    assert result.exit_code == 0, result.output
+    shard = tmp_path / "c" / "cache-000000.tar"
+    data = bytearray(shard.read_bytes())
+    data[-2048] ^= 0x01  # inside the last member's data: the tar still parses
+    shard.write_bytes(bytes(data))
+    result = _train(tmp_path, tiny_corpus, tmp_path / "c")
+    _one_line_error(result, "cache-000000.tar: checksum mismatch")
+    shard.unlink()
+    result = _train(tmp_path, tiny_corpus, tmp_path / "c")
+    _one_line_error(result, "cache-000000.tar: missing")
+
+
+def test_an_edited_header_fails_verification_and_training(tiny_corpus, tiny_cache, tmp_path):
+    cache = _copy_cache(tiny_cache, tmp_path)
+    raw = json.loads((cache / HEADER).read_text())
+    fingerprint = "0" * 64
+    raw.update(teacher="hf:facebook/hubert-large-ll60k", fingerprint=fingerprint)
+    (cache / HEADER).write_text(json.dumps(raw))
+    result = runner.invoke(app, ["cache-verify", str(cache)])
+    _one_line_error(result, "header.json: the header was edited or damaged")
+    result = _train(tmp_path, tiny_corpus, cache)
+    _one_line_error(result, "header.json: the header was edited or damaged")
+
+
+# --- 4. settings that cannot silently train backwards -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda p: p["students"]["dkd_b4"]["losses"]["dkd"].update(alpha=-1.0),
+         "students.dkd_b4.losses.dkd.alpha"),
+        (lambda p: p["students"]["dkd_b4"]["losses"]["dkd"].update(beta=-4.0),
+         "students.dkd_b4.losses.dkd.beta"),
+        (lambda p: p["students"]["kd"]["losses"]["kd"].update(weight=-1.0),
+         "students.kd.losses.kd.weight"),
+        (lambda p: p["train"].update(grad_clip=-1.0), "train.grad_clip"),
+        (lambda p: p["train"].update(lr=-0.001), "train.lr"),
+        (lambda p: p["train"].update(threads=0), "train.threads"),
+        (lambda p: p["train"].update(device="gpu"), "train.device"),
+    ],
+)  # fmt: skip
+def test_settings_that_would_train_backwards_are_config_errors(
+    tiny_corpus, tiny_cache, tmp_path, edit, key
+):
+    args = [*_params(tmp_path, edit), "--manifest", str(tiny_corpus), "--cache", str(tiny_cache)]
+    result = runner.invoke(app, ["train-student", "kd", "--out", str(tmp_path / "kd"), *args])
+    _one_line_error(result, key, code=2)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_a_config_error(tiny_corpus, tiny_cache, tmp_path):
+    args = [*_params(tmp_path, lambda p: p["train"].update(device="cuda"))]
+    args += ["--manifest", str(tiny_corpus), "--cache", str(tiny_cache)]
+    result = runner.invoke(app, ["train-student", "kd", "--out", str(tmp_path / "kd"), *args])
+    _one_line_error(result, "train.device: cuda asked for, but CUDA is not available", code=2)
+    args = [*_params(tmp_path, lambda p: p["cache_teacher"]["teacher"].update(device="cuda"))]
+    result = runner.invoke(app, ["cache-teacher", "--out", str(tmp_path / "c"), "--manifest",
+                                 str(tiny_corpus), *args])  # fmt: skip
+    _one_line_error(result, "cache_teacher.teacher.device", code=2)
+
+
+# --- 5. what passes prepare is usable by every later stage ------------------------------------
+
+
+def _listing(tmp_path, rows) -> list[str]:
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    params = tiny_params()
+    params["prepare"].update(source="manifest", max_bad_fraction=0.5)
+    params["prepare"]["manifest"]["path"] = str(tmp_path / "list.jsonl")
+    write_params(tmp_path / "params.yaml", params)
+    return ["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "data")]
+
+
+def test_prepare_rejects_or_skips_clips_shorter_than_one_frame(tmp_path):
+    rows = [{"audio": str(_tone(tmp_path / f"ok{i}.wav"))} for i in range(3)]
+    rows.append({"audio": str(_tone(tmp_path / "short.wav", samples=399))})
+    args = _listing(tmp_path, rows)
+    result = runner.invoke(app, ["prepare", *args])
+    _one_line_error(result, "short.wav: 399 samples at 16 kHz, shorter than one teacher frame")
+    result = runner.invoke(app, ["prepare", "--skip-bad", *args])
+    assert result.exit_code == 0 and "'skipped': 1" in result.output, result.output
+
+
+def test_dropping_an_utterance_keeps_the_unchanged_committed_shards(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    params = tiny_params()
+    params["cache_teacher"]["shard_utterances"] = 2
+    cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+    rows = tiny_corpus.read_text().splitlines()
+    manifest = tiny_corpus.parent / "manifest-copy.jsonl"  # audio paths stay valid beside it
+    manifest.write_text("\n".join(rows) + "\n")
+    real, calls = cache_teacher.run_shard, []
+
+    def failing(*args, **kwargs):
+        calls.append(args[3])
+        if len(calls) == 4:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_teacher, "run_shard", failing)
+    with pytest.raises(RuntimeError, match="killed"):
+        cache_teacher.run(cfg, manifest, tmp_path / "cache")
+    committed = calls[:3]
+    dropped = committed[0][0].id  # an utterance of the first committed shard
+    manifest.write_text("\n".join(r for r in rows if json.loads(r)["id"] != dropped) + "\n")
+    calls.clear()
+
+    def counting(*args, **kwargs):
+        calls.append(args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_teacher, "run_shard", counting)
+    header = cache_teacher.run(cfg, manifest, tmp_path / "cache")
+    redone = {u.id for shard in calls for u in shard}
+    assert header.num_utterances == len(rows) - 1
+    kept = [shard for shard in committed[1:] if not {u.id for u in shard} & redone]
+    assert len(kept) >= 1, "unchanged committed shards were recomputed"
+    manifest.unlink()
+
+
+# --- 6. one line naming the file, never a traceback -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("42", "list.jsonl:1: expected a JSON object"),
+        ("null", "list.jsonl:1: expected a JSON object"),
+        ('{"audio": 5}', "list.jsonl:1: 'audio' must be a path"),
+        ('{"audio": "a.wav", "id": "..."}', "list.jsonl:1: cannot make an utterance id"),
+    ],
+)
+def test_bad_list_rows_are_named(tmp_path, line, needle):
+    args = _listing(tmp_path, [])
+    (tmp_path / "list.jsonl").write_text(line + "\n")
+    _one_line_error(runner.invoke(app, ["prepare", *args]), needle)
+
+
+def test_non_utf8_lists_and_short_tsv_rows_are_named(tmp_path):
+    args = _listing(tmp_path, [])
+    (tmp_path / "list.jsonl").write_bytes(b'{"audio": "caf\xe9.wav"}\n')
+    _one_line_error(runner.invoke(app, ["prepare", *args]), "list.jsonl: not UTF-8")
+    wav = _tone(tmp_path / "a.wav")
+    (tmp_path / "list.tsv").write_text(f"audio\ttranscript\n{wav}\n")
+    params = json.loads(json.dumps(tiny_params()))
+    params["prepare"].update(source="manifest")
+    params["prepare"]["manifest"]["path"] = str(tmp_path / "list.tsv")
+    write_params(tmp_path / "params.yaml", params)
+    result = runner.invoke(app, ["prepare", *args])
+    _one_line_error(result, "list.tsv:2: 1 columns where the header names 2")
+
+
+def _resign(cache: Path, edit) -> None:
+    """Edit a header and recompute its digest, as a careless tool would."""
+    raw = json.loads((cache / HEADER).read_text())
+    raw = edit(raw)
+    if isinstance(raw, dict):
+        raw["digest"] = header_digest(raw)
+    (cache / HEADER).write_text(json.dumps(raw))
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda raw: [raw], "header.json: damaged header (a JSON object expected)"),
+        (lambda raw: {**raw, "num_classes": "100"}, "header.json.num_classes: expected int"),
+    ],
+)
+def test_malformed_headers_are_named(tiny_cache, tmp_path, edit, needle):
+    cache = _copy_cache(tiny_cache, tmp_path)
+    _resign(cache, edit)
+    for command in ("cache-info", "cache-verify"):
+        _one_line_error(runner.invoke(app, [command, str(cache)]), needle)
+
+
+def test_a_truncated_training_state_is_named(tiny_corpus, tiny_cache, tmp_path):
+    state = tmp_path / "kd" / "train_state.pt"
+    state.parent.mkdir()
+    torch.save({"identity": "x", "states": []}, state)
+    state.write_bytes(state.read_bytes()[:200])
+    result = _train(tmp_path, tiny_corpus, tiny_cache)
+    _one_line_error(result, "train_state.pt: cannot read the training state", "delete it")
+
+
+def _teacher_args(tmp_path, tiny_corpus, source, trust=False) -> list[str]:
+    args = [*_params(tmp_path), "--manifest", str(tiny_corpus), "--out", str(tmp_path / "c")]
+    return [*args, "--teacher", source, *(["--trust-checkpoint"] if trust else [])]
+
+
+def test_damaged_or_foreign_teacher_files_are_named(tiny_corpus, tmp_path):
+    truncated, foreign, legacy = tmp_path / "t.pt", tmp_path / "f.pt", tmp_path / "l.pt"
+    torch.save({"model": {"w": torch.zeros(100)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    foreign.write_bytes(b"this is no checkpoint at all")
+    torch.save([1, 2, 3], legacy, _use_new_zipfile_serialization=False)
+    for path, needle in ((truncated, "damaged, truncated or not a torch file"),
+                         (foreign, "damaged, truncated or not a torch file"),
+                         (legacy, "not a fairseq checkpoint")):  # fmt: skip
+        for trust in (False, True):
+            args = _teacher_args(tmp_path, tiny_corpus, f"fairseq:{path}", trust)
+            _one_line_error(runner.invoke(app, ["cache-teacher", *args]), str(path), needle)
+
+
+def test_a_fairseq_named_function_in_a_trusted_checkpoint_never_runs(tiny_corpus, tmp_path):
+    marker = tmp_path / "pwned"
+    module = types.ModuleType("fairseq.evil")
+
+    def run(path):  # what an attacker's pickle would call
+        Path(path).write_text("ran")
+
+    run.__module__, run.__qualname__ = "fairseq.evil", "run"
+    module.run = run
+
+    class Payload:
+        def __reduce__(self):
+            return run, (str(marker),)
+
+    sys.modules["fairseq"] = types.ModuleType("fairseq")
+    sys.modules["fairseq.evil"] = module
+    try:
+        torch.save({"model": {}, "cfg": Payload()}, tmp_path / "evil.pt")
+    finally:
+        sys.modules.pop("fairseq.evil")
+        sys.modules.pop("fairseq")
+    args = _teacher_args(tmp_path, tiny_corpus, f"fairseq:{tmp_path / 'evil.pt'}", trust=True)
+    result = runner.invoke(app, ["cache-teacher", *args])
+    _one_line_error(result, "evil.pt")
+    assert not marker.exists()
+
+
+def test_params_that_is_a_folder_is_named(tmp_path):
+    result = runner.invoke(app, ["train-student", "kd", "--params", str(tmp_path)])
+    _one_line_error(result, str(tmp_path), "is a folder", code=2)
+
+
+def test_a_missing_webdataset_tar_is_named(tiny_corpus, tmp_path):
+    args = [*_params(tmp_path, lambda p: p["cache_teacher"].update(backend="webdataset",
+                                                                 shard_utterances=4))]  # fmt: skip
+    cmd = ["cache-teacher", "--out", str(tmp_path / "c"), "--manifest", str(tiny_corpus), *args]
+    assert runner.invoke(app, cmd).exit_code == 0
+    victim = sorted((tmp_path / "c").glob("cache-*.tar"))[-1]
+    victim.unlink()
+    result = _train(tmp_path, tiny_corpus, tmp_path / "c")
+    _one_line_error(result, f"{victim.name}: missing")
+
+
+# --- 7. safe by default in the docs and for k-means files --------------------------------------
+
+
+def test_the_readme_webdataset_recipe_never_unpickles(tmp_path):
+    import webdataset as wds
+
+    from storage.wds_store import decode_sample
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "ran"))
+
+    shard = tmp_path / "cache-000000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for name, data in (("u1.json", b'{"id": "u1", "num_frames": 1}'),
+                           ("u1.evil.pyd", pickle.dumps(Payload()))):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, __import__("io").BytesIO(data))
+    (sample,) = list(wds.WebDataset(str(shard), shardshuffle=False).map(decode_sample))
+    assert sample["json"]["id"] == "u1" and isinstance(sample["evil.pyd"], bytes)
+    assert not marker.exists()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert ".map(decode_sample)" in readme and "shardshuffle=False).decode()" not in readme
+
+
+def test_kmeans_pickles_need_the_flag_and_are_sandboxed_under_it(tmp_path):
+    from pipeline.errors import CheckpointError
+    from pipeline.kmeans import load_centroids
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "ran"))
+
+    import joblib
+
+    joblib.dump({"cluster_centers_": Payload()}, tmp_path / "km.bin")
+    with pytest.raises(CheckpointError, match="km.bin: a joblib/scikit-learn k-means file"):
+        load_centroids(tmp_path / "km.bin", trust=False)
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        load_centroids(tmp_path / "km.bin", trust=True)
+    assert not marker.exists()
+    centroids = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "km.npy", centroids)
+    from safetensors.numpy import save_file
+
+    save_file({"centroids": centroids}, tmp_path / "km.safetensors")
+    for name in ("km.npy", "km.safetensors"):
+        np.testing.assert_array_equal(load_centroids(tmp_path / name, trust=False), centroids)
+
+
+def test_header_of_a_fresh_cache_verifies(tiny_cache):
+    assert verify_cache(tiny_cache) == [] and read_header(tiny_cache).checksums
