@@ -19,12 +19,13 @@ import torch
 import yaml
 from transformers import HubertConfig, HubertModel
 
-from pipeline.audio import read_audio
-from pipeline.config import section
-from pipeline.head import ClusterHead
+from pipeline.audio.files import read_audio
+from pipeline.core.config import section
+from pipeline.corpus.manifest import audio_path, read_manifest
 from pipeline.losses import dkd_loss, kd_loss
-from pipeline.manifest import audio_path, read_manifest
-from pipeline.teacher import Teacher, build_teacher
+from pipeline.teacher.head import ClusterHead
+from pipeline.teacher.model import Teacher
+from pipeline.teacher.sources import build_teacher
 from stages.cache_teacher import CacheTeacherConfig
 from storage.codecs import CODECS, FullConfig, TopKConfig
 

@@ -21,14 +21,15 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.config import section
-from pipeline.data import Batch, CacheBatches
-from pipeline.frames import FrameSpec
+from pipeline.audio.frames import FrameSpec
+from pipeline.core.config import section
+from pipeline.corpus.manifest import read_manifest
 from pipeline.losses import LOSSES
-from pipeline.manifest import read_manifest
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import build_student
-from pipeline.trainer import StudentRun, TrainConfig
+from pipeline.training.batches import Batch
+from pipeline.training.loop import StudentRun, TrainConfig
+from pipeline.training.stream import CacheBatches
 from storage import BACKENDS, open_cache
 from storage.base import read_frontend
 from storage.codecs import CODECS, FullConfig, TopKConfig

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from pipeline.agreement import teacher_agreement
-from pipeline.config import load_params, section
-from pipeline.data import CacheBatches
-from pipeline.manifest import read_manifest
+from pipeline.core.config import load_params, section
+from pipeline.corpus.manifest import read_manifest
+from pipeline.evaluation.agreement import teacher_agreement
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import load_student
-from pipeline.trainer import TrainConfig
+from pipeline.training.loop import TrainConfig
+from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 from storage import cache_summary
 

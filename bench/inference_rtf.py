@@ -19,14 +19,15 @@ import torch
 import yaml
 from transformers import HubertConfig, HubertModel
 
-from pipeline.config import from_dict
-from pipeline.frames import HUBERT_FRAMES
-from pipeline.frontend import frontend_spec
-from pipeline.head import ClusterHead
+from pipeline.audio.frames import HUBERT_FRAMES
+from pipeline.core.config import from_dict
+from pipeline.evaluation.upstream import Upstream, efficiency
 from pipeline.students import parse_student
 from pipeline.students.checkpoint import build_student
-from pipeline.teacher import TeacherConfig, build_teacher, save_teacher
-from pipeline.upstream import Upstream, efficiency
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.conv import frontend_spec
+from pipeline.teacher.head import ClusterHead
+from pipeline.teacher.sources import build_teacher, save_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 

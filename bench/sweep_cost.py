@@ -26,16 +26,17 @@ import yaml
 from torch.utils.data import DataLoader
 from transformers import HubertConfig, HubertModel
 
-from pipeline.config import section
-from pipeline.data import Batch, CacheBatches
-from pipeline.frames import FrameSpec
-from pipeline.head import ClusterHead
+from pipeline.audio.frames import FrameSpec
+from pipeline.core.config import section
+from pipeline.corpus.manifest import read_manifest
 from pipeline.losses import LOSSES
-from pipeline.manifest import read_manifest
 from pipeline.students import grid_students, parse_student
 from pipeline.students.checkpoint import build_student
-from pipeline.teacher import build_teacher, save_teacher
-from pipeline.trainer import StudentRun, TrainConfig
+from pipeline.teacher.head import ClusterHead
+from pipeline.teacher.sources import build_teacher, save_teacher
+from pipeline.training.batches import Batch
+from pipeline.training.loop import StudentRun, TrainConfig
+from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 from storage import open_cache
 from storage.base import read_frontend

@@ -24,10 +24,10 @@ import torch
 import yaml
 from transformers import HubertConfig, HubertModel
 
-from pipeline.config import section
-from pipeline.head import ClusterHead
-from pipeline.precision import autocast
-from pipeline.teacher import build_teacher, save_teacher
+from pipeline.core.config import section
+from pipeline.core.device import autocast
+from pipeline.teacher.head import ClusterHead
+from pipeline.teacher.sources import build_teacher, save_teacher
 from stages import cache_teacher
 
 ROOT = Path(__file__).resolve().parents[1]

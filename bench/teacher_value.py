@@ -15,10 +15,10 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from pipeline.config import from_dict, load_params, section
+from pipeline.core.config import from_dict, load_params, section
 from pipeline.students import parse_students
-from pipeline.teacher import TeacherConfig
-from pipeline.trainer import TrainConfig
+from pipeline.teacher.config import TeacherConfig
+from pipeline.training.loop import TrainConfig
 from stages import cache_teacher, evaluate, train_student
 
 ROOT = Path(__file__).resolve().parents[1]

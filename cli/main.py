@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from pipeline.config import from_dict, load_params, override, section
-from pipeline.errors import (
+from pipeline.core.config import from_dict, load_params, override, section
+from pipeline.core.errors import (
     AudioError,
     CacheFormatError,
     CheckpointError,
@@ -111,7 +111,7 @@ def pretrain_teacher_cmd(
 ) -> None:
     """Pre-train the random teacher's architecture (HuBERT iteration 1: masked prediction of
     MFCC k-means clusters) and write a teacher directory usable as hf:<out>."""
-    from pipeline.teacher import RandomTeacherConfig
+    from pipeline.teacher.config import RandomTeacherConfig
     from stages import pretrain_teacher
 
     with reported():
@@ -198,7 +198,7 @@ def train_student_cmd(
 ) -> None:
     """Train one student from the teacher cache (the teacher is never run)."""
     from pipeline.students import parse_students
-    from pipeline.trainer import TrainConfig
+    from pipeline.training.loop import TrainConfig
     from stages import train_student
 
     with reported():
@@ -223,7 +223,7 @@ def student_info_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Print each student's parameter count, in total and per part."""
-    from pipeline.frames import HUBERT_FRAMES, FrameSpec
+    from pipeline.audio.frames import HUBERT_FRAMES, FrameSpec
     from pipeline.students import parse_students
     from pipeline.students.checkpoint import build_student
     from storage import read_header
@@ -268,7 +268,7 @@ def sweep_cmd(
 ) -> None:
     """Train a grid of students in one pass over the cache (each batch read once for all)."""
     from pipeline.students import grid_students, parse_grid, parse_student
-    from pipeline.trainer import TrainConfig
+    from pipeline.training.loop import TrainConfig
     from stages import train_student
 
     with reported():
@@ -297,7 +297,7 @@ def evaluate_cmd(
     """Compare the teacher, baselines and every student in params: ASR probe (WER, CER, PER),
     teacher agreement, parameters, real-time factor, memory."""
     from pipeline.students import parse_students
-    from pipeline.teacher import TeacherConfig
+    from pipeline.teacher.config import TeacherConfig
     from stages import evaluate, train_student
 
     with reported():

@@ -26,16 +26,18 @@ import torch
 from safetensors.torch import save as save_safetensors
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.audio import SAMPLE_RATE, read_audio
-from pipeline.batching import length_batches
-from pipeline.config import check, non_negative, positive
-from pipeline.errors import AudioError, ConfigError
-from pipeline.frames import FrameSpec
-from pipeline.frontend import frontend_spec
-from pipeline.io import check_replaceable, marker_kind, output_lock, write_marker
-from pipeline.manifest import Utterance, audio_path, corpus_fingerprint, read_manifest
-from pipeline.progress import progress_bar
-from pipeline.teacher import Teacher, TeacherConfig, build_teacher, teacher_info
+from pipeline.audio.batching import length_batches
+from pipeline.audio.files import SAMPLE_RATE, read_audio
+from pipeline.audio.frames import FrameSpec
+from pipeline.core.config import check, non_negative, positive
+from pipeline.core.errors import AudioError, ConfigError
+from pipeline.core.io import check_replaceable, marker_kind, output_lock, write_marker
+from pipeline.core.progress import progress_bar
+from pipeline.corpus.manifest import Utterance, audio_path, corpus_fingerprint, read_manifest
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.conv import frontend_spec
+from pipeline.teacher.model import Teacher
+from pipeline.teacher.sources import build_teacher, teacher_info
 from storage import BACKENDS, CacheHeader
 from storage.base import FRONTEND, HEADER, SCHEMA_VERSION
 from storage.codecs import CODECS, FEATURE_ENCODINGS, FullConfig, TopKConfig, encode_feature

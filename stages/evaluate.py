@@ -13,19 +13,20 @@ from pathlib import Path
 
 import torch
 
-from pipeline.agreement import teacher_agreement
-from pipeline.audio import read_audio
-from pipeline.batching import length_batches
-from pipeline.config import positive
-from pipeline.data import CacheBatches
-from pipeline.frames import FrameSpec
-from pipeline.io import write_json
-from pipeline.manifest import SPLITS, Utterance, audio_path, read_manifest
-from pipeline.probe import ProbeConfig, Sample, train_and_score
-from pipeline.report import write_report
+from pipeline.audio.batching import length_batches
+from pipeline.audio.files import read_audio
+from pipeline.audio.frames import FrameSpec
+from pipeline.core.config import positive
+from pipeline.core.io import write_json
+from pipeline.corpus.manifest import SPLITS, Utterance, audio_path, read_manifest
+from pipeline.evaluation.agreement import teacher_agreement
+from pipeline.evaluation.probe import ProbeConfig, Sample, train_and_score
+from pipeline.evaluation.report import write_report
+from pipeline.evaluation.upstream import Upstream, efficiency, fbank_layers
 from pipeline.students.checkpoint import load_student
-from pipeline.teacher import TeacherConfig, build_teacher
-from pipeline.upstream import Upstream, efficiency, fbank_layers
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.sources import build_teacher
+from pipeline.training.stream import CacheBatches
 from storage import CacheFormatError, open_cache
 
 log = logging.getLogger(__name__)

@@ -9,16 +9,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.audio import SAMPLE_RATE, AudioError, check_audio, resampled_length
-from pipeline.config import check, non_negative
-from pipeline.corpus import SOURCES, CorpusError, Entry
+from pipeline.audio.files import SAMPLE_RATE, AudioError, check_audio, resampled_length
+from pipeline.audio.frames import HUBERT_FRAMES
+from pipeline.core.config import check, non_negative
+from pipeline.core.errors import CorpusError
+from pipeline.core.io import atomic_dir, output_lock, write_json
+from pipeline.core.progress import progress_bar
 from pipeline.corpus.demo import DemoConfig
 from pipeline.corpus.librispeech import LibriSpeechConfig
 from pipeline.corpus.listing import ListingConfig
-from pipeline.frames import HUBERT_FRAMES
-from pipeline.io import atomic_dir, output_lock, write_json
-from pipeline.manifest import Utterance, write_manifest
-from pipeline.progress import progress_bar
+from pipeline.corpus.manifest import Utterance, write_manifest
+from pipeline.corpus.source import Entry
+from pipeline.corpus.sources import SOURCES
 
 log = logging.getLogger(__name__)
 

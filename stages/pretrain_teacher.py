@@ -13,12 +13,15 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from pipeline.audio import read_audio
-from pipeline.io import atomic_dir, atomic_file, check_replaceable, output_lock
-from pipeline.kmeans import fit_centroids
-from pipeline.manifest import audio_path, corpus_fingerprint, read_manifest
-from pipeline.mfcc import FEATURE_DESCRIPTION, mfcc_features
-from pipeline.pretrain import (  # noqa: F401  (PretrainConfig: the CLI's section type)
+from pipeline.audio.features import FEATURE_DESCRIPTION, mfcc_features
+from pipeline.audio.files import read_audio
+from pipeline.core.io import atomic_dir, atomic_file, check_replaceable, output_lock
+from pipeline.core.progress import progress_bar
+from pipeline.core.safe_load import load_weights
+from pipeline.corpus.manifest import audio_path, corpus_fingerprint, read_manifest
+from pipeline.teacher.config import RandomTeacherConfig
+from pipeline.teacher.kmeans import fit_centroids
+from pipeline.teacher.pretrain import (  # noqa: F401  (PretrainConfig: the CLI's section type)
     Example,
     MaskedPredictor,
     PretrainConfig,
@@ -29,10 +32,8 @@ from pipeline.pretrain import (  # noqa: F401  (PretrainConfig: the CLI's sectio
     masked_loss,
     span_mask,
 )
-from pipeline.progress import progress_bar
-from pipeline.safe_load import load_weights
-from pipeline.teacher import RandomTeacherConfig, save_teacher, small_hubert
-from pipeline.trainer import lr_factor
+from pipeline.teacher.sources import save_teacher, small_hubert
+from pipeline.training.loop import lr_factor
 
 log = logging.getLogger(__name__)
 

@@ -11,15 +11,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.config import to_dict
-from pipeline.data import CacheBatches
-from pipeline.frames import FrameSpec
-from pipeline.io import output_lock, write_json
+from pipeline.audio.frames import FrameSpec
+from pipeline.core.config import to_dict
+from pipeline.core.io import output_lock, write_json
+from pipeline.corpus.manifest import read_manifest
 from pipeline.losses import LOSSES
-from pipeline.manifest import read_manifest
 from pipeline.students import StudentConfig
 from pipeline.students.checkpoint import build_student, save_student
-from pipeline.trainer import StudentRun, TrainConfig, train
+from pipeline.training.loop import StudentRun, TrainConfig, train
+from pipeline.training.stream import CacheBatches
 from storage import CacheFormatError, open_cache
 from storage.base import read_frontend
 

@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.config import from_dict
-from pipeline.errors import CacheFormatError, ConfigError
-from pipeline.io import MARKER, atomic_write_text
-from pipeline.registry import Registry
+from pipeline.core.config import from_dict
+from pipeline.core.errors import CacheFormatError, ConfigError
+from pipeline.core.io import MARKER, atomic_write_text
+from pipeline.core.registry import Registry
 from storage.codecs import codec_from_header, decode_feature, feature_fields, field_bytes
 from storage.integrity import check_bytes, sha256_bytes, sha256_stream
 from storage.location import HEADER, files, filesystem, location, read_bytes
@@ -49,7 +49,7 @@ class CacheHeader:
         num_utterances: utterances in the cache.
         num_frames: frames in the cache.
         checksums: sha256 of every data file, by path relative to the cache folder.
-        frontend: the teacher's conv stack (``pipeline.frontend.frontend_spec``), whose weights
+        frontend: the teacher's conv stack (``pipeline.teacher.conv.frontend_spec``), whose weights
             are in ``frontend.safetensors``, so students can start from them; None if absent.
         features: teacher features stored per frame beside the logits, by name (``conv``: the
             conv stack's output; ``layer_<i>``: Transformer layer i, 0 = its input), each

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 CODECS: Registry = Registry("logit codec")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import BinaryIO
 
-from pipeline.errors import CacheFormatError
+from pipeline.core.errors import CacheFormatError
 
 DAMAGED = "rerun cache-teacher to rebuild it (pipeline cache-verify lists every damaged file)"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import fsspec
 
-from pipeline.errors import OutputError
-from pipeline.io import MARKER
+from pipeline.core.errors import OutputError
+from pipeline.core.io import MARKER
 
 HEADER = "header.json"
 

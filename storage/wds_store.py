@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from pipeline.errors import CacheFormatError
-from pipeline.io import atomic_dir
+from pipeline.core.errors import CacheFormatError
+from pipeline.core.io import atomic_dir
 from storage.base import BACKENDS, CacheHeader, check_utterance, read_header, write_header
 from storage.integrity import HashingWriter, check_bytes, sha256_bytes
 from storage.location import filesystem, location

@@ -24,7 +24,7 @@ import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from pipeline.io import atomic_dir
+from pipeline.core.io import atomic_dir
 from storage.base import (
     BACKENDS,
     CacheFormatError,

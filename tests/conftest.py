@@ -57,7 +57,7 @@ def write_params(path: Path, params: dict) -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """A prepared tiny demo corpus (4 speakers x 3 utterances); returns its manifest path."""
-    from pipeline.config import section
+    from pipeline.core.config import section
     from stages import prepare
 
     out = tmp_path_factory.mktemp("corpus") / "data"
@@ -69,7 +69,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_cache(tiny_corpus, tmp_path_factory) -> Path:
     """The tiny corpus cached by the tiny random teacher; returns the cache folder."""
-    from pipeline.config import section
+    from pipeline.core.config import section
     from stages import cache_teacher
 
     out = tmp_path_factory.mktemp("cache") / "cache"

@@ -14,7 +14,7 @@ from conftest import tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
-from pipeline.config import section
+from pipeline.core.config import section
 from pipeline.losses import dkd_loss, kd_loss
 from stages import cache_teacher
 from storage import open_cache, read_header, verify_cache

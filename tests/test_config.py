@@ -4,9 +4,9 @@ import pytest
 import yaml
 from conftest import ROOT, tiny_params
 
-from pipeline.config import ConfigError, from_dict, load_params, override, section
+from pipeline.core.config import ConfigError, from_dict, load_params, override, section
 from pipeline.students import parse_students
-from pipeline.trainer import TrainConfig
+from pipeline.training.loop import TrainConfig
 from stages.cache_teacher import CacheTeacherConfig
 from stages.evaluate import EvaluateConfig
 from stages.prepare import PrepareConfig
@@ -105,7 +105,7 @@ def test_override_sets_dotted_keys_and_skips_unset_flags():
 
 
 def test_paper_config_loads_and_its_student_is_paper_sized():
-    from pipeline.frames import HUBERT_FRAMES
+    from pipeline.audio.frames import HUBERT_FRAMES
     from pipeline.students.checkpoint import build_student
 
     params = load_params(ROOT / "configs" / "paper.yaml")

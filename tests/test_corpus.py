@@ -7,11 +7,11 @@ import pytest
 import soundfile as sf
 from conftest import tiny_params
 
-from pipeline.audio import AudioError, read_audio
-from pipeline.config import section
-from pipeline.corpus import CorpusError
+from pipeline.audio.files import AudioError, read_audio
+from pipeline.core.config import section
+from pipeline.core.errors import CorpusError
 from pipeline.corpus.demo import VOCABULARY, DemoConfig, sentence, speakers
-from pipeline.manifest import audio_path, read_manifest
+from pipeline.corpus.manifest import audio_path, read_manifest
 from stages import prepare
 
 

@@ -5,10 +5,10 @@ from collections import Counter
 import pytest
 from torch.utils.data import DataLoader
 
-from pipeline.batching import length_batches
-from pipeline.data import CacheBatches
-from pipeline.errors import CacheFormatError
-from pipeline.manifest import Utterance, read_manifest
+from pipeline.audio.batching import length_batches
+from pipeline.core.errors import CacheFormatError
+from pipeline.corpus.manifest import Utterance, read_manifest
+from pipeline.training.stream import CacheBatches
 
 
 def _stream(tiny_corpus, tiny_cache, **overrides):

@@ -7,14 +7,14 @@ import pytest
 import torch
 from conftest import TINY_MODEL, tiny_params
 
-from pipeline.config import ConfigError, section
-from pipeline.data import CacheBatches
-from pipeline.frames import HUBERT_FRAMES
-from pipeline.frontend import FbankFrontend
-from pipeline.manifest import read_manifest
+from pipeline.audio.frames import HUBERT_FRAMES
+from pipeline.core.config import ConfigError, section
+from pipeline.corpus.manifest import read_manifest
 from pipeline.students import parse_student
 from pipeline.students.checkpoint import build_student, load_student
-from pipeline.trainer import TrainConfig
+from pipeline.students.frontends import FbankFrontend
+from pipeline.training.loop import TrainConfig
+from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 from storage import open_cache
 from storage.base import read_frontend
@@ -51,8 +51,9 @@ def test_int8_round_trip_error_is_within_half_a_step():
 
 
 def test_cached_features_are_the_teachers_layers(fp16_cache, tiny_corpus):
-    from pipeline.config import from_dict
-    from pipeline.teacher import TeacherConfig, build_teacher
+    from pipeline.core.config import from_dict
+    from pipeline.teacher.config import TeacherConfig
+    from pipeline.teacher.sources import build_teacher
 
     reader = open_cache(fp16_cache)
     header = reader.header
@@ -64,8 +65,8 @@ def test_cached_features_are_the_teachers_layers(fp16_cache, tiny_corpus):
         from_dict(TeacherConfig, tiny_params()["cache_teacher"]["teacher"], "teacher")
     )
     utt = read_manifest(tiny_corpus)[0]
-    from pipeline.audio import read_audio
-    from pipeline.manifest import audio_path
+    from pipeline.audio.files import read_audio
+    from pipeline.corpus.manifest import audio_path
 
     layers, _ = teacher.hidden_states(*_one(read_audio(audio_path(utt, tiny_corpus))))
     cached = header.decode_features(reader.read(utt.id))

@@ -108,7 +108,7 @@ def test_tau_squared_factor_is_applied(batch):
 
 
 def test_registered_wrappers_return_their_named_term(batch):
-    from pipeline.data import Batch
+    from pipeline.training.batches import Batch
 
     s, t, y, m = batch
     feats = {"layer_1": torch.randn(*s.shape[:2], 6)}

@@ -8,11 +8,12 @@ import torch
 from conftest import tiny_params
 from safetensors.torch import load_file
 
-from pipeline.config import from_dict, section
-from pipeline.frames import HUBERT_FRAMES
-from pipeline.mfcc import mfcc_features
-from pipeline.pretrain import span_mask
-from pipeline.teacher import RandomTeacherConfig, TeacherConfig, build_teacher
+from pipeline.audio.features import mfcc_features
+from pipeline.audio.frames import HUBERT_FRAMES
+from pipeline.core.config import from_dict, section
+from pipeline.teacher.config import RandomTeacherConfig, TeacherConfig
+from pipeline.teacher.pretrain import span_mask
+from pipeline.teacher.sources import build_teacher
 from stages import pretrain_teacher
 
 

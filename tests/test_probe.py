@@ -7,10 +7,16 @@ import pytest
 import torch
 from conftest import tiny_params
 
-from pipeline.config import from_dict, section
-from pipeline.probe import ProbeConfig, Sample, Vocabulary, normalize_text, train_and_score
-from pipeline.report import markdown, write_report
-from pipeline.teacher import TeacherConfig
+from pipeline.core.config import from_dict, section
+from pipeline.evaluation.probe import (
+    ProbeConfig,
+    Sample,
+    Vocabulary,
+    normalize_text,
+    train_and_score,
+)
+from pipeline.evaluation.report import markdown, write_report
+from pipeline.teacher.config import TeacherConfig
 from stages import evaluate
 
 
@@ -74,7 +80,7 @@ def test_report_lists_every_model(tmp_path):
 def test_evaluation_report_keys_are_stable(tiny_corpus, tiny_cache, tmp_path):
     """Evaluate students trained on the tiny cache: every model in metrics and the report."""
     from pipeline.students import parse_students
-    from pipeline.trainer import TrainConfig
+    from pipeline.training.loop import TrainConfig
     from stages import train_student
 
     params = tiny_params()

@@ -19,8 +19,8 @@ from conftest import tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
-from pipeline.config import section
-from pipeline.io import output_lock
+from pipeline.core.config import section
+from pipeline.core.io import output_lock
 from stages import cache_teacher
 from storage import read_header, verify_cache
 from storage.base import HEADER, header_digest
@@ -463,8 +463,8 @@ def test_the_readme_webdataset_recipe_never_unpickles(tmp_path):
 
 
 def test_kmeans_pickles_need_the_flag_and_are_sandboxed_under_it(tmp_path):
-    from pipeline.errors import CheckpointError
-    from pipeline.kmeans import load_centroids
+    from pipeline.core.errors import CheckpointError
+    from pipeline.teacher.kmeans import load_centroids
 
     marker = tmp_path / "pwned"
 

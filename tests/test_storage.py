@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 import zarr
 
-from pipeline.frames import FrameSpec
+from pipeline.audio.frames import FrameSpec
 from storage import BACKENDS, CacheFormatError, CacheHeader, open_cache
 from storage.base import HEADER, SCHEMA_VERSION
 from storage.codecs import CODECS, FullConfig, TopKConfig
@@ -195,7 +195,7 @@ def test_writer_rejects_bad_shapes_and_duplicates(tmp_path, backend):
 
 
 def test_cache_matches_the_corpus(tiny_corpus, tiny_cache):
-    from pipeline.manifest import read_manifest
+    from pipeline.corpus.manifest import read_manifest
 
     reader = open_cache(tiny_cache)
     frames = FrameSpec(tuple(reader.header.frame_kernels), tuple(reader.header.frame_strides))
@@ -220,7 +220,7 @@ def test_codecs_refuse_logits_beyond_float16():
 
 
 def test_atomic_dir_removes_what_a_killed_run_left(tmp_path):
-    from pipeline.io import atomic_dir
+    from pipeline.core.io import atomic_dir
 
     (tmp_path / ".out.tmp-99999").mkdir()
     (tmp_path / ".out.old-99999").mkdir()

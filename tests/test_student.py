@@ -3,7 +3,7 @@
 import torch
 from conftest import TINY_MODEL
 
-from pipeline.frames import FrameSpec
+from pipeline.audio.frames import FrameSpec
 from pipeline.losses.ce import CEConfig
 from pipeline.students import STUDENTS
 from pipeline.students.base import StudentConfig

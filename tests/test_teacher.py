@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_params
 
-from pipeline.config import section
-from pipeline.teacher import build_teacher
+from pipeline.core.config import section
+from pipeline.teacher.sources import build_teacher
 from stages.cache_teacher import CacheTeacherConfig
 
 

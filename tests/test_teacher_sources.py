@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from conftest import tiny_params
 from transformers import HubertConfig, HubertModel
 
-from pipeline.config import from_dict, section
-from pipeline.errors import CheckpointError
-from pipeline.head import ClusterHead
-from pipeline.teacher import TeacherConfig, build_teacher, save_teacher
+from pipeline.core.config import from_dict, section
+from pipeline.core.errors import CheckpointError
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.head import ClusterHead
+from pipeline.teacher.sources import build_teacher, save_teacher
 
 CONV = "[(16, 10, 5)] + [(16, 3, 2)] * 4 + [(16, 2, 2)] * 2"
 D, FFN, LAYERS, PROJ, CLUSTERS = 32, 64, 2, 8, 12

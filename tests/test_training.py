@@ -13,9 +13,9 @@ from conftest import tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
-from pipeline.config import section
+from pipeline.core.config import section
 from pipeline.students import grid_students, parse_students
-from pipeline.trainer import TrainConfig
+from pipeline.training.loop import TrainConfig
 from stages import train_student
 
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.audio import SAMPLE_RATE, resample, write_audio
+from pipeline.audio.files import SAMPLE_RATE, resample, write_audio
+from pipeline.corpus.espeak import speak
 from pipeline.corpus.source import SOURCES, Entry
-from pipeline.espeak import speak
 
 # eSpeak NG voice names; "en" is British English.
 ACCENTS = (

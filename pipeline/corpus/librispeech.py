@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import CorpusError
 from pipeline.corpus.source import SOURCES, Entry
-from pipeline.errors import CorpusError
 
 
 @dataclass(frozen=True)

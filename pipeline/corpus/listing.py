@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import CorpusError
+from pipeline.corpus.manifest import SPLITS
 from pipeline.corpus.source import SOURCES, Entry, safe_id
-from pipeline.errors import CorpusError
-from pipeline.manifest import SPLITS
 
 
 @dataclass(frozen=True)

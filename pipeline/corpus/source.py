@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 SOURCES: Registry = Registry("corpus source")
 

@@ -2,8 +2,8 @@
 
 A wrapper is built as ``LOSSES[name](cfg)`` and called as ``loss(outputs, batch) -> dict of
 named terms``, where ``outputs`` is the student's ``train_outputs(batch)`` (``logits`` and/or
-predicted teacher ``features``) and ``batch`` a ``pipeline.data.Batch``; the term named like the
-loss is the one weighted into the total (``cfg.weight``). Wrappers with ``distillation = True``
+predicted teacher ``features``) and ``batch`` a ``pipeline.training.batches.Batch``; the term
+named like the loss is the one weighted into the total (``cfg.weight``). Wrappers with ``distillation = True``
 get the trainer's distillation warm-up factor.
 """
 

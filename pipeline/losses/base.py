@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.registry import Registry
+from pipeline.core.registry import Registry
 
 LOSSES: Registry = Registry("loss")
 

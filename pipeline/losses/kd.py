@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import non_negative, positive
+from pipeline.core.config import non_negative, positive
 from pipeline.losses.base import LOSSES, masked_mean
 
 

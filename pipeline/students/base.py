@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import ConfigError, from_dict
+from pipeline.core.config import ConfigError, from_dict
+from pipeline.core.registry import Registry
 from pipeline.losses import LOSSES
-from pipeline.registry import Registry
 
 STUDENTS: Registry = Registry("student architecture")
 
@@ -71,7 +71,7 @@ def grid_students(
 
     Names read like ``dkd_b4-beta8-tau2``: the base name, then each key's last part and value.
     """
-    from pipeline.config import override
+    from pipeline.core.config import override
 
     combos: list[tuple[str, dict]] = [(base_name, dict(base))]
     for key, values in grid.items():

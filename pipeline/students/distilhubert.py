@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.frames import FrameSpec, lengths_to_mask
-from pipeline.frontend import run_conv_frontend, student_conv_frontend
+from pipeline.audio.frames import FrameSpec, lengths_to_mask
 from pipeline.students.base import STUDENTS
+from pipeline.students.frontends import run_conv_frontend, student_conv_frontend
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pipeline.frames import FrameSpec
-from pipeline.frontend import FbankFrontend, run_conv_frontend, student_conv_frontend
+from pipeline.audio.frames import FrameSpec
 from pipeline.students.base import STUDENTS
+from pipeline.students.frontends import FbankFrontend, run_conv_frontend, student_conv_frontend
 
 FRONTENDS = ("conv", "cached", "fbank")
 
@@ -113,8 +113,8 @@ class LSTMStudent(nn.Module):
         return run_conv_frontend(self.frontend, self.frontend_spec, wav, lengths)
 
     def train_outputs(self, batch) -> dict[str, torch.Tensor]:
-        """Training forward on a cache :class:`~pipeline.data.Batch`: ``{"logits": (B, T, C)}``.
-        With ``frontend: cached`` the conv stack's output comes from the cache, not the audio."""
+        """Training forward on a cache batch (``pipeline.training.batches.Batch``):
+        ``{"logits": (B, T, C)}``. With ``frontend: cached`` the conv stack's output comes from the cache, not the audio."""
         frame_lengths = self.frames.num_frames(batch.lengths)
         if self.cfg.frontend == "cached":
             if "conv" not in batch.features:

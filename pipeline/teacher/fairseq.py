@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from transformers import HubertConfig, HubertModel
 
-from pipeline.errors import CheckpointError
-from pipeline.head import ClusterHead
-from pipeline.safe_load import load_weights, unsafe_globals
+from pipeline.core.errors import CheckpointError
+from pipeline.core.safe_load import load_weights, unsafe_globals
+from pipeline.teacher.head import ClusterHead
 
 SPECIAL_SYMBOLS = 4  # <s>, <pad>, </s>, <unk> precede the cluster ids in fairseq dictionaries
 STAND_IN_PREFIXES = ("fairseq.", "argparse.Namespace")

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from transformers import HubertModel
 
-from pipeline.audio import read_audio
-from pipeline.batching import length_batches
-from pipeline.config import check, non_negative, positive
-from pipeline.frames import FrameSpec, lengths_to_mask
-from pipeline.head import ClusterHead
-from pipeline.manifest import Utterance, audio_path
+from pipeline.audio.batching import length_batches
+from pipeline.audio.files import read_audio
+from pipeline.audio.frames import FrameSpec, lengths_to_mask
+from pipeline.core.config import check, non_negative, positive
+from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.teacher.head import ClusterHead
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import from_dict
-from pipeline.errors import ConfigError, ManifestError
-from pipeline.io import atomic_write_text
+from pipeline.core.config import from_dict
+from pipeline.core.errors import ConfigError, ManifestError
+from pipeline.core.io import atomic_write_text
 
 SPLITS = ("train", "dev", "test")
 

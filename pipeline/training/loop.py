@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.config import check, non_negative, positive
-from pipeline.data import Batch
-from pipeline.io import atomic_file
-from pipeline.precision import autocast, check_device, check_precision, resolve_device
-from pipeline.progress import progress_bar
-from pipeline.safe_load import load_weights
+from pipeline.core.config import check, non_negative, positive
+from pipeline.core.device import autocast, check_device, check_precision, resolve_device
+from pipeline.core.io import atomic_file
+from pipeline.core.progress import progress_bar
+from pipeline.core.safe_load import load_weights
+from pipeline.training.batches import Batch
 
 log = logging.getLogger(__name__)
 

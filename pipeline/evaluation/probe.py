@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
-from pipeline.batching import length_batches
-from pipeline.config import non_negative, positive
-from pipeline.progress import progress_bar
+from pipeline.audio.batching import length_batches
+from pipeline.core.config import non_negative, positive
+from pipeline.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import re
 
 import torch
 
-from pipeline.config import check
-from pipeline.errors import ConfigError
+from pipeline.core.config import check
+from pipeline.core.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")

@@ -1,4 +1,4 @@
-"""HuBERT's convolutional front end, shared by the teacher and the students."""
+"""Student front ends: the teacher's conv stack (trainable or frozen) and a light fbank one."""
 
 from __future__ import annotations
 
@@ -8,34 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers import HubertConfig
-from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
+
+from pipeline.audio.features import log_mel
+from pipeline.teacher.conv import build_frontend, conv_features, normalize_waveforms
 
 log = logging.getLogger(__name__)
-
-
-def frontend_spec(config: HubertConfig) -> dict[str, Any]:
-    """The JSON description of a conv stack (what a student needs to rebuild it)."""
-    return {
-        "conv_dim": list(config.conv_dim),
-        "conv_kernel": list(config.conv_kernel),
-        "conv_stride": list(config.conv_stride),
-        "norm": config.feat_extract_norm,
-        "conv_bias": bool(config.conv_bias),
-    }
-
-
-def build_frontend(spec: dict[str, Any]) -> HubertFeatureEncoder:
-    """A freshly initialised conv stack described by :func:`frontend_spec`."""
-    return HubertFeatureEncoder(
-        HubertConfig(
-            conv_dim=tuple(spec["conv_dim"]),
-            conv_kernel=tuple(spec["conv_kernel"]),
-            conv_stride=tuple(spec["conv_stride"]),
-            feat_extract_norm=spec["norm"],
-            conv_bias=spec["conv_bias"],
-        )
-    )
 
 
 def student_conv_frontend(
@@ -44,7 +21,7 @@ def student_conv_frontend(
     frames,
     teacher_frontend: tuple[dict, dict] | None,
     saved: dict[str, Any] | None = None,
-) -> tuple[HubertFeatureEncoder, dict[str, Any]]:
+) -> tuple[nn.Module, dict[str, Any]]:
     """A student's conv stack and its spec: rebuilt from a checkpoint's ``saved`` spec; else the
     teacher's (``from_teacher``, with its weights, when the cache carries ``teacher_frontend``
     ``(spec, weights)``; otherwise a warning and random init); else a fresh layer-norm stack of
@@ -85,55 +62,6 @@ def run_conv_frontend(
     if spec.get("normalize", False):
         wav = normalize_waveforms(wav, lengths)
     return conv_features(frontend, wav, lengths, per_utterance=spec["norm"] == "group")
-
-
-def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Layer-normalise each utterance over its valid samples (HuBERT Large's input); padding
-    stays zero."""
-    out = torch.zeros_like(wav)
-    for i, n in enumerate(lengths.tolist()):
-        out[i, :n] = torch.nn.functional.layer_norm(wav[i, :n], (n,))
-    return out
-
-
-def conv_features(
-    frontend: nn.Module, wav: torch.Tensor, lengths: torch.Tensor, per_utterance: bool
-) -> torch.Tensor:
-    """``wav (B, S)`` zero-padded -> ``(B, T, C)`` conv features.
-
-    A layer-norm stack normalises each frame alone, so the padded batch runs at once and valid
-    frames never see the padding. A group-norm stack normalises over time, so with
-    ``per_utterance`` each utterance runs unpadded, as it would alone, and results are padded.
-    """
-    if not per_utterance:
-        return frontend(wav).transpose(1, 2)
-    return pad_sequence(
-        [frontend(wav[i : i + 1, :n])[0].T for i, n in enumerate(lengths.tolist())],
-        batch_first=True,
-    )
-
-
-def cmvn(feats: torch.Tensor) -> torch.Tensor:
-    """Per-utterance mean/variance normalisation of ``(T, D)`` features."""
-    return (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
-
-
-def log_mel(wav: torch.Tensor, bins: int, shift_ms: float) -> torch.Tensor:
-    """``(samples,)`` 16 kHz audio -> ``(T, bins)`` Kaldi log-mel filterbank, 25 ms windows every
-    ``shift_ms`` without edge padding (window ``i`` starts at sample ``16 * shift_ms * i``),
-    per-utterance normalised (:func:`cmvn`)."""
-    import torchaudio.compliance.kaldi as kaldi
-
-    feats = kaldi.fbank(
-        wav[None].float() * 32768,  # Kaldi's int16 scale
-        sample_frequency=16_000,
-        frame_length=25.0,
-        frame_shift=shift_ms,
-        num_mel_bins=bins,
-        dither=0.0,
-        snip_edges=True,
-    )
-    return cmvn(feats)
 
 
 class FbankFrontend(nn.Module):

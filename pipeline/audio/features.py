@@ -1,4 +1,6 @@
-"""MFCC + deltas at HuBERT's frame rate: the first-iteration pre-training features."""
+"""Classic speech features aligned with HuBERT's frames: log-mel filterbanks (the fbank
+baseline and front end) and MFCC + deltas (the first-iteration pre-training targets), with
+per-utterance mean/variance normalisation."""
 
 from __future__ import annotations
 
@@ -6,8 +8,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
-from pipeline.audio import SAMPLE_RATE
-from pipeline.frontend import cmvn
+from pipeline.audio.files import SAMPLE_RATE
 
 FEATURE_DESCRIPTION = "kaldi mfcc 13 + delta + delta-delta, 25 ms window, 20 ms hop, per-utt CMVN"
 
@@ -36,4 +37,27 @@ def mfcc_features(wav: torch.Tensor, num_frames: int) -> torch.Tensor:
     mfcc = mfcc[:num_frames].T  # (13, T)
     delta = AF.compute_deltas(mfcc)
     feats = torch.cat([mfcc, delta, AF.compute_deltas(delta)]).T
+    return cmvn(feats)
+
+
+def cmvn(feats: torch.Tensor) -> torch.Tensor:
+    """Per-utterance mean/variance normalisation of ``(T, D)`` features."""
+    return (feats - feats.mean(0)) / (feats.std(0, correction=0) + 1e-5)
+
+
+def log_mel(wav: torch.Tensor, bins: int, shift_ms: float) -> torch.Tensor:
+    """``(samples,)`` 16 kHz audio -> ``(T, bins)`` Kaldi log-mel filterbank, 25 ms windows every
+    ``shift_ms`` without edge padding (window ``i`` starts at sample ``16 * shift_ms * i``),
+    per-utterance normalised (:func:`cmvn`)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    feats = kaldi.fbank(
+        wav[None].float() * 32768,  # Kaldi's int16 scale
+        sample_frequency=16_000,
+        frame_length=25.0,
+        frame_shift=shift_ms,
+        num_mel_bins=bins,
+        dither=0.0,
+        snip_edges=True,
+    )
     return cmvn(feats)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import CheckpointError
+from pipeline.core.errors import CheckpointError
 
 LOGIT_KINDS = ("distance", "cosine")
 

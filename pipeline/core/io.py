@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import OutputError
+from pipeline.core.errors import OutputError
 
 MARKER = ".hubert-kd.json"
 

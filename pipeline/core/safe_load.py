@@ -3,7 +3,7 @@
 Both of torch's formats (the zip format and the legacy one of ``_use_new_zipfile_serialization
 =False``) go through the same restricted unpickler; a file that needs Python objects beyond
 torch's allowed ones is only read with inert stand-ins the caller names (see
-``pipeline.fairseq_hubert``), never by importing and running its classes.
+``pipeline.teacher.fairseq``), never by importing and running its classes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import CheckpointError
+from pipeline.core.errors import CheckpointError
 
 # What a damaged, truncated or foreign file makes torch.load raise.
 READ_ERRORS = (

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.audio import SAMPLE_RATE
-from pipeline.frames import FrameSpec
-from pipeline.frontend import log_mel
+from pipeline.audio.features import log_mel
+from pipeline.audio.files import SAMPLE_RATE
+from pipeline.audio.frames import FrameSpec
 
 Layers = Callable[[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]
 

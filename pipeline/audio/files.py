@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from pipeline.errors import AudioError
+from pipeline.core.errors import AudioError
 
 SAMPLE_RATE = 16_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pipeline.io import atomic_file, atomic_write_text
+from pipeline.core.io import atomic_file, atomic_write_text
 
 COLUMNS = [
     ("parameters", "params", lambda v: f"{v / 1e6:.2f}M"),

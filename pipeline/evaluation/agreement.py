@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from pipeline.data import Batch
 from pipeline.losses import dkd_loss, kd_loss
+from pipeline.training.batches import Batch
 
 
 @torch.inference_mode()

@@ -1,0 +1,1 @@
+"""Audio in: reading files, frame arithmetic, length batching, classic features."""

@@ -1,0 +1,1 @@
+"""Evaluation: frozen upstreams, the ASR probe, agreement with the teacher, the report."""

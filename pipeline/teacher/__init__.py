@@ -1,0 +1,1 @@
+"""The teacher: configs, HuBERT with its cluster head or k-means, sources, pre-training."""

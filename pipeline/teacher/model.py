@@ -1,0 +1,199 @@
+"""The teacher: a HuBERT encoder plus cluster logits (its head or k-means), with exact batching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from transformers import HubertModel
+
+from pipeline.audio.frames import FrameSpec, lengths_to_mask
+from pipeline.core.device import autocast
+from pipeline.core.errors import CheckpointError
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.conv import conv_features, normalize_waveforms
+from pipeline.teacher.head import ClusterHead
+from pipeline.teacher.kmeans import KMeansHead
+
+# Layer outputs are captured with forward hooks on the (shared) encoder modules; threads that
+# share a teacher (in-process dask workers) take turns so hooks never see another's forward.
+_FORWARD_LOCK = threading.Lock()
+
+
+class Teacher(nn.Module):
+    """HuBERT encoder with cluster logits and per-frame targets, in eval mode.
+
+    Attributes:
+        description: provenance for the cache header.
+        frames: the conv stack's frame arithmetic.
+        target_source: how targets are made (for the cache header).
+    """
+
+    def __init__(
+        self,
+        encoder: HubertModel,
+        head: ClusterHead | None,
+        *,
+        normalize: bool,
+        description: str,
+        cfg: TeacherConfig,
+        kmeans: KMeansHead | None = None,
+    ) -> None:
+        super().__init__()
+        if cfg.logits == "head" and head is None:
+            raise CheckpointError(
+                f"{cfg.source} has no cluster head: set cache_teacher.teacher.logits: kmeans"
+            )
+        self.encoder = encoder.eval()
+        self.head = head.eval() if head is not None else None
+        self.kmeans = kmeans
+        self.cfg = cfg
+        self.normalize = normalize
+        self.description = description
+        hcfg = encoder.config
+        self.frames = FrameSpec(tuple(hcfg.conv_kernel), tuple(hcfg.conv_stride))
+        # A group-norm conv stack normalises over time: padding would change its output.
+        self.pad_waveforms = hcfg.feat_extract_norm == "layer"
+        km = cfg.kmeans
+        self.target_source = f"kmeans(layer={km.layer})" if cfg.targets == "kmeans" else "argmax"
+        self.layer = km.layer if cfg.uses_kmeans else None
+        if self.layer is not None and not 1 <= self.layer <= hcfg.num_hidden_layers:
+            raise ValueError(f"kmeans.layer {self.layer} outside 1..{hcfg.num_hidden_layers}")
+
+    @property
+    def num_classes(self) -> int:
+        return self.kmeans.num_classes if self.cfg.logits == "kmeans" else self.head.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    @torch.inference_mode()
+    def encode(self, wavs: list[torch.Tensor], layer: int | None = None):
+        """Run the encoder exactly as on each utterance alone.
+
+        Returns ``(final (B, T, D), layer output (B, T, D) or None, frame lengths (B,))``.
+        Layer-norm conv stacks take zero-padded audio (frames never see padding); group-norm
+        stacks run the conv stack per utterance. The Transformer always gets an attention mask.
+        """
+        lengths = torch.tensor([len(w) for w in wavs])
+        final, layer_out, _, frame_lengths = self._run(
+            pad_sequence(wavs, batch_first=True), lengths, layer
+        )
+        return final, layer_out, frame_lengths
+
+    @torch.inference_mode()
+    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor):
+        """Every layer for downstream use: ``[conv features, Transformer input, layer 1, ...,
+        layer N]``, each ``(B, T, *)`` float32, and the frame lengths; layer N is the encoder's
+        output (with the final layer norm of pre-LN models).
+
+        ``wav (B, S)`` is zero-padded with sample ``lengths``; runs as :meth:`encode` does.
+        """
+        _, _, layers, frame_lengths = self._run(wav, lengths, all_layers=True)
+        return layers, frame_lengths
+
+    def _run(self, wav, lengths, layer: int | None = None, all_layers: bool = False):
+        with _FORWARD_LOCK:
+            return self._run_locked(wav, lengths, layer, all_layers)
+
+    def _run_locked(self, wav, lengths, layer: int | None, all_layers: bool):
+        device = self.device
+        wav, lengths = wav.to(device), lengths.to(device)
+        if self.normalize:
+            wav = normalize_waveforms(wav, lengths)
+        frame_lengths = self.frames.num_frames(lengths)
+        blocks = self.encoder.encoder.layers
+        captured: dict[int, torch.Tensor] = {}  # 0: the Transformer input, i: layer i's output
+
+        def keep(index):
+            def hook(_module, _inputs, output):
+                captured[index] = output[0] if isinstance(output, tuple) else output
+
+            return hook
+
+        hooks = [
+            blocks[0].register_forward_pre_hook(lambda _m, args: captured.update({0: args[0]}))
+        ] if all_layers else []  # fmt: skip
+        wanted = range(1, len(blocks) + 1) if all_layers else [layer] if layer is not None else []
+        hooks += [blocks[i - 1].register_forward_hook(keep(i)) for i in wanted]
+        try:
+            with autocast(device, self.cfg.precision):
+                fe = self.encoder.feature_extractor
+                feats = conv_features(fe, wav, lengths, per_utterance=not self.pad_waveforms)
+                mask = lengths_to_mask(frame_lengths, feats.shape[1])
+                hidden = self.encoder.feature_projection(feats)
+                final = self.encoder.encoder(hidden, attention_mask=mask).last_hidden_state
+        finally:
+            for hook in hooks:
+                hook.remove()
+        layers = None
+        if all_layers:  # the last entry is the encoder's output (after a final layer norm)
+            layers = [feats, *(captured[i] for i in range(len(blocks))), final]
+            layers = [x.float() for x in layers]
+        return final.float(), captured.get(layer), layers, frame_lengths
+
+    def feature_names(self) -> list[str]:
+        """Per-frame features :meth:`outputs` can return: ``conv`` (the conv stack's output,
+        what a student's front end replaces) and ``layer_0`` (Transformer input) to
+        ``layer_N`` (the final, layer-normed output)."""
+        return ["conv"] + [f"layer_{i}" for i in range(self.encoder.config.num_hidden_layers + 1)]
+
+    @torch.inference_mode()
+    def outputs(
+        self, wavs: list[torch.Tensor], features: tuple[str, ...] = ()
+    ) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+        """Per utterance: logits ``(frames_i, C)`` float32, targets ``(frames_i,)`` int64 and the
+        requested ``features`` (see :meth:`feature_names`), each ``(frames_i, D)`` float32; CPU."""
+        if self.cfg.uses_kmeans and self.kmeans is None:
+            raise ValueError(
+                "k-means logits or targets need a k-means model (build_teacher fits it)"
+            )
+        names = self.feature_names()
+        unknown = [f for f in features if f not in names]
+        if unknown:
+            raise ValueError(f"unknown teacher features {unknown}: choose from {names}")
+        lengths = torch.tensor([len(w) for w in wavs])
+        final, layer_out, layers, frame_lengths = self._run(
+            pad_sequence(wavs, batch_first=True), lengths, self.layer, all_layers=bool(features)
+        )
+        logits = self.kmeans(layer_out) if self.cfg.logits == "kmeans" else self.head(final.float())
+        if self.cfg.targets == "kmeans":
+            targets = self.kmeans.labels(layer_out)
+        else:
+            targets = logits.argmax(-1)
+        chosen = {f: layers[names.index(f)] for f in features}
+        return [
+            (
+                logits[i, :n].float().cpu(),
+                targets[i, :n].cpu(),
+                {f: x[i, :n].cpu() for f, x in chosen.items()},
+            )
+            for i, n in enumerate(frame_lengths.tolist())
+        ]
+
+    def logits(self, wavs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-utterance logits only."""
+        return [logits for logits, _, _ in self.outputs(wavs)]
+
+    def fingerprint(self) -> str:
+        """sha256 over every weight (encoder, head, k-means) and the logits/targets choices."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        km = self.cfg.kmeans
+        choices = {
+            "logits": self.cfg.logits,
+            "targets": self.cfg.targets,
+            "normalize": self.normalize,
+            "logit_temp": self.head.logit_temp if self.head is not None else None,
+            "kmeans": [km.layer, km.logits, km.temperature] if self.cfg.uses_kmeans else None,
+        }
+        digest.update(json.dumps(choices, sort_keys=True).encode())
+        return digest.hexdigest()

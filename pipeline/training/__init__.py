@@ -1,0 +1,1 @@
+"""Stage two's machinery: the one training loop, batches, the cache stream."""
