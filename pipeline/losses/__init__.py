@@ -3,8 +3,8 @@
 A wrapper is built as ``LOSSES[name](cfg)`` and called as ``loss(outputs, batch) -> dict of
 named terms``, where ``outputs`` is the student's ``train_outputs(batch)`` (``logits`` and/or
 predicted teacher ``features``) and ``batch`` a ``pipeline.training.batches.Batch``; the term
-named like the loss is the one weighted into the total (``cfg.weight``). Wrappers with ``distillation = True``
-get the trainer's distillation warm-up factor.
+named like the loss is the one weighted into the total (``cfg.weight``). Wrappers with
+``distillation = True`` get the trainer's distillation warm-up factor.
 """
 
 from pipeline.losses import ce, dkd, feature, kd  # noqa: F401  (register the losses)

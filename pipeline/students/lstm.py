@@ -114,7 +114,8 @@ class LSTMStudent(nn.Module):
 
     def train_outputs(self, batch) -> dict[str, torch.Tensor]:
         """Training forward on a cache batch (``pipeline.training.batches.Batch``):
-        ``{"logits": (B, T, C)}``. With ``frontend: cached`` the conv stack's output comes from the cache, not the audio."""
+        ``{"logits": (B, T, C)}``. With ``frontend: cached`` the conv stack's output comes from
+        the cache, not the audio."""
         frame_lengths = self.frames.num_frames(batch.lengths)
         if self.cfg.frontend == "cached":
             if "conv" not in batch.features:
