@@ -23,10 +23,10 @@ from pipeline.audio.files import read_audio
 from pipeline.core.config import section
 from pipeline.corpus.manifest import audio_path, read_manifest
 from pipeline.losses import dkd_loss, kd_loss
+from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.model import Teacher
 from pipeline.teacher.sources import build_teacher
-from stages.cache_teacher import CacheTeacherConfig
 from storage.codecs import CODECS, FullConfig, TopKConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ configured student consumes in training steps on this machine. Goal: reading >= 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import tempfile
@@ -28,10 +29,10 @@ from pipeline.losses import LOSSES
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import build_student
 from pipeline.training.batches import Batch
-from pipeline.training.loop import StudentRun, TrainConfig
+from pipeline.training.config import TrainConfig
+from pipeline.training.run import Run
 from pipeline.training.stream import CacheBatches
-from storage import BACKENDS, open_cache
-from storage.base import read_frontend
+from storage import finalize, open_cache, open_part, prepare_location, read_frontend
 from storage.codecs import CODECS, FullConfig, TopKConfig
 from storage.wds_store import WdsConfig
 from storage.zarr_store import ZarrConfig
@@ -72,7 +73,7 @@ def student_rate(cache: Path, name: str, steps: int) -> float:
     model = build_student(student_cfg, header.num_classes, frames, read_frontend(cache))
     losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
     train_cfg = section(params, "train", TrainConfig)
-    run = StudentRun(name, model, losses, train_cfg)
+    run = Run(name, model, losses, train_cfg, torch.device("cpu"))
     seconds = train_cfg.batch_seconds
     n_utts = max(1, int(seconds / 3))
     wav = 0.1 * torch.randn(n_utts, 48_000)
@@ -80,10 +81,10 @@ def student_rate(cache: Path, name: str, steps: int) -> float:
     t = frames.num_frames(48_000)
     teacher = torch.randn(n_utts, t, header.num_classes)
     targets, mask = teacher.argmax(-1), torch.ones(n_utts, t, dtype=torch.bool)
-    batch = Batch([str(i) for i in range(n_utts)], wav, lengths, teacher, targets, mask)
+    batch = Batch([str(i) for i in range(n_utts)], wav, lengths, targets, mask, teacher)
     start = time.perf_counter()
     for step in range(steps):
-        run.step(batch, step)
+        run.step([(0, batch)], step, float(batch.num_frames))
     return steps * n_utts * t / (time.perf_counter() - start)
 
 
@@ -111,17 +112,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for backend, backend_cfg in backends.items():
             for codec_name, codec in codecs.items():
-                header = source.header.__class__(  # logits and targets only
-                    **{**source.header.to_json(), "codec": codec.header(), "features": {}}
+                header = dataclasses.replace(  # logits and targets only
+                    source.header, backend=backend, codec=codec.header(), features={}
                 )
                 out = Path(tmp) / f"{backend}-{codec_name}"
-                with BACKENDS[backend](backend_cfg).writer(out, header) as writer:
+                prepare_location(out)
+                with open_part(out, "part-0", header, backend_cfg) as part:
                     for key, (logits, targets) in items:
-                        writer.write(
-                            key,
-                            {"targets": targets.astype(np.int32), **codec.encode(logits, targets)},
-                        )
-                    writer.close()
+                        fields = codec.encode(logits, targets)
+                        part.write(key, {"targets": targets.astype(np.int32), **fields})
+                finalize(out, header, ["part-0"], None)
                 streamed, random_access = read_rates(out)
                 print(
                     f"read + decode {backend:>10} {codec_name:>9}: {streamed:>10,.0f} frames/s "

@@ -23,8 +23,9 @@ from pipeline.core.config import load_params, section
 from pipeline.corpus.manifest import read_manifest
 from pipeline.evaluation.agreement import teacher_agreement
 from pipeline.students import parse_students
-from pipeline.students.checkpoint import load_student
-from pipeline.training.loop import TrainConfig
+from pipeline.students.checkpoint import CHECKPOINT, load_student
+from pipeline.teacher.caching import CacheTeacherConfig
+from pipeline.training.config import TrainConfig
 from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 from storage import cache_summary
@@ -50,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for encoding in ("float16", "int8"):
             params["cache_teacher"].update(features=["conv"], feature_encoding=encoding)
-            cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+            cfg = section(params, "cache_teacher", CacheTeacherConfig)
             cache = Path(tmp) / encoding / "cache"
             cache_teacher.run(cfg, manifest, cache)
             out = Path(tmp) / encoding / "student"
@@ -58,7 +59,7 @@ def main() -> None:
                 student, train_cfg, manifest, cache, {args.student: out}, Path(tmp) / "s.pt"
             )[args.student]
             torch.manual_seed(0)
-            model, _ = load_student(out / train_student.CHECKPOINT)
+            model, _ = load_student(out / CHECKPOINT)
             batches = CacheBatches(cache, test, manifest, batch_seconds=60.0, seed=0,
                                    shuffle=False, pool=0)  # fmt: skip
             agreement = teacher_agreement(model, batches)

@@ -32,14 +32,15 @@ from pipeline.corpus.manifest import read_manifest
 from pipeline.losses import LOSSES
 from pipeline.students import grid_students, parse_student
 from pipeline.students.checkpoint import build_student
+from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import build_teacher, save_teacher
 from pipeline.training.batches import Batch
-from pipeline.training.loop import StudentRun, TrainConfig
+from pipeline.training.config import TrainConfig
+from pipeline.training.run import Run
 from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
-from storage import open_cache
-from storage.base import read_frontend
+from storage import open_cache, read_frontend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,7 @@ def main() -> None:
         )
         params["cache_teacher"]["teacher"]["source"] = f"hf:{tmp / 'teacher'}"
         params["cache_teacher"].update(features=["conv"], feature_encoding="int8")
-        cache_cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+        cache_cfg = section(params, "cache_teacher", CacheTeacherConfig)
         cache_s = timed(lambda: cache_teacher.run(cache_cfg, manifest, tmp / "cache"))
 
         def sweep() -> None:
@@ -109,9 +110,8 @@ def main() -> None:
                 )  # fmt: skip
                 torch.manual_seed(train_cfg.seed)
                 model = build_student(cfg, 500, frames, read_frontend(tmp / "cache"))
-                run = StudentRun(
-                    "online", model, {n: LOSSES[n](c) for n, c in cfg.losses.items()}, train_cfg
-                )
+                losses = {n: LOSSES[n](c) for n, c in cfg.losses.items()}
+                run = Run("online", model, losses, train_cfg, torch.device("cpu"))
                 batches = iter(DataLoader(dataset, batch_size=None))
                 for step in range(train_cfg.steps):
                     batch = next(batches)
@@ -123,12 +123,9 @@ def main() -> None:
                     targets = torch.nn.utils.rnn.pad_sequence(
                         [o[1] for o in outputs], batch_first=True
                     )
-                    run.step(
-                        Batch(
-                            batch.ids, batch.wav, batch.lengths, logits, targets, batch.frame_mask
-                        ),
-                        step,
-                    )
+                    online = Batch(batch.ids, batch.wav, batch.lengths, targets, batch.frame_mask,
+                                   logits)  # fmt: skip
+                    run.step([(0, online)], step, float(online.num_frames))
 
         sweep_s, separate_s, online_s = timed(sweep), timed(separate), timed(online)
         variants = {}

@@ -26,6 +26,7 @@ from transformers import HubertConfig, HubertModel
 
 from pipeline.core.config import section
 from pipeline.core.device import autocast
+from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import build_teacher, save_teacher
 from stages import cache_teacher
@@ -82,7 +83,7 @@ def main() -> None:
         for key in ("batch_seconds", "loader_workers"):
             if getattr(args, key) is not None:
                 params["cache_teacher"][key] = getattr(args, key)
-        cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+        cfg = section(params, "cache_teacher", CacheTeacherConfig)
 
         start = time.perf_counter()
         build_teacher(cfg.teacher).fingerprint()

@@ -8,16 +8,14 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from pipeline.audio.files import SAMPLE_RATE, AudioError, check_audio, resampled_length
 from pipeline.audio.frames import HUBERT_FRAMES
-from pipeline.core.config import check, non_negative
+from pipeline.core.config import Choice, check, non_negative
 from pipeline.core.errors import CorpusError
 from pipeline.core.io import atomic_dir, output_lock, write_json
 from pipeline.core.progress import progress_bar
-from pipeline.corpus.demo import DemoConfig
-from pipeline.corpus.librispeech import LibriSpeechConfig
-from pipeline.corpus.listing import ListingConfig
 from pipeline.corpus.manifest import Utterance, write_manifest
 from pipeline.corpus.source import Entry
 from pipeline.corpus.sources import SOURCES
@@ -33,25 +31,22 @@ class PrepareConfig:
     """The `prepare` section of params.yaml.
 
     Attributes:
-        source: which corpus source to use (``demo``, ``librispeech``, ``manifest``); its
-            settings are the section of the same name below.
-        skip_bad: skip and count unreadable/empty/non-finite audio instead of stopping.
+        source: the corpus source and its settings: ``{kind: demo, seed, speakers, ...}``,
+            ``{kind: librispeech, root}`` or ``{kind: manifest, path}``.
+        skip_bad: skip and count unusable audio (unreadable, empty, non-finite, shorter than a
+            frame) instead of stopping.
         max_bad_fraction: even with ``skip_bad``, fail when more than this fraction is bad.
         dev_fraction: share of speakers put in dev when the source gives no split.
         test_fraction: share of speakers put in test when the source gives no split.
     """
 
-    source: str
+    source: Annotated[Choice, SOURCES]
     skip_bad: bool
     max_bad_fraction: float
     dev_fraction: float
     test_fraction: float
-    demo: DemoConfig
-    librispeech: LibriSpeechConfig
-    manifest: ListingConfig
 
     def __post_init__(self) -> None:
-        SOURCES[self.source]  # raises KeyError listing the registered sources
         non_negative(self, "dev_fraction", "test_fraction", "max_bad_fraction")
         check(self.max_bad_fraction <= 1, "max_bad_fraction", "must be <= 1")
         if self.dev_fraction + self.test_fraction >= 1:
@@ -78,9 +73,9 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
         AudioError: a bad audio file, naming it (unless ``skip_bad``).
         CorpusError: a malformed corpus, or too many bad files.
     """
-    source = SOURCES[cfg.source](getattr(cfg, cfg.source))
+    source = cfg.source.build()
     with output_lock(out_dir), atomic_dir(out_dir, kind="corpus") as tmp, progress_bar() as bar:
-        task = bar.add_task(f"prepare ({cfg.source})", total=None, info="")
+        task = bar.add_task(f"prepare ({cfg.source.kind})", total=None, info="")
         rows, bad = [], []
         for entry in source.entries(tmp):
             try:
@@ -121,13 +116,14 @@ def _checked(entry: Entry, root: Path, cfg: PrepareConfig) -> Utterance:
         speaker=entry.speaker,
         split=split,
         phonemes=entry.phonemes,
+        subset=entry.subset,
     )
 
 
 def _check_corpus(rows: list[Utterance], bad: list[str], cfg: PrepareConfig) -> None:
     total = len(rows) + len(bad)
     if not rows:
-        raise CorpusError(f"source {cfg.source!r} gave no usable utterances ({len(bad)} bad)")
+        raise CorpusError(f"source {cfg.source.kind!r} gave no usable utterances ({len(bad)} bad)")
     if len(bad) > cfg.max_bad_fraction * total:
         raise CorpusError(
             f"{len(bad)} of {total} audio files are bad (more than max_bad_fraction="

@@ -1,26 +1,25 @@
-"""The teacher cache: one Writer/Reader protocol, registered backends and codecs."""
+"""The teacher cache: parts written by any job where the cache lives, a header written last,
+one Writer/Reader protocol per registered backend (zarr, webdataset), logit codecs."""
 
 from storage import wds_store, zarr_store  # noqa: F401  (register the backends)
-from storage.base import (
-    BACKENDS,
-    CacheFormatError,
-    CacheHeader,
-    Reader,
-    Writer,
-    cache_summary,
-    open_cache,
-    read_header,
-    verify_cache,
-)
+from storage.base import BACKENDS
+from storage.cache import committed, finalize, open_part, prepare_location, prune
+from storage.header import CacheFormatError, CacheHeader, read_header
+from storage.reader import CacheReader, cache_summary, open_cache, read_frontend, verify_cache
 
 __all__ = [
     "BACKENDS",
     "CacheFormatError",
     "CacheHeader",
-    "Reader",
-    "Writer",
+    "CacheReader",
     "cache_summary",
+    "committed",
+    "finalize",
     "open_cache",
+    "open_part",
+    "prepare_location",
+    "prune",
+    "read_frontend",
     "read_header",
     "verify_cache",
 ]

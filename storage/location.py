@@ -1,18 +1,11 @@
 """Where a cache lives: a local folder, or any fsspec URL (``s3://``, ``gs://``, ``memory://``,
-``file://`` ...). Readers go through fsspec for both; writers build the cache in a local folder
-(atomic renames, resumable parts) and :func:`upload` it, header last."""
+``file://`` ...). Readers and writers go through fsspec for both."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import fsspec
-
-from pipeline.core.errors import OutputError
-from pipeline.core.io import MARKER
-
-HEADER = "header.json"
 
 
 def is_url(path: str | Path) -> bool:
@@ -49,39 +42,3 @@ def files(path: str | Path) -> dict[str, int]:
         for name, info in sorted(found.items())
         if info.get("type", "file") == "file"
     }
-
-
-def check_remote_replaceable(url: str) -> None:
-    """Refuse to upload a cache over anything at ``url`` but an earlier cache (or nothing).
-
-    Raises:
-        OutputError: ``url`` holds data that is not a hubert-kd cache; nothing is touched.
-    """
-    fs, root = filesystem(url)
-    if not fs.exists(root) or not fs.ls(root):
-        return
-    try:
-        kind = json.loads(fs.cat_file(f"{root}/{MARKER}")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        kind = None
-    if kind != "cache":
-        raise OutputError(
-            f"{url}: refusing to replace it: it is not a hubert-kd cache (no {MARKER}). Choose "
-            "another output location, or remove that data yourself"
-        )
-
-
-def upload(local: Path, url: str) -> None:
-    """Copy the committed cache folder ``local`` to ``url``: an existing cache there is first
-    made unreadable (its header removed), then removed; data files go up before the header, so
-    a reader never sees a header over missing data. Only an earlier cache is ever replaced."""
-    check_remote_replaceable(url)
-    fs, root = filesystem(url)
-    if fs.exists(f"{root}/{HEADER}"):
-        fs.rm_file(f"{root}/{HEADER}")
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
-    names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
-    for name in [n for n in names if n != HEADER] + [HEADER]:
-        fs.makedirs(f"{root}/{name}".rsplit("/", 1)[0], exist_ok=True)
-        fs.put_file(str(local / name), f"{root}/{name}")

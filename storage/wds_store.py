@@ -1,12 +1,12 @@
-"""WebDataset backend: tar shards with one sample per utterance.
+"""WebDataset backend: each part is a few tar shards with one sample per utterance.
 
-Layout::
+Layout of a part (``parts/<name>/`` of the cache)::
 
     cache-000000.tar, cache-000001.tar, ...   each holding, per utterance <id>:
         <id>.json            {"id": ..., "num_frames": n}
         <id>.targets.npy     (n,) int32
         <id>.<field>.npy     the codec's fields, e.g. <id>.logits.npy (n, C)
-    header.json
+    part.json
 
 Members carry a fixed mtime, owner and mode, so re-running gives byte-identical shards. Arrays
 are plain ``.npy`` (never pickled). Readable with ``webdataset.WebDataset(urls,
@@ -15,7 +15,6 @@ shardshuffle=False).map(decode_sample)`` (which never unpickles) and with ``tar`
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import tarfile
@@ -26,10 +25,10 @@ import numpy as np
 import webdataset as wds
 
 from pipeline.core.errors import CacheFormatError
-from pipeline.core.io import atomic_dir
-from storage.base import BACKENDS, CacheHeader, check_utterance, read_header, write_header
-from storage.integrity import HashingWriter, check_bytes, sha256_bytes
-from storage.location import filesystem, location
+from storage.base import BACKENDS, check_utterance
+from storage.header import CacheHeader, PartHeader
+from storage.integrity import HashingWriter, check_bytes
+from storage.location import filesystem
 
 SHARD_PATTERN = "cache-{:06d}.tar"
 
@@ -77,55 +76,21 @@ class WdsBackend:
     def __init__(self, cfg: WdsConfig) -> None:
         self.cfg = cfg
 
-    def writer(self, path: Path, header: CacheHeader) -> WdsWriter:
-        return WdsWriter(Path(path), header, self.cfg)
+    def writer(self, folder: Path, header: CacheHeader) -> WdsWriter:
+        return WdsWriter(Path(folder), header, self.cfg)
 
     @staticmethod
-    def reader(path: str | Path, header: CacheHeader) -> WdsReader:
-        return WdsReader(location(path), header)
-
-    def merge(
-        self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
-    ) -> CacheHeader:
-        """Gather the parts' shards, renumbered in order, into one cache at ``out``, with extra
-        ``files`` (name -> bytes) beside them; each shard is checked against its part's
-        checksum as it is copied."""
-        with atomic_dir(out, kind="cache") as root:
-            sums = {}
-            for name, data in files.items():
-                (root / name).write_bytes(data)
-                sums[name] = sha256_bytes(data)
-            count, frames, number = 0, 0, 0
-            for part in parts:
-                part_header = read_header(Path(part))
-                count += part_header.num_utterances
-                frames += part_header.num_frames
-                for shard in sorted(Path(part).glob("cache-*.tar")):
-                    data = check_bytes(
-                        str(shard), shard.read_bytes(), part_header.checksums.get(shard.name, "")
-                    )
-                    name = SHARD_PATTERN.format(number)
-                    (root / name).write_bytes(data)
-                    sums[name] = part_header.checksums[shard.name]
-                    number += 1
-            merged = dataclasses.replace(
-                header, backend=self.name, num_utterances=count, num_frames=frames,
-                checksums=dict(sorted(sums.items())),
-            )  # fmt: skip
-            write_header(root, merged)
-        return merged
+    def reader(location: str | Path, part: PartHeader, header: CacheHeader) -> WdsReader:
+        return WdsReader(location, part, header)
 
 
 class WdsWriter:
-    """Writes shards under temp names and renames each when full; commits on :meth:`close`."""
+    """Writes tar shards of at most ``shard_utterances`` into the folder it is given, each
+    under a temp name until it is full, hashing every byte as it goes out."""
 
-    name = "webdataset"
-
-    def __init__(self, path: Path, header: CacheHeader, cfg: WdsConfig) -> None:
-        self.header = dataclasses.replace(header, backend=self.name)
+    def __init__(self, folder: Path, header: CacheHeader, cfg: WdsConfig) -> None:
         self.cfg = cfg
-        self._commit = atomic_dir(path, kind="cache")
-        self.root = self._commit.__enter__()
+        self.root = folder
         self._fields = header.fields()
         self._checksums: dict[str, str] = {}
         self._hashing: HashingWriter | None = None
@@ -165,49 +130,42 @@ class WdsWriter:
         self._in_shard += 1
         self._frames += n
 
-    def close(self) -> CacheHeader:
+    def close(self) -> tuple[int, dict[str, str]]:
         self._close_shard()
-        self.header = dataclasses.replace(
-            self.header,
-            num_utterances=len(self._seen),
-            num_frames=self._frames,
-            checksums=dict(self._checksums),
-        )
-        write_header(self.root, self.header)
-        self._commit.__exit__(None, None, None)
-        return self.header
+        return self._frames, dict(self._checksums)
 
     def __enter__(self) -> WdsWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            if self._tar is not None:
-                self._tar.close()
-            self._commit.__exit__(exc_type, exc, tb)
+        if exc_type is not None and self._tar is not None:
+            self._tar.close()
+            self._file.close()
 
 
 class WdsReader:
-    """Random access by utterance id through an index of tar member offsets built at open.
+    """Random access by utterance id within one part, through an index of tar member offsets
+    built at open.
 
-    Every shard is checked against the header's sha256 the first time data is read from it
-    (the shard is read whole, once, and its members served from memory), so damage stops the
-    read with the shard's name.
+    Every shard is checked against the part's sha256 the first time data is read from it (the
+    shard is read whole, once, and its members served from memory), so damage stops the read
+    with the shard's name.
     """
 
-    def __init__(self, path: str | Path, header: CacheHeader) -> None:
+    def __init__(self, location: str | Path, part: PartHeader, header: CacheHeader) -> None:
         self.header = header
-        self.path = path
-        self._fs, self._root = filesystem(path)
+        self.path = location
+        self._checksums = part.checksums
+        self._fs, self._root = filesystem(location)
         self._index: dict[str, dict[str, tuple[str, int, int]]] = {}
         self._order: list[str] = []
         self._loaded: tuple[str, bytes] | None = None  # the last shard read, verified
-        shards = sorted(n for n in header.checksums if n.startswith("cache-"))
+        shards = sorted(n for n in part.checksums if n.startswith("cache-"))
         present = {p.rsplit("/", 1)[-1] for p in self._fs.glob(f"{self._root}/cache-*.tar")}
         for shard in shards:
             if shard not in present:
                 raise CacheFormatError(
-                    f"{path}/{shard}: missing (the cache header lists it); rerun cache-teacher"
+                    f"{location}/{shard}: missing (its part.json lists it); rerun cache-teacher"
                 )
             try:
                 with (
@@ -221,13 +179,12 @@ class WdsReader:
                             self._order.append(key)
                         self._index[key][ext] = (shard, member.offset_data, member.size)
             except tarfile.TarError as err:
-                raise CacheFormatError(f"{path}/{shard}: damaged tar shard ({err})") from err
-        if len(self._order) != header.num_utterances:
+                raise CacheFormatError(f"{location}/{shard}: damaged tar shard ({err})") from err
+        if self._order != part.keys:
             for shard in shards:
                 self._shard(shard)  # names the damaged shard, if one is
             raise CacheFormatError(
-                f"{path}: shards hold {len(self._order)} utterances, "
-                f"the header {header.num_utterances}"
+                f"{location}: shards hold {len(self._order)} utterances, part.json {len(part.keys)}"
             )
 
     def keys(self) -> list[str]:
@@ -240,7 +197,7 @@ class WdsReader:
                 data = self._fs.cat_file(f"{self._root}/{shard}")
             except FileNotFoundError:
                 data = None
-            self._loaded = (shard, check_bytes(where, data, self.header.checksums[shard]))
+            self._loaded = (shard, check_bytes(where, data, self._checksums[shard]))
         return self._loaded[1]
 
     def _bytes(self, key: str, ext: str) -> bytes:
@@ -249,9 +206,6 @@ class WdsReader:
         except KeyError:
             raise KeyError(f"utterance {key!r} is not in the cache (or lacks {ext})") from None
         return self._shard(shard)[offset : offset + size]
-
-    def num_frames(self, key: str) -> int:
-        return int(json.loads(self._bytes(key, "json"))["num_frames"])
 
     def blocks(self) -> list[list[str]]:
         """The utterances of each tar shard."""

@@ -1,21 +1,21 @@
-"""Zarr v3 backend: flat arrays over all frames plus utterance ids and frame offsets.
+"""Zarr v3 backend: each part is a Zarr group of flat arrays over its frames, plus utterance ids
+and frame offsets.
 
-Layout of the store (a Zarr group at the cache folder)::
+Layout of a part (``parts/<name>/`` of the cache)::
 
-    targets        (total_frames,)    int32
-    <codec fields> (total_frames, ...) e.g. logits (total_frames, C) for the full codec, or
-                                       topk_values / topk_ids (total_frames, k) + rest_lse
+    targets        (frames,)          int32
+    <codec fields> (frames, ...)      e.g. logits (frames, C) for the full codec, or
+                                      topk_values / topk_ids (frames, k) + rest_lse
+    feat_<name>    (frames, D)        cached teacher features (+ feat_<name>_scale for int8)
     utt_ids        (N,)               str
     frame_offsets  (N + 1,)           int64; utterance i is rows offsets[i]:offsets[i+1]
 
-Every per-frame array is zstd-compressed in chunks of ``chunk_frames`` rows.
-
-Readable with plain ``zarr.open_group(path)`` and ``dask.array.from_zarr(path, component=...)``.
+Every per-frame array is zstd-compressed in chunks of ``chunk_frames`` rows. Readable with
+plain ``zarr.open_group("cache/parts/<name>")`` and ``dask.array.from_zarr``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,17 +24,11 @@ import zarr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
-from pipeline.core.io import atomic_dir
-from storage.base import (
-    BACKENDS,
-    CacheFormatError,
-    CacheHeader,
-    check_utterance,
-    read_header,
-    write_header,
-)
+from pipeline.core.errors import CacheFormatError
+from storage.base import BACKENDS, check_utterance
+from storage.header import CacheHeader, PartHeader
 from storage.integrity import check_bytes, sha256_bytes
-from storage.location import is_url, location
+from storage.location import is_url
 
 
 class HashingStore(WrapperStore):
@@ -123,41 +117,21 @@ class ZarrBackend:
     def __init__(self, cfg: ZarrConfig) -> None:
         self.cfg = cfg
 
-    def writer(self, path: Path, header: CacheHeader) -> ZarrWriter:
-        return ZarrWriter(Path(path), header, self.cfg)
+    def writer(self, folder: Path, header: CacheHeader) -> ZarrWriter:
+        return ZarrWriter(Path(folder), header, self.cfg)
 
     @staticmethod
-    def reader(path: str | Path, header: CacheHeader) -> ZarrReader:
-        return ZarrReader(location(path), header)
-
-    def merge(
-        self, parts: list[Path], out: Path, header: CacheHeader, files: dict[str, bytes]
-    ) -> CacheHeader:
-        """Concatenate part caches, in order, into one store at ``out`` (chunk-aligned writes),
-        with extra ``files`` (name -> bytes) beside the arrays; every part is checked as read."""
-        with self.writer(out, header) as writer:
-            for name, data in files.items():
-                writer.add_file(name, data)
-            for part in parts:
-                reader = ZarrReader(Path(part), read_header(Path(part)))
-                for key, fields in reader.items():
-                    writer.write(key, fields)
-            return writer.close()
+    def reader(location: str | Path, part: PartHeader, header: CacheHeader) -> ZarrReader:
+        return ZarrReader(location, part, header)
 
 
 class ZarrWriter:
-    """Buffers utterances and writes whole chunks; commits the folder on :meth:`close`."""
+    """Buffers utterances and writes whole chunks into the folder it is given."""
 
-    name = "zarr"
-
-    def __init__(self, path: Path, header: CacheHeader, cfg: ZarrConfig) -> None:
-        self.header = dataclasses.replace(header, backend=self.name)
+    def __init__(self, folder: Path, header: CacheHeader, cfg: ZarrConfig) -> None:
         self.cfg = cfg
-        self._commit = atomic_dir(path, kind="cache")
-        self.root = self._commit.__enter__()
-        self._store = HashingStore(LocalStore(self.root))
-        self._extra: dict[str, str] = {}
-        self._group = zarr.open_group(store=self._store, mode="a")  # a fresh temp folder
+        self._store = HashingStore(LocalStore(folder))
+        self._group = zarr.open_group(store=self._store, mode="w")
         compressors = [zarr.codecs.ZstdCodec(level=cfg.zstd_level)]
         self._fields = header.fields()
         self._arrays = {
@@ -184,11 +158,6 @@ class ZarrWriter:
         if self._pending_frames >= self.cfg.chunk_frames:
             self._flush(final=False)
 
-    def add_file(self, name: str, data: bytes) -> None:
-        """Store a file beside the arrays (e.g. the teacher's conv stack), checksummed."""
-        (self.root / name).write_bytes(data)
-        self._extra[name] = sha256_bytes(data)
-
     def _flush(self, final: bool) -> None:
         """Write buffered rows: whole chunks only, unless ``final``."""
         if not self._pending_frames:
@@ -205,8 +174,8 @@ class ZarrWriter:
         self._written = stop
         self._pending_frames -= count
 
-    def close(self) -> CacheHeader:
-        """Flush, write ids and offsets, then the header; commit the folder atomically."""
+    def close(self) -> tuple[int, dict[str, str]]:
+        """Flush, write ids and offsets; returns the frames and the checksums as written."""
         self._flush(final=True)
         ids = self._group.create_array("utt_ids", shape=(len(self._ids),), dtype=str)
         ids[:] = np.array(self._ids, dtype=str)
@@ -214,44 +183,33 @@ class ZarrWriter:
             "frame_offsets", shape=(len(self._offsets),), dtype="int64"
         )
         offsets[:] = np.array(self._offsets, dtype=np.int64)
-        self.header = dataclasses.replace(
-            self.header, num_utterances=len(self._ids), num_frames=self._written
-        )
-        self._group.attrs["hubert_kd"] = {
-            k: v for k, v in self.header.to_json().items() if k != "checksums"
-        }
-        self.header = dataclasses.replace(
-            self.header, checksums=dict(sorted({**self._store.checksums, **self._extra}.items()))
-        )
-        write_header(self.root, self.header)
-        self._commit.__exit__(None, None, None)
-        return self.header
+        return self._written, dict(sorted(self._store.checksums.items()))
 
     def __enter__(self) -> ZarrWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._commit.__exit__(exc_type, exc, tb)  # removes the temp folder
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 class ZarrReader:
-    """Random access by utterance id; ids and offsets are held in memory."""
+    """Random access by utterance id within one part; ids and offsets are held in memory, and
+    every chunk read is checked against the part's checksums."""
 
-    def __init__(self, path: Path, header: CacheHeader) -> None:
-        self.header = header
+    def __init__(self, location: str | Path, part: PartHeader, header: CacheHeader) -> None:
         try:
-            group = open_verified_group(path, header.checksums)
-            self._ids = [str(k) for k in group["utt_ids"][:]]
+            group = open_verified_group(location, part.checksums)
+            ids = [str(k) for k in group["utt_ids"][:]]
             self._offsets = group["frame_offsets"][:]
             self._arrays = {name: group[name] for name in header.fields()}
         except CacheFormatError:
             raise
         except (KeyError, FileNotFoundError, ValueError) as err:
-            raise CacheFormatError(f"{path}: damaged zarr cache ({err})") from err
-        if len(self._offsets) != len(self._ids) + 1 or self._offsets[-1] != header.num_frames:
-            raise CacheFormatError(f"{path}: offsets do not match the stored frames")
-        self._index = {k: i for i, k in enumerate(self._ids)}
+            raise CacheFormatError(f"{location}: damaged zarr part ({err})") from err
+        if ids != part.keys or self._offsets[-1] != part.num_frames:
+            raise CacheFormatError(f"{location}: ids or offsets do not match its part.json")
+        self._ids = ids
+        self._index = {k: i for i, k in enumerate(ids)}
 
     def keys(self) -> list[str]:
         return list(self._ids)
@@ -263,13 +221,9 @@ class ZarrReader:
             raise KeyError(f"utterance {key!r} is not in the cache") from None
         return int(self._offsets[i]), int(self._offsets[i + 1])
 
-    def num_frames(self, key: str) -> int:
-        start, stop = self._span(key)
-        return stop - start
-
     def blocks(self) -> list[list[str]]:
         """Runs of consecutive utterances spanning about one chunk of frames each."""
-        step = self._arrays["targets"].chunks[0]
+        step = next(iter(self._arrays.values())).chunks[0]
         out, i = [], 0
         while i < len(self._ids):
             j = int(np.searchsorted(self._offsets, self._offsets[i] + step, side="left"))
@@ -286,11 +240,6 @@ class ZarrReader:
         for key in block:
             a, b = self._span(key)
             yield key, {name: v[a - lo : b - lo] for name, v in values.items()}
-
-    def items(self):
-        """``(key, fields)`` in storage order."""
-        for block in self.blocks():
-            yield from self.read_block(block)
 
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
         start, stop = self._span(key)

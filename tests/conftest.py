@@ -18,28 +18,34 @@ TINY_MODEL = {
 }  # fmt: skip
 
 
+TINY_KMEANS = {
+    "layer": 1, "num_clusters": 8, "path": "", "fit_utterances": 4, "logits": "distance",
+    "temperature": 1.0, "seed": 0,
+}  # fmt: skip
+TINY_HUBERT = {
+    "seed": 0, "num_classes": 20, "logit_temp": 0.1, "hidden_size": 32, "num_layers": 2,
+    "num_heads": 2, "intermediate_size": 64, "conv_dim": 16, "proj_dim": 16,
+}  # fmt: skip
+
+
 def tiny_params() -> dict:
     """The repository's params.yaml shrunk to seconds of work (same keys, smaller numbers)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = copy.deepcopy(params)
-    p["prepare"]["demo"].update(
+    p["prepare"]["source"].update(
         speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1
     )
-    p["cache_teacher"]["teacher"]["source"] = (
-        "random"  # not the shipped teacher: seconds, not minutes
-    )
-    p["cache_teacher"]["teacher"]["random"].update(
-        num_classes=20, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-        conv_dim=16, proj_dim=16,
-    )  # fmt: skip
-    p["cache_teacher"]["teacher"]["kmeans"].update(layer=1, num_clusters=8, fit_utterances=4)
-    p["cache_teacher"]["zarr"]["chunk_frames"] = 64
+    teacher = p["cache_teacher"]["teacher"]
+    teacher["source"] = "random"  # not the shipped teacher: seconds, not minutes
+    teacher["random"] = dict(TINY_HUBERT)
+    p["cache_teacher"]["backend"]["chunk_frames"] = 64
     p["train"].update(steps=3, warmup_steps=1, batch_seconds=8.0, log_every=2)
     p["evaluate"].update(efficiency_seconds=1.0)
     p["evaluate"]["probe"].update(hidden=8, layers=1, epochs=2)
     p["pretrain_teacher"].update(
-        kmeans_utterances=6, steps=4, batch_seconds=6.0, warmup_steps=1, checkpoint_every=2
-    )
+        kmeans_utterances=6, steps=4, batch_seconds=6.0, warmup_steps=1, checkpoint_every=2,
+        log_every=2, model=dict(TINY_HUBERT),
+    )  # fmt: skip
     p["cache_teacher"]["features"] = ["conv", "layer_1", "layer_2"]  # the tiny teacher has 2
     for student in p["students"].values():
         if student["arch"] == "lstm":
@@ -47,6 +53,32 @@ def tiny_params() -> dict:
         else:
             student["model"].update(hidden=32, heads=2, ffn=64, targets=["layer_1", "layer_2"])
     return p
+
+
+STORES = {
+    "zarr": {"kind": "zarr", "chunk_frames": 64, "zstd_level": 3},
+    "webdataset": {"kind": "webdataset", "shard_utterances": 1000},
+    "full": {"kind": "full", "dtype": "float16"},
+    "topk": {"kind": "topk", "k": 16},
+}
+
+
+def store(params: dict, backend: str | None = None, codec: str | None = None, **other) -> dict:
+    """``params`` caching with ``backend`` and ``codec`` (by kind, tiny settings) and ``other``
+    changes to ``cache_teacher``."""
+    section = params["cache_teacher"]
+    if backend:
+        section["backend"] = dict(STORES[backend])
+    if codec:
+        section["codec"] = dict(STORES[codec])
+    section.update(other)
+    return params
+
+
+def with_kmeans(params: dict, **changes) -> dict:
+    """``params`` with a tiny k-means section for the teacher (and ``changes`` to the teacher)."""
+    params["cache_teacher"]["teacher"].update(kmeans=dict(TINY_KMEANS), **changes)
+    return params
 
 
 def write_params(path: Path, params: dict) -> Path:
@@ -70,9 +102,10 @@ def tiny_corpus(tmp_path_factory) -> Path:
 def tiny_cache(tiny_corpus, tmp_path_factory) -> Path:
     """The tiny corpus cached by the tiny random teacher; returns the cache folder."""
     from pipeline.core.config import section
+    from pipeline.teacher.caching import CacheTeacherConfig
     from stages import cache_teacher
 
     out = tmp_path_factory.mktemp("cache") / "cache"
-    cfg = section(tiny_params(), "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cfg = section(tiny_params(), "cache_teacher", CacheTeacherConfig)
     cache_teacher.run(cfg, tiny_corpus, out)
     return out

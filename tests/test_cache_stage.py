@@ -10,28 +10,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params, write_params
+from conftest import store, tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
 from pipeline.core.config import section
 from pipeline.losses import dkd_loss, kd_loss
+from pipeline.teacher.caching import CacheTeacherConfig
 from stages import cache_teacher
 from storage import open_cache, read_header, verify_cache
 from storage.codecs import CODECS, TopKConfig
 
 
-def _cfg(**overrides) -> cache_teacher.CacheTeacherConfig:
-    params = tiny_params()
-    params["cache_teacher"].update(overrides)
-    return section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+def _cfg(**overrides) -> CacheTeacherConfig:
+    return section(store(tiny_params(), **overrides), "cache_teacher", CacheTeacherConfig)
 
 
 def _same_cache(a: Path, b: Path) -> None:
-    ha, hb = read_header(a), read_header(b)
-    assert ha == hb and ha.checksums
-    for name in ha.checksums:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    """Same header, and every file of the two caches byte-identical."""
+    assert read_header(a) == read_header(b) and read_header(a).parts
+
+    def files(root):
+        return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+                if p.is_file()}  # fmt: skip
+
+    assert files(a) == files(b)
 
 
 @pytest.mark.parametrize("backend", ["zarr", "webdataset"])
@@ -60,36 +63,45 @@ def test_kill_9_then_resume_gives_the_uninterrupted_cache(tiny_corpus, tmp_path)
     )
     params["cache_teacher"]["shard_utterances"] = 1
     write_params(tmp_path / "params.yaml", params)
-    cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
     cache_teacher.run(cfg, tiny_corpus, tmp_path / "reference")
 
-    out, work = tmp_path / "cache", tmp_path / "cache.partial"
     pipeline = Path(sys.executable).parent / "pipeline"
-    cmd = [
-        str(pipeline),
-        "cache-teacher",
-        "--params",
-        str(tmp_path / "params.yaml"),
-        "--manifest",
-        str(tiny_corpus),
-        "--out",
-        str(out),
-    ]
-    env = {**os.environ, "HUBERT_KD_NO_PROGRESS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(list(work.glob("part-*/header.json"))) < 3:
-        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    committed = sorted(p.parent.name for p in work.glob("part-*/header.json"))
-    assert not out.exists() and 3 <= len(committed) < 12  # killed mid-way, nothing looks complete
 
-    result = CliRunner().invoke(app, cmd[1:])
+    def command(out, *extra):
+        return [str(pipeline), "cache-teacher", "--params", str(tmp_path / "params.yaml"),
+                "--manifest", str(tiny_corpus), "--out", str(out), *extra]  # fmt: skip
+
+    def killed_after(cmd, out, parts):
+        env = {**os.environ, "HUBERT_KD_NO_PROGRESS": "1"}
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while len(list(out.glob("parts/*/part.json"))) < parts:
+            assert proc.poll() is None and time.time() < deadline, "ended before it was killed"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return sorted(p.parent.name for p in out.glob("parts/*/part.json"))
+
+    # the whole run, killed after 3 parts, then run again
+    out = tmp_path / "cache"
+    committed = killed_after(command(out), out, parts=3)
+    assert not (out / "header.json").exists() and 3 <= len(committed) < 12  # nothing complete
+    result = CliRunner().invoke(app, command(out)[1:])
     assert result.exit_code == 0, result.output
     _same_cache(tmp_path / "reference", out)
-    assert not work.exists()
+    assert not list(out.glob("parts/.*"))  # no temp folder left
+
+    # two shard jobs (as SLURM array tasks would be); the second killed and run again
+    out = tmp_path / "sharded"
+    result = CliRunner().invoke(app, command(out, "--shard", "0/2")[1:])
+    assert result.exit_code == 0 and "other shards still missing" in result.output
+    first = len(list(out.glob("parts/*/part.json")))
+    killed_after(command(out, "--shard", "1/2"), out, parts=first + 1)
+    assert not (out / "header.json").exists()
+    result = CliRunner().invoke(app, command(out, "--shard", "1/2")[1:])
+    assert result.exit_code == 0, result.output
+    _same_cache(tmp_path / "reference", out)
 
 
 def test_dask_workers_give_the_in_process_cache(tiny_corpus, tmp_path):
@@ -141,11 +153,11 @@ def test_students_train_from_either_backend_and_codec(
 ):
     monkeypatch.chdir(tmp_path)
     params = tiny_params()
-    params["cache_teacher"].update(backend=backend, codec=codec)
+    store(params, backend=backend, codec=codec)
     params["students"] = {"dkd_b4": params["students"]["dkd_b4"]}
     write_params(tmp_path / "params.yaml", params)
     runner = CliRunner()
-    for args in (["cache-teacher"], ["train-student", "dkd_b4"], ["evaluate"]):
+    for args in (["cache-teacher"], ["train-student", "dkd_b4"], ["evaluate-student", "dkd_b4"]):
         result = runner.invoke(app, [*args, "--manifest", str(tiny_corpus)])
         assert result.exit_code == 0, (args, result.output)
     assert read_header(tmp_path / "cache").backend == backend
@@ -183,7 +195,7 @@ def test_cache_at_an_fsspec_url_serves_training(tiny_corpus, tiny_cache, tmp_pat
     import fsspec
 
     params = tiny_params()
-    params["cache_teacher"]["backend"] = backend
+    store(params, backend=backend)
     params["students"] = {"kd": params["students"]["kd"]}
     write_params(tmp_path / "params.yaml", params)
     url = f"memory://hubert-kd-test/{backend}/cache"

@@ -15,9 +15,11 @@ runner = CliRunner()
 def test_help_lists_the_stage_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("prepare", "cache-teacher", "train-student", "evaluate"):
+    commands = ("prepare", "cache-teacher", "train-student", "evaluate-teacher",
+                "evaluate-baseline", "evaluate-student", "report")  # fmt: skip
+    for command in commands:
         assert command in result.output
-    for command in ("prepare", "cache-teacher", "train-student", "evaluate"):
+    for command in commands:
         sub = runner.invoke(app, [command, "--help"])
         assert sub.exit_code == 0 and "--params" in sub.output
 
@@ -27,19 +29,25 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
     params = tiny_params()
     params["students"] = {k: params["students"][k] for k in ("ce", "dkd_b4")}
     write_params(tmp_path / "params.yaml", params)
+    params["evaluate"]["baselines"] = ["fbank"]
+    write_params(tmp_path / "params.yaml", params)
     for args in (
         ["prepare"],
         ["cache-teacher"],
         ["train-student", "ce"],
         ["train-student", "dkd_b4"],
-        ["evaluate"],
+        ["evaluate-teacher"],
+        ["evaluate-baseline", "fbank"],
+        ["evaluate-student", "ce"],
+        ["evaluate-student", "dkd_b4"],
+        ["report"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"teacher", "fbank", "ce", "dkd_b4"}
     for name in ("ce", "dkd_b4"):
-        values = metrics["models"][name]
+        values = metrics["models"][name]["splits"]["test"]
         assert (
             0.0 <= values["top1_agreement"] <= 1.0 and values["kl"] >= 0.0 and values["frames"] > 0
         )

@@ -1,16 +1,16 @@
 from dataclasses import dataclass
 
 import pytest
-import yaml
-from conftest import ROOT, tiny_params
+from conftest import ROOT, tiny_params, with_kmeans
 
-from pipeline.core.config import ConfigError, from_dict, load_params, override, section
+from pipeline.core.config import ConfigError, from_dict, load_params, override, section, to_dict
+from pipeline.corpus.demo import DemoConfig
+from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.students import parse_students
-from pipeline.training.loop import TrainConfig
-from stages.cache_teacher import CacheTeacherConfig
-from stages.evaluate import EvaluateConfig
+from pipeline.teacher.caching import CacheTeacherConfig
+from pipeline.teacher.pretrain import PretrainConfig
+from pipeline.training.config import TrainConfig
 from stages.prepare import PrepareConfig
-from stages.pretrain_teacher import PretrainConfig
 
 SECTIONS = {
     "prepare": PrepareConfig,
@@ -71,7 +71,9 @@ def test_student_loss_typo_is_named():
         parse_students(params)
     params = tiny_params()
     params["students"]["kd"]["losses"]["kdd"] = {"weight": 1.0}
-    with pytest.raises(ConfigError, match="unknown loss 'kdd'; registered: ce, dkd, feature, kd"):
+    with pytest.raises(
+        ConfigError, match="unknown loss 'kdd'; registered: ce, dkd, feature, kd, masked"
+    ):
         parse_students(params)
 
 
@@ -79,19 +81,12 @@ def test_unknown_section_and_registry_names():
     with pytest.raises(ConfigError, match="no section 'nope'"):
         section({"a": {}}, "nope", Outer)
     params = tiny_params()
-    params["prepare"]["source"] = "timit"
-    with pytest.raises(ConfigError, match="unknown corpus source 'timit'"):
+    params["prepare"]["source"] = {"kind": "timit"}
+    with pytest.raises(ConfigError, match=r"prepare\.source\.kind: unknown corpus source 'timit'"):
         section(params, "prepare", PrepareConfig)
 
 
-def test_dvc_params_match_the_sections_each_stage_reads():
-    """Each dvc stage declares exactly the params sections its command loads."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["prepare"]["params"] == ["prepare"]
-    assert stages["cache_teacher"]["params"] == ["cache_teacher"]
-    assert stages["train"]["do"]["params"] == ["train", "students.${key}"]
-    assert stages["train"]["foreach"] == "${students}"
-    assert stages["evaluate"]["params"] == ["evaluate", "students", "cache_teacher.teacher"]
+def test_params_has_one_section_per_stage():
     params = load_params(ROOT / "params.yaml")
     assert set(params) == set(SECTIONS) | {"students"}
 
@@ -110,7 +105,9 @@ def test_paper_config_loads_and_its_student_is_paper_sized():
 
     params = load_params(ROOT / "configs" / "paper.yaml")
     for name, cls in SECTIONS.items():
-        section(params, name, cls)
+        if name != "pretrain_teacher":  # the paper's teacher is a released checkpoint
+            section(params, name, cls)
+    assert "pretrain_teacher" not in params
     for student in parse_students(params).values():
         model = build_student(student, 500, HUBERT_FRAMES)
         count = sum(p.numel() for p in model.parameters())
@@ -123,7 +120,28 @@ def test_impossible_sizes_are_config_errors():
     params["students"]["kd"]["model"]["lstm_layers"] = 0
     with pytest.raises(ConfigError, match="students.kd.model: conv_dim, proj_dim, lstm_layers"):
         parse_students(params)
-    params = tiny_params()
+    params = with_kmeans(tiny_params(), logits="kmeans")
     params["cache_teacher"]["teacher"]["kmeans"]["fit_utterances"] = 0
     with pytest.raises(ConfigError, match="fit_utterances must be >= 1"):
         section(params, "cache_teacher", CacheTeacherConfig)
+
+
+def test_sections_carry_their_kind_and_name_only_what_they_use():
+    """A variant setting names its kind and holds only that variant's keys; optional sections
+    must be there when used and absent when not; every error names the full key."""
+    params = tiny_params()
+    params["cache_teacher"]["backend"] = {"kind": "webdataset", "shard_utterances": 10}
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
+    assert cfg.backend.kind == "webdataset" and cfg.backend.cfg.shard_utterances == 10
+    assert to_dict(cfg)["backend"] == {"kind": "webdataset", "shard_utterances": 10}
+    params["cache_teacher"]["backend"]["chunk_frames"] = 64  # a zarr key in a webdataset section
+    with pytest.raises(ConfigError, match=r"unknown key cache_teacher\.backend\.chunk_frames"):
+        section(params, "cache_teacher", CacheTeacherConfig)
+    params = tiny_params()
+    params["cache_teacher"]["teacher"]["logits"] = "kmeans"
+    with pytest.raises(ConfigError, match=r"cache_teacher\.teacher\.kmeans: needed when"):
+        section(params, "cache_teacher", CacheTeacherConfig)
+    repo = load_params(ROOT / "params.yaml")
+    assert "random" not in repo["cache_teacher"]["teacher"]
+    assert set(repo["prepare"]["source"]) - {"kind"} == set(vars(DemoConfig(**{
+        k: v for k, v in repo["prepare"]["source"].items() if k != "kind"})))  # fmt: skip

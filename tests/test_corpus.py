@@ -15,14 +15,12 @@ from pipeline.corpus.manifest import audio_path, read_manifest
 from stages import prepare
 
 
-def _cfg(**overrides) -> prepare.PrepareConfig:
+def _cfg(source: dict | None = None, **overrides) -> prepare.PrepareConfig:
+    """The tiny prepare section with another ``source`` (``{"kind": ..., ...}``) and changes."""
     params = tiny_params()
-    for key, value in overrides.items():
-        section_name, _, field = key.partition("__")
-        if field:
-            params["prepare"][section_name][field] = value
-        else:
-            params["prepare"][key] = value
+    if source is not None:
+        params["prepare"]["source"] = source
+    params["prepare"].update(overrides)
     return section(params, "prepare", prepare.PrepareConfig)
 
 
@@ -94,9 +92,7 @@ def test_librispeech_folder(tmp_path):
             _tone(chapter / f"{utt}.flac", rate=8000, channels=2)
             lines.append(f"{utt} HELLO WORLD NUMBER {n}")
         (chapter / f"{spk}-198.trans.txt").write_text("\n".join(lines) + "\n")
-    summary = prepare.run(
-        _cfg(source="librispeech", librispeech__root=str(root)), tmp_path / "data"
-    )
+    summary = prepare.run(_cfg({"kind": "librispeech", "root": str(root)}), tmp_path / "data")
     rows = {r.id: r for r in read_manifest(tmp_path / "data" / "manifest.jsonl")}
     assert summary["splits"] == {"train": 2, "test": 2}
     row = rows["19-198-0000"]
@@ -127,7 +123,7 @@ def test_user_lists_jsonl_tsv_and_fairseq(tmp_path):
     fairseq.write_text(f"{tmp_path / 'wavs'}\n" + "".join(f"{p.name}\t8000\n" for p in audio))
     for i, path in enumerate((jsonl, tsv, fairseq)):
         out = tmp_path / f"data{i}"
-        summary = prepare.run(_cfg(source="manifest", manifest__path=str(path)), out)
+        summary = prepare.run(_cfg({"kind": "manifest", "path": str(path)}), out)
         rows = read_manifest(out / "manifest.jsonl")
         assert summary["utterances"] == 4
         assert all("." not in r.id for r in rows)  # WebDataset-safe keys
@@ -153,14 +149,14 @@ def test_bad_audio_is_named_or_skipped(tmp_path, make, message):
     listing = tmp_path / "list.jsonl"
     listing.write_text("\n".join(json.dumps({"audio": str(p)}) for p in [*good, bad]))
     with pytest.raises(AudioError, match=rf"bad\.wav: {message}"):
-        prepare.run(_cfg(source="manifest", manifest__path=str(listing)), tmp_path / "data")
+        prepare.run(_cfg({"kind": "manifest", "path": str(listing)}), tmp_path / "data")
     assert not (tmp_path / "data").exists()  # nothing half-written is left looking complete
     with pytest.raises(CorpusError, match="1 of 4 audio files are bad"):
         prepare.run(
-            _cfg(source="manifest", manifest__path=str(listing), skip_bad=True), tmp_path / "data"
+            _cfg({"kind": "manifest", "path": str(listing)}, skip_bad=True), tmp_path / "data"
         )
     summary = prepare.run(
-        _cfg(source="manifest", manifest__path=str(listing), skip_bad=True, max_bad_fraction=0.5),
+        _cfg({"kind": "manifest", "path": str(listing)}, skip_bad=True, max_bad_fraction=0.5),
         tmp_path / "data",
     )
     assert summary["utterances"] == 3 and summary["skipped"] == 1
@@ -169,5 +165,5 @@ def test_bad_audio_is_named_or_skipped(tmp_path, make, message):
 def test_missing_corpus_folder_is_named(tmp_path):
     with pytest.raises(CorpusError, match="nowhere: LibriSpeech folder not found"):
         prepare.run(
-            _cfg(source="librispeech", librispeech__root=str(tmp_path / "nowhere")), tmp_path / "d"
+            _cfg({"kind": "librispeech", "root": str(tmp_path / "nowhere")}), tmp_path / "d"
         )

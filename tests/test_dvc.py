@@ -1,5 +1,6 @@
 """`dvc repro` end to end in a temp git repo, and the no-teacher-rerun property of sweeps."""
 
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, tiny_params, write_params
+from lineage import command_closure
+from test_lineage import stages
 
 pytestmark = pytest.mark.slow
 
@@ -50,35 +53,51 @@ def repo(tmp_path):
     return repo, env
 
 
-def test_repro_then_loss_change_reruns_only_students(repo):
+def _expanded(stage: str, params: dict) -> set[str]:
+    """The names DVC gives a stage of dvc.yaml (one per foreach item)."""
+    items = {"train": params["students"], "evaluate_student": params["students"],
+             "evaluate_baseline": params["evaluate"]["baselines"]}.get(stage)  # fmt: skip
+    return {stage} if items is None else {f"{stage}@{item}" for item in items}
+
+
+def test_repro_then_one_change_reruns_exactly_what_depends_on_it(repo):
     repo, env = repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    declared = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    everything = set().union(*(_expanded(stage, params) for stage in declared))
     first = _run(["dvc", "repro"], repo, env)
-    assert _ran(first) == {
-        "prepare",
-        "cache_teacher",
-        "train@ce",
-        "train@kd",
-        "train@dkd_b4",
-        "evaluate",
-    }
+    assert _ran(first) == everything
     metrics = yaml.safe_load((repo / "eval" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"teacher", "fbank", "ce", "kd", "dkd_b4"}
+    assert set(metrics["models"]) == {"teacher", "fbank", "random_teacher", "ce", "kd", "dkd_b4"}
     assert (repo / "eval" / "report.md").is_file() and (repo / "eval" / "report.png").is_file()
     header_mtime = (repo / "cache" / "header.json").stat().st_mtime_ns
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    # one student's loss: that student, its evaluation and the report; nothing else
     params["students"]["kd"]["losses"]["kd"]["tau"] = 2.0
     write_params(repo / "params.yaml", params)
     second = _run(["dvc", "repro"], repo, env)
-    assert _ran(second) == {"train@kd", "evaluate"}
+    assert _ran(second) == {"train@kd", "evaluate_student@kd", "report"}
     assert "Stage 'cache_teacher' didn't change" in second
     assert (repo / "cache" / "header.json").stat().st_mtime_ns == header_mtime
 
-    # A sweep point with `dvc exp run -S` (needs a commit) also leaves the teacher alone.
+    # a sweep point with `dvc exp run -S` (needs a commit) likewise
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "baseline"], repo, env)
     third = _run(["dvc", "exp", "run", "-S", "students.dkd_b4.losses.dkd.beta=8"], repo, env)
-    assert _ran(third) == {"train@dkd_b4", "evaluate"}
+    assert _ran(third) == {"train@dkd_b4", "evaluate_student@dkd_b4", "report"}
     assert (repo / "cache" / "header.json").stat().st_mtime_ns == header_mtime
     shown = _run(["dvc", "metrics", "show", "--json"], repo, env)
     assert "top1_agreement" in shown and '"wer"' in shown
+
+    # one line of a module training imports: exactly the stages whose commands import it
+    edited = "pipeline/training/run.py"
+    path = repo / edited
+    path.write_text(path.read_text() + "\n# an edit\n")
+    status = json.loads(_run(["dvc", "status", "--json"], repo, env))
+    dvc = yaml.safe_load((repo / "dvc.yaml").read_text())
+    importers = set()
+    for name, command, _ in stages(dvc):
+        if any(p.relative_to(ROOT).as_posix() == edited for p in command_closure(ROOT, command)):
+            importers |= _expanded(name, params)
+    assert importers == {f"train@{n}" for n in params["students"]}
+    assert set(status) == importers

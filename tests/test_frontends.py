@@ -11,13 +11,13 @@ from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.config import ConfigError, section
 from pipeline.corpus.manifest import read_manifest
 from pipeline.students import parse_student
-from pipeline.students.checkpoint import build_student, load_student
+from pipeline.students.checkpoint import CHECKPOINT, build_student, load_student
 from pipeline.students.frontends import FbankFrontend
-from pipeline.training.loop import TrainConfig
+from pipeline.teacher.caching import CacheTeacherConfig
+from pipeline.training.config import TrainConfig
 from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
-from storage import open_cache
-from storage.base import read_frontend
+from storage import open_cache, read_frontend
 from storage.codecs import decode_feature, encode_feature
 
 FEATURES = ["conv", "layer_1", "layer_2"]
@@ -26,7 +26,7 @@ FEATURES = ["conv", "layer_1", "layer_2"]
 def _cache(corpus, out, encoding):
     params = tiny_params()
     params["cache_teacher"].update(features=FEATURES, feature_encoding=encoding)
-    cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
     cache_teacher.run(cfg, corpus, out)
     return out
 
@@ -81,7 +81,7 @@ def _one(wav):
 def test_unknown_feature_is_a_config_error(tiny_corpus, tmp_path):
     params = tiny_params()
     params["cache_teacher"]["features"] = ["layer_9"]
-    cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
     with pytest.raises(ConfigError, match=r"\['layer_9'\] not features of this teacher"):
         cache_teacher.run(cfg, tiny_corpus, tmp_path / "cache")
 
@@ -92,7 +92,7 @@ def _train(name, raw, corpus, cache, tmp_path):
     out = tmp_path / name
     train_student.run({name: student}, section(params, "train", TrainConfig), corpus, cache,
                       {name: out}, tmp_path / f"{name}.state")  # fmt: skip
-    return load_student(out / train_student.CHECKPOINT)[0]
+    return load_student(out / CHECKPOINT)[0]
 
 
 def _batch(corpus, cache):

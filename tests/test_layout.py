@@ -1,26 +1,87 @@
-"""The import direction of ARCHITECTURE.md: cli -> stages -> {pipeline, storage}."""
+"""The import direction of the README's layout section, enforced on the source:
+
+    cli -> stages -> pipeline (training, evaluation, teacher, students, ...) -> storage
+        -> pipeline.core
+
+`pipeline.core` imports nothing else of the project; `storage` only itself and the core;
+`pipeline` never `stages` or `cli`; a stage never another stage; nothing imports `cli` but
+`cli`. Also: no module over ~300 lines, no stage `run()` over ~50."""
 
 import ast
+import shutil
 
 import pytest
 from conftest import ROOT
+from lineage import PACKAGES, imported_modules, module_name
 
 
-def _imports(path):
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
+def _layer(module: str) -> str:
+    if module in ("pipeline", "pipeline.core") or module.startswith("pipeline.core."):
+        return "core"  # pipeline/__init__.py is empty: importing the core runs only it
+    return module.split(".")[0]
 
 
-@pytest.mark.parametrize("package", ["pipeline", "storage", "stages"])
-def test_imports_point_one_way(package):
-    forbidden = {"pipeline": ("stages", "cli"), "storage": ("stages", "cli"), "stages": ("cli",)}
-    for path in (ROOT / package).rglob("*.py"):
-        for module in _imports(path):
-            top = module.split(".")[0]
-            assert top not in forbidden[package], f"{path.relative_to(ROOT)} imports {module}"
-            if package == "stages" and module.startswith("stages."):
-                raise AssertionError(f"{path.relative_to(ROOT)}: stages never import each other")
+ALLOWED = {
+    "core": {"core"},
+    "storage": {"storage", "core"},
+    "pipeline": {"pipeline", "storage", "core"},
+    "stages": {"pipeline", "storage", "core", "stages"},
+    "cli": {"cli", "stages", "pipeline", "storage", "core"},
+}
+
+
+def violations(root) -> list[str]:
+    """Every import against the rule, as ``file imports module``."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            me = module_name(root, path)
+            for module in sorted(imported_modules(root, path)):
+                target = _layer(module)
+                own_stage = me.startswith("stages.") and module in ("stages", me)
+                if target not in ALLOWED[_layer(me)] or (
+                    target == "stages" and _layer(me) == "stages" and not own_stage
+                ):
+                    found.append(f"{path.relative_to(root)} imports {module}")
+    return found
+
+
+def test_imports_point_one_way():
+    assert violations(ROOT) == []
+    assert "import" not in (ROOT / "pipeline" / "__init__.py").read_text()
+
+
+@pytest.mark.parametrize(
+    ("file", "line"),
+    [
+        ("storage/base.py", "from stages import prepare"),
+        ("storage/header.py", "import pipeline.training.loop"),
+        ("pipeline/core/io.py", "from ..training import loop"),
+        ("pipeline/training/run.py", "from cli.common import app"),
+        ("stages/prepare.py", "from stages.cache_teacher import run"),
+        ("pipeline/students/base.py", "from stages import train_student as t"),
+    ],
+)
+def test_a_planted_back_import_is_caught(tmp_path, file, line):
+    for package in PACKAGES:
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    path = tmp_path / file
+    path.write_text(path.read_text() + f"\n\ndef _planted():\n    {line}\n")
+    assert [v for v in violations(tmp_path) if v.startswith(file)], line
+
+
+def test_modules_and_stage_functions_stay_small():
+    long_modules = {
+        str(p.relative_to(ROOT)): n
+        for package in PACKAGES
+        for p in (ROOT / package).rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > 300
+    }
+    assert long_modules == {}
+    for path in (ROOT / "stages").glob("*.py"):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name == "run":
+                lines = node.end_lineno - node.lineno + 1
+                assert lines <= 50, f"{path.name}: run() is {lines} lines"

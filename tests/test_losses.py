@@ -114,15 +114,41 @@ def test_registered_wrappers_return_their_named_term(batch):
     feats = {"layer_1": torch.randn(*s.shape[:2], 6)}
     data = Batch(ids=[], wav=torch.zeros(0), lengths=torch.zeros(0), teacher_logits=t,
                  targets=y, frame_mask=m, features=feats)  # fmt: skip
-    outputs = {"logits": s, "features": {"layer_1": feats["layer_1"] + 0.1}}
+    mask = torch.rand(*s.shape[:2], generator=torch.Generator().manual_seed(0)) < 0.5
+    outputs = {"logits": s, "features": {"layer_1": feats["layer_1"] + 0.1}, "mask": mask}
     for name in LOSSES:
         cfg_type = LOSSES[name].config_type
-        fields = {"weight": 1.0, "tau": 2.0, "alpha": 1.0, "beta": 4.0, "cos_weight": 1.0}
+        fields = {"weight": 1.0, "tau": 2.0, "alpha": 1.0, "beta": 4.0, "cos_weight": 1.0,
+                  "unmasked_weight": 0.5}  # fmt: skip
         cfg = cfg_type(**{k: v for k, v in fields.items() if k in cfg_type.__dataclass_fields__})
         terms = LOSSES[name](cfg)(outputs, data)
         assert name in terms and terms[name].ndim == 0
     with pytest.raises(KeyError, match="unknown loss 'nope'; registered: ce, dkd, feature, kd"):
         LOSSES["nope"]
+
+
+def test_masked_prediction_matches_a_slow_reference_and_ignores_padding(batch):
+    from pipeline.losses.masked import masked_prediction_loss
+
+    s, _, y, m = batch
+    mask = torch.rand(*s.shape[:2], generator=torch.Generator().manual_seed(1)) < 0.4
+    got = masked_prediction_loss(s, y, mask, m, unmasked_weight=0.5)
+    terms = {True: [], False: []}
+    hits = []
+    for b in range(m.shape[0]):
+        for f in range(m.shape[1]):
+            if m[b, f]:
+                ce = -torch.log_softmax(s[b, f], -1)[y[b, f]]
+                terms[bool(mask[b, f])].append(float(ce))
+                if mask[b, f]:
+                    hits.append(float(s[b, f].argmax() == y[b, f]))
+    expected = sum(terms[True]) / len(terms[True]) + 0.5 * sum(terms[False]) / len(terms[False])
+    assert float(got["masked"]) == pytest.approx(expected, rel=1e-5)
+    assert float(got["accuracy"]) == pytest.approx(sum(hits) / len(hits))
+    garbage = s.clone()
+    garbage[~m] = 1e4  # anything on padding changes nothing
+    again = masked_prediction_loss(garbage, y, mask, m, unmasked_weight=0.5)
+    assert float(again["masked"]) == pytest.approx(float(got["masked"]), rel=1e-6)
 
 
 def _feature_reference(pred, target, mask, cos_weight):

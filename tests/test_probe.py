@@ -1,6 +1,8 @@
-"""The ASR probe (scoring, decoding, learning), the report, and evaluation end to end."""
+"""The ASR probe (scoring, decoding, learning from streamed batches), the probe feature store,
+the report, and the per-model evaluation stages end to end."""
 
 import json
+import random
 
 import jiwer
 import pytest
@@ -9,15 +11,19 @@ from conftest import tiny_params
 
 from pipeline.core.config import from_dict, section
 from pipeline.evaluation.probe import (
+    ProbeBatch,
     ProbeConfig,
-    Sample,
+    Reference,
     Vocabulary,
     normalize_text,
-    train_and_score,
+    score,
+    train_probe,
 )
-from pipeline.evaluation.report import markdown, write_report
+from pipeline.evaluation.report import markdown, overlapping, write_report
+from pipeline.evaluation.scoring import EvaluateConfig
+from pipeline.students.checkpoint import CHECKPOINT, CURVE
 from pipeline.teacher.config import TeacherConfig
-from stages import evaluate
+from stages import evaluate_baseline, evaluate_student, evaluate_teacher, report
 
 
 def test_normalisation_and_scoring_on_hand_made_pairs():
@@ -37,70 +43,137 @@ def test_greedy_ctc_decoding_merges_repeats_and_drops_blanks():
     assert vocab.greedy(logits) == list("aabb")
 
 
-def test_probe_learns_a_tiny_synthetic_task():
+def test_probe_learns_a_tiny_synthetic_task_from_streamed_batches():
     """Each character is a fixed random vector held for 3 frames, plus noise (a learnable
-    'acoustics'); a second layer is pure noise."""
+    'acoustics'); a second layer is pure noise. Batches are handed out one at a time."""
     lexicon = ["cat", "dog", "sees", "big", "red", "the", "a", "ball"]
     rng = torch.Generator().manual_seed(0)
     table = {c: torch.randn(16, generator=rng) for c in "abcdefghijklmnopqrstuvwxyz '"}
-
-    def sample():
+    refs, feats = {}, {}
+    for i in range(160):
         idx = torch.randint(len(lexicon), (3,), generator=rng).tolist()
-        words = " ".join(lexicon[i] for i in idx)
+        words = " ".join(lexicon[j] for j in idx)
         x = torch.stack([table[c] for c in words for _ in range(3)])
         x = x + 0.3 * torch.randn(x.shape, generator=rng)
-        noise = torch.randn(x.shape, generator=rng)
-        return Sample(torch.stack([x, noise]).half(), words, " ".join(words.replace(" ", "")))
+        feats[f"u{i}"] = torch.stack([x, torch.randn(x.shape, generator=rng)])  # (L, T, D)
+        refs[f"u{i}"] = Reference(words, " ".join(words.replace(" ", "")))
 
-    samples = [sample() for _ in range(160)]
-    cfg = ProbeConfig(hidden=32, layers=1, epochs=25, batch_frames=600, lr=0.005,
-                      train_utterances=0, seed=0)  # fmt: skip
-    scores = train_and_score(samples[:128], samples[128:], cfg, "synthetic")
+    def batches(keys, seed):
+        keys = list(keys)
+        random.Random(seed).shuffle(keys)
+        for i in range(0, len(keys), 8):
+            group = keys[i : i + 8]
+            lengths = torch.tensor([feats[k].shape[1] for k in group])
+            layers = torch.nn.utils.rnn.pad_sequence([feats[k].transpose(0, 1) for k in group],
+                                                     batch_first=True).transpose(1, 2)  # fmt: skip
+            yield ProbeBatch(group, layers, lengths)
+
+    train, test = list(refs)[:128], list(refs)[128:]
+    cfg = ProbeConfig(hidden=32, layers=1, epochs=25, batch_frames=600, lr=0.005, train="train",
+                      train_utterances=0, seeds=1)  # fmt: skip
+    model, vocabs, curve = train_probe(
+        lambda e: batches(train, e),
+        {k: refs[k] for k in train},
+        (2, 16),
+        cfg,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    scores = score(model, vocabs, batches(test, None), refs, torch.device("cpu"))
     assert scores["wer"] < 0.5 and scores["cer"] < 0.2  # an empty guess scores WER 1.0
     assert "per" in scores and scores["per"] < 0.3
-    first, noise = scores["layer_weights"]
+    assert curve[-1] < curve[0] / 2
+    first, noise = model.weights.softmax(0).tolist()
     assert first > noise  # the weighted sum prefers the informative layer
 
 
-def test_report_lists_every_model(tmp_path):
-    row = {"parameters": 1000, "wer": 0.5, "cer": 0.2, "rtf": 0.01, "peak_memory_mb": 3.0}
-    metrics = {
-        "split": "test", "teacher": "t", "device": "cpu", "efficiency_seconds": 10.0,
-        "models": {"teacher": {**row, "kind": "teacher"}, "fbank": {**row, "kind": "baseline",
-                   "parameters": 0}, "kd": {**row, "kind": "student", "top1_agreement": 0.4}},
-    }  # fmt: skip
+def _row(kind, wers, params=1000, **split_extra):
+    wer = {"mean": sum(wers) / len(wers), "min": min(wers), "max": max(wers), "seeds": wers}
+    return {"kind": kind, "parameters": params, "rtf": 0.01, "peak_memory_mb": 3.0,
+            "splits": {"test": {"wer": wer, "cer": wer, **split_extra}}}  # fmt: skip
+
+
+def test_report_marks_differences_within_the_seed_spread(tmp_path):
+    models = {
+        "teacher": _row("teacher", [0.30, 0.32]),
+        "fbank": _row("baseline", [0.60, 0.62], params=0),
+        "kd": _row("student", [0.40, 0.45], top1_agreement=0.4),
+        "dkd": _row("student", [0.44, 0.50], top1_agreement=0.5),
+    }
+    metrics = {"splits": ["test"], "probe": "a tiny probe", "models": models}
+    assert overlapping(models, "test", "kd") == ["dkd"]
+    assert overlapping(models, "test", "teacher") == []
     text = markdown(metrics)
-    for name in ("teacher", "fbank", "kd"):
+    for name in models:
         assert f"| {name} |" in text
-    assert "40.0%" in text and "| - |" in text  # missing cells are dashes
-    write_report(metrics, tmp_path)
-    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert "a tiny probe" in text and "40.0%" in text and "42.5% (40.0%-45.0%)" in text
+    assert "| - |" in text  # missing cells are dashes
+    curves = {"kd": [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}]}
+    write_report(metrics, curves, tmp_path)
+    for image in ("report.png", "curves.png"):
+        assert (tmp_path / image).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_evaluation_report_keys_are_stable(tiny_corpus, tiny_cache, tmp_path):
-    """Evaluate students trained on the tiny cache: every model in metrics and the report."""
+def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
+    tiny_corpus, tiny_cache, tmp_path
+):
+    """Teacher, baselines and students each scored alone (several probe seeds, streamed
+    features), then gathered: every model in metrics.json and report.md, with the spread."""
     from pipeline.students import parse_students
-    from pipeline.training.loop import TrainConfig
+    from pipeline.training.config import TrainConfig
     from stages import train_student
 
     params = tiny_params()
+    cfg = section(params, "evaluate", EvaluateConfig)
+    assert cfg.probe.seeds == 2
+    teacher = from_dict(TeacherConfig, params["cache_teacher"]["teacher"], "teacher")
     students = parse_students(params)
-    chosen = {k: students[k] for k in ("ce", "kd")}
+    chosen = {k: students[k] for k in ("ce", "distilhubert")}
     dirs = {k: tmp_path / "students" / k for k in chosen}
     train_student.run(chosen, section(params, "train", TrainConfig), tiny_corpus, tiny_cache,
                       dirs, tmp_path / "state.pt")  # fmt: skip
-    cfg = section(params, "evaluate", evaluate.EvaluateConfig)
-    teacher = from_dict(TeacherConfig, params["cache_teacher"]["teacher"], "teacher")
-    checkpoints = {k: d / train_student.CHECKPOINT for k, d in dirs.items()}
-    metrics = evaluate.run(cfg, teacher, tiny_corpus, tiny_cache, checkpoints, tmp_path / "eval")
-    assert list(metrics["models"]) == ["teacher", "fbank", "ce", "kd"]
-    common = {"kind", "parameters", "wer", "cer", "per", "probe_loss", "layer_weights", "rtf",
-              "peak_memory_mb", "rtf_vs_teacher"}  # fmt: skip
+    out = tmp_path / "eval" / "models"
+    evaluate_teacher.run(cfg, teacher, tiny_corpus, out / "teacher.json")
+    evaluate_baseline.run(cfg, "fbank", teacher, tiny_corpus, out / "fbank.json")
+    for name, folder in dirs.items():
+        evaluate_student.run(cfg, name, folder / CHECKPOINT, tiny_corpus, tiny_cache,
+                             out / f"{name}.json")  # fmt: skip
+    assert not list(out.glob(".*"))  # the probe feature stores are gone
+    names = ["teacher", "fbank", "ce", "distilhubert"]
+    curves = {n: dirs[n] / CURVE for n in dirs}
+    metrics = report.run(cfg, names, out, curves, tmp_path / "eval")
+    assert list(metrics["models"]) == names and metrics["splits"] == ["test"]
     for name, row in metrics["models"].items():
-        agreement = {"top1_agreement", "kl", "tckd", "nckd", "frames"}
-        assert set(row) == common | (agreement if row["kind"] == "student" else set()), name
+        scores = row["splits"]["test"]
+        assert {"wer", "cer", "per"} <= set(scores) and len(scores["wer"]["seeds"]) == 2
+        assert len(row["probe_curves"]) == 2 and row["rtf"] > 0
+        assert ("top1_agreement" in scores) == (name == "ce")  # students with logits only
     assert metrics["models"]["fbank"]["parameters"] == 0
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["models"].keys() == metrics["models"].keys()
-    report = (tmp_path / "eval" / "report.md").read_text()
-    assert all(f"| {name} |" in report for name in metrics["models"])
+    text = (tmp_path / "eval" / "report.md").read_text()
+    assert all(f"| {name} |" in text for name in names) and "2 seeds" in text
+    assert (tmp_path / "eval" / "curves.png").is_file()
+
+
+def test_evaluation_names_splits_and_subsets():
+    from pipeline.corpus.manifest import Utterance
+    from pipeline.evaluation.scoring import probe_splits
+
+    def utt(i, split, subset):
+        return Utterance(f"u{i}", "a.flac", 16000, 16000, "hello", "s", split, "", subset)
+
+    rows = [utt(0, "train", "train-clean-100"), utt(1, "train", "train-other-500"),
+            utt(2, "test", "test-clean"), utt(3, "test", "test-other")]  # fmt: skip
+    params = tiny_params()
+    params["evaluate"]["splits"] = ["test-clean", "test-other"]
+    params["evaluate"]["probe"]["train"] = "train-clean-100"
+    cfg = section(params, "evaluate", EvaluateConfig)
+    splits = probe_splits(cfg, rows)
+    assert {k: [u.id for u in v] for k, v in splits.items()} == {
+        "train-clean-100": ["u0"], "test-clean": ["u2"], "test-other": ["u3"]}  # fmt: skip
+    params["evaluate"]["splits"] = ["dev-clean"]
+    with pytest.raises(
+        ValueError, match="no transcribed utterances in split or subset 'dev-clean'"
+    ):
+        probe_splits(section(params, "evaluate", EvaluateConfig), rows)

@@ -15,15 +15,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tiny_params, write_params
+from conftest import store, tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
 from pipeline.core.config import section
 from pipeline.core.io import output_lock
+from pipeline.teacher.caching import CacheTeacherConfig
 from stages import cache_teacher
 from storage import read_header, verify_cache
-from storage.base import HEADER, header_digest
+from storage.header import HEADER
+from storage.header import json_digest as header_digest
 
 runner = CliRunner()
 
@@ -74,8 +76,7 @@ def test_prepare_refuses_a_folder_holding_the_users_corpus(tmp_path):
     before = _snapshot(corpus)
 
     def use_list(params):
-        params["prepare"]["source"] = "manifest"
-        params["prepare"]["manifest"]["path"] = str(corpus / "list.jsonl")
+        params["prepare"]["source"] = {"kind": "manifest", "path": str(corpus / "list.jsonl")}
 
     args = _params(tmp_path, use_list)
     result = runner.invoke(app, ["prepare", "--out", str(corpus), *args])
@@ -130,23 +131,25 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tiny_c
 
 @pytest.mark.parametrize("backend", ["zarr", "webdataset"])
 def test_checksums_are_of_the_bytes_written_not_of_the_disk_at_close(tmp_path, backend):
-    """A file changed behind the writer's back before it closes must not verify."""
-    from test_storage import BACKEND_CONFIGS, _codec, _header, _utts
+    """A file changed behind the writer's back before it commits must not verify."""
+    from test_storage import BACKEND_CONFIGS, PARTS, _codec, _fields, _header
 
-    from storage import BACKENDS
+    from storage import finalize, open_part, prepare_location
 
     codec = _codec("full32")
-    writer = BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(tmp_path / "c", _header(codec))
-    for key, (logits, targets) in _utts().items():
-        writer.write(key, {"targets": targets, **codec.encode(logits, targets)})
-    if backend == "webdataset":
-        writer._close_shard()
-    victim = sorted(p for p in writer.root.rglob("*") if p.is_file() and "c/0" in p.as_posix()
-                    or p.suffix == ".tar")[0]  # fmt: skip
-    victim.write_bytes(victim.read_bytes()[:-3] + b"xyz")  # another process overwrites it
-    writer.close()
+    header = _header(codec, backend)
+    prepare_location(tmp_path / "c")
+    with open_part(tmp_path / "c", "part-a", header, BACKEND_CONFIGS[backend]) as part:
+        for key in PARTS["part-a"]:
+            part.write(key, _fields(codec, key))
+        inside = [p.relative_to(part.folder).as_posix() for p in part.folder.rglob("*")
+                  if p.is_file()]  # fmt: skip
+        done = [n for n in inside if "/c/" in n or n.endswith(".tar")]  # chunks, closed shards
+        victim = part.folder / sorted(done)[0]
+        victim.write_bytes(victim.read_bytes()[:-3] + b"xyz")  # another process overwrites it
+    finalize(tmp_path / "c", header, ["part-a"], None)
     problems = verify_cache(tmp_path / "c")
-    assert [p for p in problems if "checksum mismatch" in p], problems
+    assert [p for p in problems if "checksum mismatch" in p and victim.name in p], problems
 
 
 # --- 3. never train on a damaged cache --------------------------------------------------------
@@ -158,7 +161,7 @@ def _train(tmp_path, tiny_corpus, cache, *extra):
 
 
 def _chunk(cache: Path) -> Path:
-    return sorted(p for p in (cache / "logits" / "c").rglob("*") if p.is_file())[0]
+    return sorted(p for p in cache.glob("parts/*/logits/c/**/*") if p.is_file())[0]
 
 
 @pytest.mark.parametrize("damage", ["flip", "delete", "truncate"])
@@ -182,12 +185,12 @@ def test_training_stops_on_a_damaged_zarr_chunk_naming_it(
 
 
 def test_training_stops_on_a_damaged_webdataset_shard(tiny_corpus, tmp_path):
-    args = [*_params(tmp_path, lambda p: p["cache_teacher"].update(backend="webdataset"))]
+    args = [*_params(tmp_path, lambda p: store(p, backend="webdataset"))]
     result = runner.invoke(
         app, ["cache-teacher", "--out", str(tmp_path / "c"), "--manifest", str(tiny_corpus), *args]
     )
     assert result.exit_code == 0, result.output
-    shard = tmp_path / "c" / "cache-000000.tar"
+    shard = sorted((tmp_path / "c").glob("parts/*/cache-000000.tar"))[0]
     data = bytearray(shard.read_bytes())
     data[-2048] ^= 0x01  # inside the last member's data: the tar still parses
     shard.write_bytes(bytes(data))
@@ -254,8 +257,8 @@ def test_cuda_on_a_machine_without_it_is_a_config_error(tiny_corpus, tiny_cache,
 def _listing(tmp_path, rows) -> list[str]:
     (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     params = tiny_params()
-    params["prepare"].update(source="manifest", max_bad_fraction=0.5)
-    params["prepare"]["manifest"]["path"] = str(tmp_path / "list.jsonl")
+    params["prepare"].update(max_bad_fraction=0.5)
+    params["prepare"]["source"] = {"kind": "manifest", "path": str(tmp_path / "list.jsonl")}
     write_params(tmp_path / "params.yaml", params)
     return ["--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "data")]
 
@@ -275,7 +278,7 @@ def test_dropping_an_utterance_keeps_the_unchanged_committed_shards(
 ):
     params = tiny_params()
     params["cache_teacher"]["shard_utterances"] = 2
-    cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
     rows = tiny_corpus.read_text().splitlines()
     manifest = tiny_corpus.parent / "manifest-copy.jsonl"  # audio paths stay valid beside it
     manifest.write_text("\n".join(rows) + "\n")
@@ -290,7 +293,7 @@ def test_dropping_an_utterance_keeps_the_unchanged_committed_shards(
     monkeypatch.setattr(cache_teacher, "run_shard", failing)
     with pytest.raises(RuntimeError, match="killed"):
         cache_teacher.run(cfg, manifest, tmp_path / "cache")
-    committed = calls[:3]
+    committed = [shard.utts for shard in calls[:3]]
     dropped = committed[0][0].id  # an utterance of the first committed shard
     manifest.write_text("\n".join(r for r in rows if json.loads(r)["id"] != dropped) + "\n")
     calls.clear()
@@ -301,7 +304,7 @@ def test_dropping_an_utterance_keeps_the_unchanged_committed_shards(
 
     monkeypatch.setattr(cache_teacher, "run_shard", counting)
     header = cache_teacher.run(cfg, manifest, tmp_path / "cache")
-    redone = {u.id for shard in calls for u in shard}
+    redone = {u.id for shard in calls for u in shard.utts}
     assert header.num_utterances == len(rows) - 1
     kept = [shard for shard in committed[1:] if not {u.id for u in shard} & redone]
     assert len(kept) >= 1, "unchanged committed shards were recomputed"
@@ -333,8 +336,7 @@ def test_non_utf8_lists_and_short_tsv_rows_are_named(tmp_path):
     wav = _tone(tmp_path / "a.wav")
     (tmp_path / "list.tsv").write_text(f"audio\ttranscript\n{wav}\n")
     params = json.loads(json.dumps(tiny_params()))
-    params["prepare"].update(source="manifest")
-    params["prepare"]["manifest"]["path"] = str(tmp_path / "list.tsv")
+    params["prepare"]["source"] = {"kind": "manifest", "path": str(tmp_path / "list.tsv")}
     write_params(tmp_path / "params.yaml", params)
     result = runner.invoke(app, ["prepare", *args])
     _one_line_error(result, "list.tsv:2: 1 columns where the header names 2")
@@ -424,11 +426,10 @@ def test_params_that_is_a_folder_is_named(tmp_path):
 
 
 def test_a_missing_webdataset_tar_is_named(tiny_corpus, tmp_path):
-    args = [*_params(tmp_path, lambda p: p["cache_teacher"].update(backend="webdataset",
-                                                                 shard_utterances=4))]  # fmt: skip
+    args = [*_params(tmp_path, lambda p: store(p, backend="webdataset", shard_utterances=4))]
     cmd = ["cache-teacher", "--out", str(tmp_path / "c"), "--manifest", str(tiny_corpus), *args]
     assert runner.invoke(app, cmd).exit_code == 0
-    victim = sorted((tmp_path / "c").glob("cache-*.tar"))[-1]
+    victim = sorted((tmp_path / "c").glob("parts/*/cache-*.tar"))[-1]
     victim.unlink()
     result = _train(tmp_path, tiny_corpus, tmp_path / "c")
     _one_line_error(result, f"{victim.name}: missing")

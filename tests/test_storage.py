@@ -1,4 +1,5 @@
-"""The teacher cache: every backend x codec round trip, plain readers, atomic commits, refusals."""
+"""The teacher cache: every backend x codec round trip over several parts, plain readers,
+atomic part commits, finalize in O(parts), refusals."""
 
 import json
 import shutil
@@ -12,9 +13,18 @@ import webdataset as wds
 import zarr
 
 from pipeline.audio.frames import FrameSpec
-from storage import BACKENDS, CacheFormatError, CacheHeader, open_cache
-from storage.base import HEADER, SCHEMA_VERSION
+from storage import (
+    BACKENDS,
+    CacheFormatError,
+    CacheHeader,
+    finalize,
+    open_cache,
+    open_part,
+    prepare_location,
+    verify_cache,
+)
 from storage.codecs import CODECS, FullConfig, TopKConfig
+from storage.header import HEADER, SCHEMA_VERSION
 from storage.wds_store import WdsConfig, decode_sample
 from storage.zarr_store import ZarrConfig
 
@@ -35,11 +45,11 @@ def _codec(name):
     return CODECS[kind](cfg)
 
 
-def _header(codec):
+def _header(codec, backend="zarr"):
     return CacheHeader(
-        schema_version=SCHEMA_VERSION, backend="?", teacher="test", fingerprint="f" * 64,
+        schema_version=SCHEMA_VERSION, backend=backend, teacher="test", fingerprint="f" * 64,
         corpus="c" * 64, num_classes=C, frame_rate=50.0, frame_kernels=[10], frame_strides=[320],
-        codec=codec.header(), target_source="argmax", num_utterances=0, num_frames=0,
+        codec=codec.header(), target_source="argmax",
     )  # fmt: skip
 
 
@@ -54,12 +64,24 @@ def _utts():
     return out
 
 
-def _write(path, backend, codec_name):
+PARTS = {"part-a": ["utt-0", "utt-1", "utt-2"], "part-b": ["utt-3", "utt-4"]}
+
+
+def _fields(codec, key):
+    logits, targets = _utts()[key]
+    return {"targets": targets, **codec.encode(logits, targets)}
+
+
+def _write(path, backend, codec_name, parts=PARTS):
+    """A cache of ``parts`` (name -> keys), committed one by one, then finalized."""
     codec = _codec(codec_name)
-    with BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(path, _header(codec)) as writer:
-        for key, (logits, targets) in _utts().items():
-            writer.write(key, {"targets": targets, **codec.encode(logits, targets)})
-        return writer.close()
+    header = _header(codec, backend)
+    prepare_location(path)
+    for name, keys in parts.items():
+        with open_part(path, name, header, BACKEND_CONFIGS[backend]) as part:
+            for key in keys:
+                part.write(key, _fields(codec, key))
+    return finalize(path, header, list(parts), None)
 
 
 @pytest.mark.parametrize("codec_name", list(CODEC_CONFIGS))
@@ -67,13 +89,13 @@ def _write(path, backend, codec_name):
 def test_round_trip(tmp_path, backend, codec_name):
     header = _write(tmp_path / "cache", backend, codec_name)
     assert header.backend == backend and header.num_utterances == 5 and header.num_frames == 58
+    assert [(p.name, p.num_utterances) for p in header.parts] == [("part-a", 3), ("part-b", 2)]
     reader = open_cache(tmp_path / "cache")
     assert reader.keys() == list(_utts()) and reader.header == header
     for key, (logits, targets) in _utts().items():
         stored = reader.read(key)
         got_logits, got_targets = header.decode(stored)
         np.testing.assert_array_equal(got_targets, targets)
-        assert reader.num_frames(key) == len(targets)
         if codec_name.startswith("full"):
             np.testing.assert_allclose(got_logits, logits, rtol=1e-3, atol=2e-3)
         else:  # top-k: kept logits exact to fp16, target always kept, left-out mass preserved
@@ -110,24 +132,26 @@ def test_codec_sizes():
 
 
 def test_plain_zarr_and_dask_read_the_zarr_cache(tmp_path):
-    _write(tmp_path / "cache", "zarr", "full32")
-    group = zarr.open_group(tmp_path / "cache", mode="r")
+    header = _write(tmp_path / "cache", "zarr", "full32")
+    group = zarr.open_group(tmp_path / "cache" / "parts" / "part-b", mode="r")
     offsets = group["frame_offsets"][:]
     i = list(group["utt_ids"][:]).index("utt-3")
     np.testing.assert_array_equal(group["logits"][offsets[i] : offsets[i + 1]], _utts()["utt-3"][0])
-    assert group.attrs["hubert_kd"]["num_frames"] == 58
-    targets = da.from_zarr(str(tmp_path / "cache"), component="targets")
+    targets = da.concatenate(
+        [da.from_zarr(str(tmp_path / "cache" / "parts" / p.name), component="targets")
+         for p in header.parts]
+    )  # fmt: skip
     expected = np.concatenate([t for _, t in _utts().values()])
     np.testing.assert_array_equal(targets.compute(), expected)
 
 
 def test_plain_webdataset_and_tar_read_the_wds_cache(tmp_path):
     _write(tmp_path / "cache", "webdataset", "full32")
-    shards = sorted(str(p) for p in (tmp_path / "cache").glob("cache-*.tar"))
-    assert [p.rsplit("/", 1)[1] for p in shards] == [
-        "cache-000000.tar",
-        "cache-000001.tar",
-        "cache-000002.tar",
+    shards = sorted(str(p) for p in (tmp_path / "cache").glob("parts/*/cache-*.tar"))
+    assert [p.split("/parts/")[1] for p in shards] == [
+        "part-a/cache-000000.tar",
+        "part-a/cache-000001.tar",
+        "part-b/cache-000000.tar",
     ]
     samples = list(wds.WebDataset(shards, shardshuffle=False).map(decode_sample))
     assert [s["__key__"] for s in samples] == list(_utts())
@@ -147,25 +171,42 @@ def test_plain_webdataset_and_tar_read_the_wds_cache(tmp_path):
 def test_webdataset_shards_are_byte_identical_on_rerun(tmp_path):
     _write(tmp_path / "a", "webdataset", "topk")
     _write(tmp_path / "b", "webdataset", "topk")
-    for shard in sorted((tmp_path / "a").glob("cache-*.tar")):
-        assert shard.read_bytes() == (tmp_path / "b" / shard.name).read_bytes()
+    shards = sorted((tmp_path / "a").rglob("*.tar"))
+    assert len(shards) == 3
+    for shard in shards:
+        assert (
+            shard.read_bytes() == (tmp_path / "b" / shard.relative_to(tmp_path / "a")).read_bytes()
+        )
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
-def test_failed_write_leaves_nothing_and_keeps_old_cache(tmp_path, backend):
+def test_a_failed_part_leaves_nothing_and_keeps_the_cache(tmp_path, backend):
     _write(tmp_path / "cache", backend, "full16")
-    before = (tmp_path / "cache" / HEADER).read_text()
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
     codec = _codec("full16")
     with pytest.raises(RuntimeError, match="boom"):
-        with BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(
-            tmp_path / "cache", _header(codec)
-        ) as writer:
-            writer.write(
-                "a", {"targets": np.zeros(3), **codec.encode(np.zeros((3, C)), np.zeros(3, int))}
-            )
+        with open_part(tmp_path / "cache", "part-c", _header(codec, backend),
+                       BACKEND_CONFIGS[backend]) as part:  # fmt: skip
+            part.write("utt-9", _fields(codec, "utt-0"))
             raise RuntimeError("boom")
-    assert (tmp_path / "cache" / HEADER).read_text() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert after == before and verify_cache(tmp_path / "cache") == []
+
+
+def test_finalize_needs_every_part_and_reads_no_data(tmp_path):
+    codec = _codec("full16")
+    header = _header(codec)
+    prepare_location(tmp_path / "c")
+    with open_part(tmp_path / "c", "part-a", header, BACKEND_CONFIGS["zarr"]) as part:
+        part.write("utt-0", _fields(codec, "utt-0"))
+    with pytest.raises(CacheFormatError, match="1 of 2 parts are not committed yet"):
+        finalize(tmp_path / "c", header, ["part-a", "part-b"], None)
+    for chunk in (tmp_path / "c" / "parts" / "part-a" / "logits").rglob("*"):
+        if chunk.is_file() and "/c/" in chunk.as_posix():
+            chunk.write_bytes(b"damaged")  # finalize never reads data, so it cannot notice
+    done = finalize(tmp_path / "c", header, ["part-a"], None)
+    assert done.num_utterances == 1 and [p.name for p in done.parts] == ["part-a"]
+    assert [p for p in verify_cache(tmp_path / "c") if "checksum mismatch" in p]
 
 
 def test_incomplete_or_foreign_caches_are_refused(tmp_path):
@@ -178,14 +219,16 @@ def test_incomplete_or_foreign_caches_are_refused(tmp_path):
     (tmp_path / "cache" / HEADER).write_text(json.dumps({**raw, "schema_version": 99}))
     with pytest.raises(CacheFormatError, match="schema version 99"):
         open_cache(tmp_path / "cache")
+    _write(tmp_path / "other", "zarr", "full16")
+    shutil.rmtree(tmp_path / "other" / "parts" / "part-b")
+    with pytest.raises(CacheFormatError, match="part-b: missing part"):
+        open_cache(tmp_path / "other")
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))
 def test_writer_rejects_bad_shapes_and_duplicates(tmp_path, backend):
     codec = _codec("full16")
-    with BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(
-        tmp_path / "c", _header(codec)
-    ) as writer:
+    with BACKENDS[backend](BACKEND_CONFIGS[backend]).writer(tmp_path, _header(codec)) as writer:
         with pytest.raises(ValueError, match="x: expected fields"):
             writer.write("x", {"targets": np.zeros(3), "logits": np.zeros((3, C - 1))})
         writer.write("y", {"targets": np.zeros(3), "logits": np.zeros((3, C))})

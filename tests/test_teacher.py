@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from conftest import tiny_params
 
 from pipeline.core.config import section
+from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.sources import build_teacher
-from stages.cache_teacher import CacheTeacherConfig
 
 
 def _teacher(seed=0):

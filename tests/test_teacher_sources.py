@@ -8,11 +8,12 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_params
+from conftest import TINY_KMEANS, tiny_params, with_kmeans
 from transformers import HubertConfig, HubertModel
 
 from pipeline.core.config import from_dict, section
 from pipeline.core.errors import CheckpointError
+from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import build_teacher, save_teacher
@@ -23,7 +24,7 @@ D, FFN, LAYERS, PROJ, CLUSTERS = 32, 64, 2, 8, 12
 
 def _cfg(source, **overrides) -> TeacherConfig:
     raw = tiny_params()["cache_teacher"]["teacher"]
-    raw.update(source=source, **overrides)
+    raw.update({"source": source, "kmeans": dict(TINY_KMEANS), **overrides})
     return from_dict(TeacherConfig, raw, "teacher")
 
 
@@ -266,9 +267,7 @@ def test_fairseq_untrusted_kmeans_file_is_refused(tmp_path):
     km = KMeans(n_clusters=2, n_init=1).fit([[0.0] * D, [1.0] * D, [2.0] * D])
     joblib.dump(km, tmp_path / "km.bin")
     _tiny_hf("group").save_pretrained(tmp_path / "plain")
-    kmeans = dict(
-        tiny_params()["cache_teacher"]["teacher"]["kmeans"], path=str(tmp_path / "km.bin")
-    )
+    kmeans = dict(TINY_KMEANS, path=str(tmp_path / "km.bin"))
     with pytest.raises(
         CheckpointError, match="km.bin: a joblib/scikit-learn k-means file is a pickle"
     ):
@@ -316,9 +315,7 @@ def test_every_source_caches_the_demo_corpus_from_the_cli(tmp_path, tiny_corpus,
                                  "--teacher", f"fairseq:{tmp_path / 'hubert.pt'}"])  # fmt: skip
     assert result.exit_code == 1 and "--trust-checkpoint" in result.output
     # k-means logits and targets from a head-less model, fitted inside stage one
-    params["cache_teacher"]["teacher"].update(
-        source=f"hf:{tmp_path / 'plain'}", logits="kmeans", targets="kmeans"
-    )
+    with_kmeans(params, source=f"hf:{tmp_path / 'plain'}", logits="kmeans", targets="kmeans")
     write_params(tmp_path / "params.yaml", params)
     result = runner.invoke(app, ["cache-teacher", "--manifest", str(tiny_corpus), "--out", "km"])
     assert result.exit_code == 0, result.output
@@ -343,14 +340,13 @@ def test_students_can_start_from_the_teachers_conv_stack(tmp_path, tiny_corpus):
     from pipeline.students import parse_students
     from pipeline.students.checkpoint import build_student, load_student, save_student
     from stages import cache_teacher
-    from storage import open_cache
-    from storage.base import read_frontend
+    from storage import open_cache, read_frontend
 
     encoder = _tiny_hf("group")
     save_teacher(tmp_path / "t", encoder, ClusterHead(D, PROJ, CLUSTERS, 0.1), {})
     params = tiny_params()
     params["cache_teacher"]["teacher"]["source"] = f"hf:{tmp_path / 't'}"
-    cfg = section(params, "cache_teacher", cache_teacher.CacheTeacherConfig)
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
     cache_teacher.run(cfg, tiny_corpus, tmp_path / "cache")
     header = open_cache(tmp_path / "cache").header
     assert header.frontend["norm"] == "group" and "frontend.safetensors" in header.checksums

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from pipeline.core.config import section
 from pipeline.students import grid_students, parse_students
-from pipeline.training.loop import TrainConfig
+from pipeline.training.config import TrainConfig
 from stages import train_student
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,12 +92,50 @@ def section(params: Mapping[str, Any], name: str, cls: type[T]) -> T:
     return from_dict(cls, params[name], where=name)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A params section that names its kind: ``{kind: <registered name>, ...its settings}``.
+
+    Declare such a field as ``Annotated[Choice, REGISTRY]``: :func:`from_dict` checks ``kind``
+    against the registry and the other keys against that component's ``config_type``, so a
+    params file names only the variant it uses. ``build()`` makes the component.
+
+    Attributes:
+        kind: the registered name.
+        cfg: its config dataclass.
+        registry: where ``kind`` is registered.
+    """
+
+    kind: str
+    cfg: Any
+    registry: Any = dataclasses.field(repr=False, compare=False)
+
+    def build(self) -> Any:
+        return self.registry[self.kind](self.cfg)
+
+
+def _choice(registry: Any, value: Any, key: str) -> Choice:
+    if not isinstance(value, Mapping) or "kind" not in value:
+        raise ConfigError(
+            f"{key}: expected a mapping with a kind ({', '.join(registry.names())}), got {value!r}"
+        )
+    kind = value["kind"]
+    if kind not in registry:
+        raise ConfigError(
+            f"{key}.kind: unknown {registry.kind} {kind!r}; registered: "
+            f"{', '.join(registry.names())}"
+        )
+    settings = {k: v for k, v in value.items() if k != "kind"}
+    return Choice(kind, from_dict(registry[kind].config_type, settings, key), registry)
+
+
 def from_dict(cls: type[T], data: Any, where: str) -> T:
     """Build the dataclass ``cls`` from ``data``, recursively and strictly.
 
     Args:
         cls: a dataclass type. Field annotations may be primitives, nested dataclasses,
-            ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``X | None`` and ``Literal``.
+            ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, ``X | None``, ``Literal`` and
+            ``Annotated[Choice, REGISTRY]`` (a section that names its kind).
         data: the mapping to convert.
         where: the dotted key of ``data``, used in error messages.
 
@@ -105,7 +144,7 @@ def from_dict(cls: type[T], data: Any, where: str) -> T:
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
@@ -134,6 +173,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is typing.Annotated and args[0] is Choice:
+        return _choice(args[1], value, key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if origin in (typing.Union, types.UnionType):
@@ -177,17 +218,20 @@ def _primitive(tp: Any, value: Any, key: str) -> Any:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a config dataclass (for checkpoints and cache headers)."""
+    """A JSON-ready dict of a config dataclass (for checkpoints and cache headers); the inverse
+    of :func:`from_dict`."""
+    return _plain(cfg)
 
-    def plain(v: Any) -> Any:
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        return v
 
-    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+def _plain(v: Any) -> Any:
+    if isinstance(v, Choice):
+        return {"kind": v.kind, **_plain(v.cfg)}
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.init}
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v

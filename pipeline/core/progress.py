@@ -15,11 +15,12 @@ from rich.progress import (
 )
 
 
-def progress_bar() -> Progress:
+def progress_bar(enabled: bool = True) -> Progress:
     """A progress bar with count, elapsed and remaining time and a free ``info`` field.
 
     Add tasks with ``bar.add_task(description, total=n, info="")`` and update ``info`` with
-    rates such as frames/s. Set ``HUBERT_KD_NO_PROGRESS=1`` to silence it.
+    rates such as frames/s. Set ``HUBERT_KD_NO_PROGRESS=1`` to silence it; ``enabled=False``
+    silences one bar (e.g. on every rank but the first).
     """
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -29,5 +30,5 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         console=Console(stderr=True),
-        disable=os.environ.get("HUBERT_KD_NO_PROGRESS") == "1",
+        disable=not enabled or os.environ.get("HUBERT_KD_NO_PROGRESS") == "1",
     )

@@ -32,7 +32,8 @@ def _is_subset(folder: Path) -> bool:
 
 @SOURCES.register
 class LibriSpeechSource:
-    """Every utterance listed in a ``*.trans.txt``; the split comes from the subset name."""
+    """Every utterance listed in a ``*.trans.txt``; the split comes from the subset name
+    (``train-*``, ``dev-*``, ``test-*``), which each row also keeps (``test-other``)."""
 
     name = "librispeech"
     config_type = LibriSpeechConfig
@@ -58,9 +59,9 @@ class LibriSpeechSource:
         for subset in subsets:
             split = _split_of(subset.name)
             for trans in sorted(subset.glob("*/*/*.trans.txt")):
-                yield from self._chapter(trans, split)
+                yield from self._chapter(trans, split, subset.name)
 
-    def _chapter(self, trans: Path, split: str | None) -> Iterator[Entry]:
+    def _chapter(self, trans: Path, split: str | None, subset: str) -> Iterator[Entry]:
         speaker = trans.parent.parent.name
         try:
             lines = trans.read_text(encoding="utf-8").splitlines()
@@ -75,6 +76,5 @@ class LibriSpeechSource:
             if not text:
                 raise CorpusError(f"{trans}:{lineno}: expected '<utterance-id> <TRANSCRIPT>'")
             audio = trans.parent / f"{utt_id}.flac"
-            yield Entry(
-                id=utt_id, audio=audio, transcript=text.strip(), speaker=speaker, split=split
-            )
+            yield Entry(id=utt_id, audio=audio, transcript=text.strip(), speaker=speaker,
+                        split=split, subset=subset)  # fmt: skip

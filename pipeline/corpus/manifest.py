@@ -28,6 +28,8 @@ class Utterance:
         speaker: speaker id ("" when unknown).
         split: one of ``train``, ``dev``, ``test``.
         phonemes: optional phoneme transcript (space-separated), "" when unknown.
+        subset: the corpus's own subset name (LibriSpeech: ``train-clean-100``, ``test-other``,
+            ...), "" when it has none; evaluation can name subsets as well as splits.
     """
 
     id: str
@@ -38,6 +40,11 @@ class Utterance:
     speaker: str
     split: str
     phonemes: str = ""
+    subset: str = ""
+
+    def belongs_to(self, name: str) -> bool:
+        """Whether this row is in split or subset ``name`` (``test``, ``test-other``, ...)."""
+        return name in (self.split, self.subset)
 
     @property
     def seconds(self) -> float:

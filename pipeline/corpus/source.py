@@ -26,6 +26,7 @@ class Entry:
     speaker: str = ""
     split: str | None = None
     phonemes: str = ""
+    subset: str = ""
 
 
 def safe_id(raw: str) -> str:

@@ -21,9 +21,11 @@ def teacher_agreement(model: nn.Module, batches: Iterable[Batch]) -> dict[str, f
     """
     sums = {"top1_agreement": 0.0, "kl": 0.0, "tckd": 0.0, "nckd": 0.0}
     frames = 0
+    device = next(model.parameters()).device
     for batch in batches:
-        logits, _ = model(batch.wav, batch.lengths)
         n = batch.num_frames
+        batch = batch.to(device)
+        logits, _ = model(batch.wav, batch.lengths)
         hits = (logits.argmax(-1) == batch.targets) & batch.frame_mask
         sums["top1_agreement"] += float(hits.sum())
         sums["kl"] += (

@@ -1,20 +1,23 @@
 """The SUPERB-style ASR probe: a frozen upstream's layers, a learnt weighted sum, a small BiLSTM
-and CTC heads on characters (WER, CER) and, when the manifest has them, phonemes (PER)."""
+and CTC heads on characters (WER, CER) and, when the manifest has them, phonemes (PER).
+
+The probe never holds a corpus of features: it reads batches (``ProbeBatch``) from a source
+that streams them (``pipeline.evaluation.features``), so memory is bounded by the batch.
+"""
 
 from __future__ import annotations
 
 import logging
-import random
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import jiwer
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pipeline.audio.batching import length_batches
 from pipeline.core.config import non_negative, positive
 from pipeline.core.progress import progress_bar
 
@@ -31,8 +34,10 @@ class ProbeConfig:
         epochs: passes over the probe's train utterances.
         batch_frames: padded upstream frames per batch.
         lr: Adam learning rate.
-        train_utterances: train utterances used (evenly spaced; 0 = all).
-        seed: initialisation and batch order.
+        train: the split or subset (``train``, ``train-clean-100``) the probe trains on.
+        train_utterances: of those, this many (evenly spaced; 0 = all).
+        seeds: probe trainings per model (initialisation and batch order), averaged in the
+            report with their spread.
     """
 
     hidden: int
@@ -40,12 +45,38 @@ class ProbeConfig:
     epochs: int
     batch_frames: int
     lr: float
+    train: str
     train_utterances: int
-    seed: int
+    seeds: int
 
     def __post_init__(self) -> None:
-        positive(self, "hidden", "layers", "epochs", "batch_frames", "lr")
+        positive(self, "hidden", "layers", "epochs", "batch_frames", "lr", "seeds")
         non_negative(self, "train_utterances")
+
+    def describe(self) -> str:
+        """The probe's size and budget, in words, for the report."""
+        return (
+            f"{self.layers} x {self.hidden} BiLSTM probe, {self.epochs} epochs of batches of "
+            f"{self.batch_frames} frames on {self.train} "
+            f"({self.train_utterances or 'all'} utterances), {self.seeds} seeds"
+        )
+
+
+@dataclass
+class ProbeBatch:
+    """Frozen upstream layers of a batch: ``layers (B, L, T, D)``, ``lengths (B,)`` frames."""
+
+    keys: list[str]
+    layers: torch.Tensor
+    lengths: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What an utterance says: its transcript and (if known) phonemes."""
+
+    transcript: str
+    phonemes: str
 
 
 def normalize_text(text: str) -> str:
@@ -73,21 +104,19 @@ class Vocabulary:
         return [self.symbols[i - 1] for i in best if i]
 
 
-def characters(text: str) -> list[str]:
-    return list(normalize_text(text))
+@dataclass(frozen=True)
+class Task:
+    """A CTC head: how references become symbol sequences, and how they are joined."""
+
+    name: str
+    split: Callable[[Reference], list[str]]
+    joiner: str
 
 
-def phonemes(text: str) -> list[str]:
-    return text.split()
-
-
-@dataclass
-class Sample:
-    """One utterance's frozen upstream layers ``(L, T, D)`` (fp16) and its references."""
-
-    layers: torch.Tensor
-    transcript: str
-    phonemes: str
+TASKS = {
+    "chars": Task("chars", lambda r: list(normalize_text(r.transcript)), ""),
+    "phonemes": Task("phonemes", lambda r: r.phonemes.split(), " "),
+}
 
 
 class Probe(nn.Module):
@@ -110,86 +139,91 @@ class Probe(nn.Module):
         return [head(x).log_softmax(-1) for head in self.heads]
 
 
-def _collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([s.layers.shape[1] for s in samples])
-    layers = pad_sequence([s.layers.transpose(0, 1) for s in samples], batch_first=True)
-    return layers.transpose(1, 2).float(), lengths  # (B, L, T, D)
+def tasks_for(refs: dict[str, Reference]) -> list[Task]:
+    """Characters always; phonemes when every reference has them."""
+    return [TASKS["chars"]] + ([TASKS["phonemes"]] if all(r.phonemes for r in refs.values())
+                               else [])  # fmt: skip
 
 
-def train_and_score(
-    train: list[Sample], test: list[Sample], cfg: ProbeConfig, name: str
-) -> dict[str, float]:
-    """Train the probe on ``train`` and score greedy decoding on ``test``.
+def train_probe(
+    epochs: Callable[[int], Iterable[ProbeBatch]],
+    refs: dict[str, Reference],
+    shape: tuple[int, int],
+    cfg: ProbeConfig,
+    seed: int,
+    device: torch.device,
+) -> tuple[Probe, list[Vocabulary], list[float]]:
+    """Train a probe on the batches of ``epochs(e)`` (each streamed, never all in memory).
+
+    Args:
+        refs: the references of the train utterances, by key.
+        shape: ``(L, D)``: layers per frame and their width.
 
     Returns:
-        ``wer``, ``cer`` and (when phonemes are known) ``per``, plus ``probe_loss`` (the last
-        epoch's mean CTC loss) and ``layer_weights`` (the learnt softmax weights).
+        The probe, its vocabularies (one per task) and the mean CTC loss of each epoch.
     """
-    tasks = [("chars", characters, lambda s: s.transcript)]
-    if all(s.phonemes for s in train + test):
-        tasks.append(("phonemes", phonemes, lambda s: s.phonemes))
-    vocabs = [Vocabulary([split(ref(s)) for s in train]) for _, split, ref in tasks]
-    targets = {
-        id(s): [v.encode(split(ref(s))) for v, (_, split, ref) in zip(vocabs, tasks, strict=True)]
-        for s in train
-    }
-    torch.manual_seed(cfg.seed)
-    num_layers, _, width = train[0].layers.shape
-    model = Probe(num_layers, width, cfg, [len(v) for v in vocabs])
+    tasks = tasks_for(refs)
+    vocabs = [Vocabulary([t.split(r) for r in refs.values()]) for t in tasks]
+    targets = {k: [v.encode(t.split(r)) for v, t in zip(vocabs, tasks, strict=True)]
+               for k, r in refs.items()}  # fmt: skip
+    torch.manual_seed(seed)
+    model = Probe(*shape, cfg, [len(v) for v in vocabs]).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    groups = length_batches(train, lambda s: s.layers.shape[1], cfg.batch_frames)
-    order = random.Random(cfg.seed)
-    epoch_loss = float("nan")
+    curve = []
     with progress_bar() as bar:
-        task = bar.add_task(f"probe {name}", total=cfg.epochs * len(groups), info="")
-        for _ in range(cfg.epochs):
-            order.shuffle(groups)
-            total = 0.0
+        task = bar.add_task(f"probe (seed {seed})", total=cfg.epochs, info="")
+        for epoch in range(cfg.epochs):
             model.train()
-            for group in groups:
-                layers, lengths = _collate(group)
-                outputs = model(layers, lengths)
-                loss = layers.new_zeros(())
-                for k, log_probs in enumerate(outputs):
-                    ys = [targets[id(s)][k] for s in group]
-                    loss = loss + F.ctc_loss(
-                        log_probs.transpose(0, 1),
-                        torch.cat(ys),
-                        lengths,
-                        torch.tensor([len(y) for y in ys]),
-                        zero_infinity=True,
-                    )
+            total, count = torch.zeros((), device=device), 0
+            for batch in epochs(epoch):
+                loss = _ctc(model, batch, targets, device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 optimizer.step()
-                total += loss.item()
-                bar.update(task, advance=1, info=f"ctc {loss.item():.3f}")
-            epoch_loss = total / len(groups)
-    return {
-        **score(model, test, vocabs, tasks, cfg.batch_frames),
-        "probe_loss": round(epoch_loss, 4),
-        "layer_weights": [round(w, 4) for w in model.weights.softmax(0).tolist()],
-    }
+                total, count = total + loss.detach(), count + 1
+            curve.append(float(total) / max(count, 1))
+            bar.update(task, advance=1, info=f"ctc {curve[-1]:.3f}")
+    return model, vocabs, curve
+
+
+def _ctc(model: Probe, batch: ProbeBatch, targets: dict, device: torch.device) -> torch.Tensor:
+    outputs = model(batch.layers.to(device), batch.lengths)
+    loss = torch.zeros((), device=device)
+    for k, log_probs in enumerate(outputs):
+        ys = [targets[key][k] for key in batch.keys]
+        loss = loss + F.ctc_loss(
+            log_probs.transpose(0, 1), torch.cat(ys).to(device), batch.lengths,
+            torch.tensor([len(y) for y in ys]), zero_infinity=True,
+        )  # fmt: skip
+    return loss
 
 
 @torch.inference_mode()
-def score(model: Probe, test: list[Sample], vocabs, tasks, batch_frames: int) -> dict[str, float]:
+def score(
+    model: Probe,
+    vocabs: list[Vocabulary],
+    batches: Iterable[ProbeBatch],
+    refs: dict[str, Reference],
+    device: torch.device,
+) -> dict[str, float]:
+    """Greedy decoding of ``batches`` scored with jiwer: ``wer``, ``cer`` and (with phonemes)
+    ``per``, edit distance over phoneme tokens."""
     model.eval()
-    refs: dict[str, list[str]] = {name: [] for name, _, _ in tasks}
-    hyps: dict[str, list[str]] = {name: [] for name, _, _ in tasks}
-    for group in length_batches(test, lambda s: s.layers.shape[1], batch_frames):
-        layers, lengths = _collate(group)
-        outputs = model(layers, lengths)
-        for k, (name, split, ref) in enumerate(tasks):
-            joiner = "" if name == "chars" else " "
-            for i, s in enumerate(group):
-                refs[name].append(joiner.join(split(ref(s))))
-                hyps[name].append(joiner.join(vocabs[k].greedy(outputs[k][i, : lengths[i]])))
+    tasks = tasks_for(refs)[: len(vocabs)]
+    ref_text = {t.name: [] for t in tasks}
+    hyp_text = {t.name: [] for t in tasks}
+    for batch in batches:
+        outputs = model(batch.layers.to(device), batch.lengths)
+        for k, task in enumerate(tasks):
+            for i, key in enumerate(batch.keys):
+                ref_text[task.name].append(task.joiner.join(task.split(refs[key])))
+                hyp = vocabs[k].greedy(outputs[k][i, : batch.lengths[i]].cpu())
+                hyp_text[task.name].append(task.joiner.join(hyp))
     result = {
-        "wer": jiwer.wer(refs["chars"], hyps["chars"]),
-        "cer": jiwer.cer(refs["chars"], hyps["chars"]),
+        "wer": jiwer.wer(ref_text["chars"], hyp_text["chars"]),
+        "cer": jiwer.cer(ref_text["chars"], hyp_text["chars"]),
     }
-    if "phonemes" in refs:
-        result["per"] = jiwer.wer(refs["phonemes"], hyps["phonemes"])  # phoneme tokens
+    if "phonemes" in ref_text:
+        result["per"] = jiwer.wer(ref_text["phonemes"], hyp_text["phonemes"])
     return {k: round(v, 4) for k, v in result.items()}

@@ -7,7 +7,7 @@ named like the loss is the one weighted into the total (``cfg.weight``). Wrapper
 ``distillation = True`` get the trainer's distillation warm-up factor.
 """
 
-from pipeline.losses import ce, dkd, feature, kd  # noqa: F401  (register the losses)
+from pipeline.losses import ce, dkd, feature, kd, masked  # noqa: F401  (register the losses)
 from pipeline.losses.base import LOSSES, masked_mean
 from pipeline.losses.ce import ce_loss
 from pipeline.losses.dkd import dkd_loss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.core.config import FieldError, check
 from pipeline.core.device import check_device, check_precision
 from pipeline.teacher.kmeans import LOGIT_KINDS
 
@@ -60,10 +61,10 @@ class TeacherConfig:
     logits: ``head`` (the checkpoint's cluster head) or ``kmeans`` (centroids on a layer).
     targets: ``argmax`` of the logits, or ``kmeans`` labels (HuBERT's own targets).
     trust_checkpoint: allow unpickling checkpoints/k-means files that hold Python objects.
-    device: ``cpu`` or ``cuda``.
+    device: ``cpu``, ``cuda`` or ``cuda:<index>``.
     precision: ``fp32``, or ``bf16``/``fp16`` autocast (CUDA only).
-    random: the random teacher's size.
-    kmeans: the k-means model, when logits or targets use it.
+    random: the random teacher's size; needed (and read) only with ``source: random``.
+    kmeans: the k-means model; needed (and read) only when logits or targets use it.
     """
 
     source: str
@@ -72,19 +73,24 @@ class TeacherConfig:
     trust_checkpoint: bool
     device: str
     precision: str
-    random: RandomTeacherConfig
-    kmeans: KMeansConfig
+    random: RandomTeacherConfig | None = None
+    kmeans: KMeansConfig | None = None
 
     def __post_init__(self) -> None:
         kind = self.source.split(":", 1)[0]
         if self.source != "random" and (kind not in ("hf", "fairseq") or ":" not in self.source):
-            raise ValueError(
-                f"teacher source {self.source!r}: use random, hf:<id or dir> or fairseq:<path>"
+            raise FieldError(
+                "source", f"{self.source!r}: use random, hf:<id or dir> or fairseq:<path>"
             )
-        if self.logits not in ("head", "kmeans") or self.targets not in ("argmax", "kmeans"):
-            raise ValueError("teacher.logits must be head|kmeans and teacher.targets argmax|kmeans")
+        check(self.logits in ("head", "kmeans"), "logits", f"head or kmeans, not {self.logits!r}")
+        check(self.targets in ("argmax", "kmeans"), "targets",
+              f"argmax or kmeans, not {self.targets!r}")  # fmt: skip
         check_precision(self.precision)
         check_device(self.device)
+        if self.random is None and self.source == "random":
+            raise FieldError("random", "needed with source: random (the untrained teacher's size)")
+        if self.kmeans is None and self.uses_kmeans:
+            raise FieldError("kmeans", "needed when logits or targets is kmeans")
 
     @property
     def uses_kmeans(self) -> bool:

@@ -3,7 +3,8 @@
 The recipe of HuBERT's first iteration at a size two CPU cores can train: k-means on MFCC +
 deltas gives each 20 ms frame a cluster; spans of frames are masked (a span starts at each frame
 with probability ``mask_prob / mask_length``, ``mask_length`` frames long) and replaced by the
-learnt mask embedding; the cosine cluster head predicts the cluster of every masked frame.
+learnt mask embedding; the cosine cluster head predicts the cluster of every masked frame. The
+model trains through the one training loop with the ``masked`` loss.
 """
 
 from __future__ import annotations
@@ -16,64 +17,57 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 from transformers import HubertModel
 
 from pipeline.audio.batching import length_batches
+from pipeline.audio.features import mfcc_features
 from pipeline.audio.files import read_audio
 from pipeline.audio.frames import FrameSpec, lengths_to_mask
-from pipeline.core.config import check, non_negative, positive
+from pipeline.core.config import check, positive
+from pipeline.core.progress import progress_bar
 from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.teacher.config import RandomTeacherConfig
 from pipeline.teacher.head import ClusterHead
+from pipeline.teacher.kmeans import fit_centroids
+from pipeline.training.batches import Batch
+from pipeline.training.config import LoopConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """The ``pretrain_teacher`` section of params.yaml (the model size is ``model``).
+class PretrainConfig(LoopConfig):
+    """The ``pretrain_teacher`` section of params.yaml: the loop's settings and
 
     Attributes:
+        model: the architecture trained (a small HuBERT with a cosine cluster head).
         kmeans_utterances: train utterances (evenly spaced) whose MFCC frames fit k-means.
-        steps: optimizer updates.
-        batch_seconds: padded audio per batch.
-        lr: peak AdamW learning rate (linear warm-up, then linear decay to 0).
-        warmup_steps: warm-up updates.
-        weight_decay: AdamW weight decay.
-        grad_clip: max global gradient norm.
         mask_prob: share of frames that start a masked span, times ``mask_length`` (HuBERT: 0.8).
         mask_length: frames per masked span (HuBERT: 10).
         unmasked_weight: weight of the loss on unmasked frames (fairseq's ``pred_nomask_weight``;
             HuBERT Base: 0). Above 0 it gives a short run an easier signal to start from.
-        threads: torch intra-op threads.
-        checkpoint_every: updates between resumable checkpoints.
     """
 
+    model: RandomTeacherConfig
     kmeans_utterances: int
-    steps: int
-    batch_seconds: float
-    lr: float
-    warmup_steps: int
-    weight_decay: float
-    grad_clip: float
     mask_prob: float
     mask_length: int
     unmasked_weight: float
-    threads: int
-    checkpoint_every: int
 
     def __post_init__(self) -> None:
-        positive(self, "kmeans_utterances", "steps", "mask_length", "batch_seconds", "lr",
-                 "grad_clip", "threads", "checkpoint_every")  # fmt: skip
-        non_negative(self, "warmup_steps", "weight_decay", "unmasked_weight")
+        super().__post_init__()
+        positive(self, "kmeans_utterances", "mask_length")
+        check(self.unmasked_weight >= 0, "unmasked_weight", "must be >= 0")
         check(0 < self.mask_prob < 1, "mask_prob", f"must be in (0, 1), got {self.mask_prob}")
-        check(self.warmup_steps <= self.steps, "warmup_steps", "must be <= steps")
 
 
-def span_mask(lengths: torch.Tensor, prob: float, span: int, gen: torch.Generator) -> torch.Tensor:
+def span_mask(
+    lengths: torch.Tensor, prob: float, span: int, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """``(B, T)`` boolean mask: per utterance of ``n`` frames, ``round(prob * n / span)`` spans
-    (at least one) of ``span`` frames at distinct random starts; spans may overlap."""
+    (at least one) of ``span`` frames at distinct random starts; spans may overlap. Draws from
+    ``gen``, or torch's global generator (which the training loop seeds per micro-batch)."""
     mask = torch.zeros(len(lengths), int(lengths.max()), dtype=torch.bool)
     for i, n in enumerate(lengths.tolist()):
         starts_max = max(1, n - span + 1)
@@ -86,10 +80,13 @@ def span_mask(lengths: torch.Tensor, prob: float, span: int, gen: torch.Generato
 class MaskedPredictor(torch.nn.Module):
     """A HuBERT encoder and its cluster head trained on masked frames."""
 
-    def __init__(self, encoder: HubertModel, head: ClusterHead) -> None:
+    def __init__(
+        self, encoder: HubertModel, head: ClusterHead, mask_prob: float, mask_length: int
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.mask_prob, self.mask_length = mask_prob, mask_length
         hcfg = encoder.config
         self.frames = FrameSpec(tuple(hcfg.conv_kernel), tuple(hcfg.conv_stride))
 
@@ -102,6 +99,12 @@ class MaskedPredictor(torch.nn.Module):
         out = self.encoder(wav, attention_mask=samples, mask_time_indices=mask)
         return self.head(out.last_hidden_state)
 
+    def train_outputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``{"logits": (B, T, C), "mask": (B, T)}`` with fresh span masks (for ``masked``)."""
+        frame_lengths = self.frames.num_frames(batch.lengths.cpu())
+        mask = span_mask(frame_lengths, self.mask_prob, self.mask_length).to(batch.wav.device)
+        return {"logits": self(batch.wav, batch.lengths, mask), "mask": mask}
+
 
 @dataclass
 class Example:
@@ -109,6 +112,59 @@ class Example:
 
     utt: Utterance
     labels: torch.Tensor
+
+
+def mfcc_examples(
+    utts: list[Utterance],
+    manifest: Path,
+    frames: FrameSpec,
+    description: str,
+    centroids: np.ndarray | None = None,
+) -> list[np.ndarray] | list[Example]:
+    """Per utterance, MFCC features ``(T, 39)``; or, given ``centroids``, an :class:`Example`
+    with only its cluster labels (int16), so labelling a large corpus never holds its features
+    in memory."""
+    out = []
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(utts), info="")
+        for utt in utts:
+            wav = read_audio(audio_path(utt, manifest))
+            feats = mfcc_features(wav, int(frames.num_frames(len(wav)))).numpy()
+            if centroids is None:
+                out.append(feats)
+            else:
+                out.append(Example(utt, label_frames([feats], centroids)[0].short()))
+            bar.update(task, advance=1)
+    return out
+
+
+@dataclass
+class MfccTargets:
+    """The k-means model on MFCC frames and the labelled train and dev utterances."""
+
+    centroids: np.ndarray
+    fit_frames: int
+    train: list[Example]
+    dev: list[Example]
+
+
+def mfcc_targets(
+    cfg: PretrainConfig,
+    frames: FrameSpec,
+    train: list[Utterance],
+    dev: list[Utterance],
+    manifest: Path,
+) -> MfccTargets:
+    """Fit k-means (C = ``cfg.model.num_classes``) on the MFCC frames of
+    ``cfg.kmeans_utterances`` evenly spaced train utterances, then label train and dev."""
+    picks = np.linspace(0, len(train) - 1, min(cfg.kmeans_utterances, len(train)))
+    fit_utts = [train[i] for i in sorted({int(i) for i in picks})]
+    fit = np.concatenate(mfcc_examples(fit_utts, manifest, frames, "MFCC (k-means fit)"))
+    log.info("fitting k-means (C=%d) on %d MFCC frames", cfg.model.num_classes, len(fit))
+    centroids = fit_centroids(fit, cfg.model.num_classes, cfg.model.seed)
+    labelled = [mfcc_examples(utts, manifest, frames, f"MFCC labels ({name})", centroids)
+                for name, utts in (("train", train), ("dev", dev))]  # fmt: skip
+    return MfccTargets(centroids, len(fit), *labelled)
 
 
 def batches(
@@ -120,29 +176,17 @@ def batches(
     yield from groups
 
 
-def load_batch(
-    group: list[Example], manifest: Path
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Audio ``(B, S)`` zero-padded, sample lengths ``(B,)``, labels ``(B, T)`` padded with -1."""
+def load_batch(group: list[Example], manifest: Path) -> Batch:
+    """Audio, zero-padded, with the MFCC cluster labels as the targets."""
     wavs = [read_audio(audio_path(e.utt, manifest)) for e in group]
-    lengths = torch.tensor([len(w) for w in wavs])
-    labels = pad_sequence([e.labels.long() for e in group], batch_first=True, padding_value=-1)
-    return pad_sequence(wavs, batch_first=True), lengths, labels
-
-
-def masked_loss(
-    model: MaskedPredictor, wav, lengths, labels, mask, unmasked_weight: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy over the masked frames (plus ``unmasked_weight`` times that over the
-    unmasked ones) and the accuracy on masked frames; padding never counts."""
-    logits = model(wav, lengths, mask)
-    keep = mask & (labels >= 0)
-    loss = F.cross_entropy(logits[keep], labels[keep])
-    if unmasked_weight:
-        rest = ~mask & (labels >= 0)
-        loss = loss + unmasked_weight * F.cross_entropy(logits[rest], labels[rest])
-    accuracy = (logits[keep].argmax(-1) == labels[keep]).float().mean()
-    return loss, accuracy
+    labels = [e.labels.long() for e in group]
+    return Batch(
+        ids=[e.utt.id for e in group],
+        wav=pad_sequence(wavs, batch_first=True),
+        lengths=torch.tensor([len(w) for w in wavs]),
+        targets=pad_sequence(labels, batch_first=True),
+        frame_mask=lengths_to_mask(torch.tensor([len(y) for y in labels])),
+    )
 
 
 @torch.inference_mode()
@@ -150,7 +194,7 @@ def evaluate(
     model: MaskedPredictor,
     examples: list[Example],
     manifest: Path,
-    cfg: PretrainConfig,
+    batch_seconds: float,
     seed: int,
 ) -> dict[str, float]:
     """Agreement of the model's argmax with the MFCC k-means labels on held-out utterances:
@@ -161,13 +205,13 @@ def evaluate(
     hits = {"masked": 0, "unmasked": 0}
     counts = {"masked": 0, "unmasked": 0}
     all_labels = []
-    for group in length_batches(examples, lambda e: e.utt.seconds, cfg.batch_seconds):
-        wav, lengths, labels = load_batch(group, manifest)
-        frame_lengths = model.frames.num_frames(lengths)
-        valid = labels >= 0
-        mask = span_mask(frame_lengths, cfg.mask_prob, cfg.mask_length, gen) & valid
+    for group in length_batches(examples, lambda e: e.utt.seconds, batch_seconds):
+        batch = load_batch(group, manifest)
+        valid, labels = batch.frame_mask, batch.targets
+        frame_lengths = valid.sum(1)
+        mask = span_mask(frame_lengths, model.mask_prob, model.mask_length, gen) & valid
         for name, m in (("masked", mask), ("unmasked", None)):
-            pred = model(wav, lengths, m).argmax(-1)
+            pred = model(batch.wav, batch.lengths, m).argmax(-1)
             sel = mask if name == "masked" else valid
             hits[name] += int((pred[sel] == labels[sel]).sum())
             counts[name] += int(sel.sum())

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -130,6 +131,29 @@ def build_teacher(
                 f"predicts {teacher.head.num_classes}: they must match (kmeans.num_clusters)"
             )
     return teacher
+
+
+def untrained_teacher(cfg: TeacherConfig, seed: int = 0) -> Teacher:
+    """The configured teacher's architecture, freshly initialised from ``seed``: the
+    ``random_teacher`` baseline, which shows what pre-training adds (its head, if any, is as
+    untrained and unused)."""
+    trained = build_teacher(cfg, with_kmeans=False)
+    torch.manual_seed(seed)
+    encoder = HubertModel(trained.encoder.config)
+    if trained.head is not None:
+        proj, hidden = trained.head.final_proj.weight.shape
+        head = ClusterHead(hidden, proj, trained.head.num_classes, trained.head.logit_temp)
+    else:
+        head = ClusterHead(encoder.config.hidden_size, encoder.config.hidden_size, 2, 0.1)
+    plain = (
+        cfg
+        if cfg.source == "random"
+        else dataclasses.replace(cfg, logits="head", targets="argmax", kmeans=None)
+    )
+    description = f"untrained {trained.description} architecture (seed {seed})"
+    teacher = Teacher(encoder, head, normalize=trained.normalize, description=description,
+                      cfg=plain)  # fmt: skip
+    return teacher.to(trained.device)
 
 
 def save_teacher(

@@ -18,22 +18,24 @@ class Batch:
         ids: utterance ids, length B.
         wav: ``(B, S)`` float32 16 kHz audio, zero-padded.
         lengths: ``(B,)`` valid samples.
-        teacher_logits: ``(B, T, C)`` float32 decoded teacher logits, zero on padding.
         targets: ``(B, T)`` int64 targets, 0 on padding.
         frame_mask: ``(B, T)`` True on valid frames.
+        teacher_logits: ``(B, T, C)`` float32 decoded teacher logits, zero on padding (None
+            where there is no teacher, as in pre-training).
         features: cached teacher features by name, each ``(B, T, D)`` float32, zero on padding.
     """
 
     ids: list[str]
     wav: torch.Tensor
     lengths: torch.Tensor
-    teacher_logits: torch.Tensor
     targets: torch.Tensor
     frame_mask: torch.Tensor
+    teacher_logits: torch.Tensor | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
+        """Valid frames (read on the CPU, before the batch moves to a device)."""
         return int(self.frame_mask.sum())
 
     def to(self, device: torch.device | str) -> Batch:

@@ -22,11 +22,13 @@ class CacheBatches(IterableDataset):
     """Length-bucketed batches of some utterances, streamed from the teacher cache.
 
     The cache's storage blocks (runs of chunks, tar shards) are shuffled per epoch and dealt to
-    DataLoader workers, each block to exactly one worker, so no utterance repeats within an
-    epoch. Utterances are read block by block (each chunk decompressed once), joined with their
-    audio, collected ``pool`` at a time (the shuffle buffer), sorted by length and cut into
-    batches of at most ``batch_seconds`` of padded audio. The stream is a pure function of
-    ``(seed, epoch, number of workers)``; with ``shuffle=False`` batches are length-sorted.
+    ``streams`` data streams, of which this is number ``stream``, and within it to DataLoader
+    workers, each block to exactly one stream and worker, so no utterance repeats within an
+    epoch and none is left out. Utterances are read block by block (each chunk decompressed
+    once), joined with their audio, collected ``pool`` at a time (the shuffle buffer), sorted
+    by length and cut into batches of at most ``batch_seconds`` of padded audio. The stream is
+    a pure function of ``(seed, epoch, stream, streams, number of workers)``; with
+    ``shuffle=False`` batches are length-sorted.
 
     Raises:
         CacheFormatError: an utterance missing from the cache, or whose cached frame count
@@ -43,6 +45,8 @@ class CacheBatches(IterableDataset):
         seed: int,
         shuffle: bool,
         pool: int,
+        stream: int = 0,
+        streams: int = 1,
     ) -> None:
         self.cache = location(cache)  # a folder or an fsspec URL
         self.utts = {u.id: u for u in utts}
@@ -51,6 +55,7 @@ class CacheBatches(IterableDataset):
         self.seed = seed
         self.shuffle = shuffle
         self.pool = max(pool, 1) if shuffle else max(len(utts), 1)
+        self.stream, self.streams = stream, streams
         self.epoch, self.skip = 0, 0
         stored = set(open_cache(self.cache).keys())
         missing = [u for u in self.utts if u not in stored]
@@ -77,10 +82,12 @@ class CacheBatches(IterableDataset):
         blocks = [b for b in reader.blocks() if any(k in self.utts for k in b)]
         if self.shuffle:
             random.Random(f"{self.seed}/{self.epoch}").shuffle(blocks)
-        rng = random.Random(f"{self.seed}/{self.epoch}/{worker}")
+        lane = f"{self.stream}/{worker}" if self.streams > 1 else f"{worker}"
+        rng = random.Random(f"{self.seed}/{self.epoch}/{lane}")
         pool: list[tuple[Utterance, dict]] = []
         emitted = 0
-        for block in blocks[worker::workers] + [None]:  # None: flush the last pool
+        mine = blocks[self.stream :: self.streams][worker::workers]
+        for block in mine + [None]:  # None: flush the last pool
             rows = [] if block is None else reader.read_block(block)
             pool += [(self.utts[key], fields) for key, fields in rows if key in self.utts]
             if pool and (len(pool) >= self.pool or block is None):

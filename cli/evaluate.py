@@ -1,0 +1,105 @@
+"""The evaluation's commands: one per evaluated model (`evaluate-teacher`, `evaluate-baseline`,
+`evaluate-student`, each its own DVC stage) and `report`, which gathers them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.common import CACHE, MANIFEST, PARAMS, app, reported
+from pipeline.core.config import from_dict, load_params, section
+
+MODELS = Path("eval/models")
+
+
+def _out(name: str, out: Path | None) -> Path:
+    return out or MODELS / f"{name}.json"
+
+
+def _teacher(raw: dict):
+    from pipeline.teacher.config import TeacherConfig
+
+    return from_dict(TeacherConfig, raw.get("cache_teacher", {}).get("teacher"),
+                     where="cache_teacher.teacher")  # fmt: skip
+
+
+@app.command("evaluate-teacher")
+def evaluate_teacher_cmd(
+    out: Path = typer.Option(None, help=f"metrics file (default: {MODELS}/teacher.json)"),
+    manifest: Path = MANIFEST,
+    params: Path = PARAMS,
+) -> None:
+    """Score the teacher (cache_teacher.teacher): ASR probe on its frozen layers, RTF, memory."""
+    from pipeline.evaluation.scoring import EvaluateConfig
+    from stages import evaluate_teacher
+
+    with reported():
+        raw = load_params(params)
+        cfg = section(raw, "evaluate", EvaluateConfig)
+        evaluate_teacher.run(cfg, _teacher(raw), manifest, _out("teacher", out))
+    typer.echo(f"teacher: {_out('teacher', out)}")
+
+
+@app.command("evaluate-baseline")
+def evaluate_baseline_cmd(
+    name: str = typer.Argument(..., help="fbank (log-mel features) or random_teacher"),
+    out: Path = typer.Option(None, help=f"metrics file (default: {MODELS}/<name>.json)"),
+    manifest: Path = MANIFEST,
+    params: Path = PARAMS,
+) -> None:
+    """Score a baseline in the same probe: log-mel features, or the untrained teacher."""
+    from pipeline.evaluation.scoring import EvaluateConfig
+    from stages import evaluate_baseline
+
+    with reported():
+        raw = load_params(params)
+        cfg = section(raw, "evaluate", EvaluateConfig)
+        evaluate_baseline.run(cfg, name, _teacher(raw), manifest, _out(name, out))
+    typer.echo(f"{name}: {_out(name, out)}")
+
+
+@app.command("evaluate-student")
+def evaluate_student_cmd(
+    name: str = typer.Argument(..., help="student name: a key of `students` in params"),
+    checkpoint: Path = typer.Option(None, help="its model.pt (default: students/<name>/model.pt)"),
+    out: Path = typer.Option(None, help=f"metrics file (default: {MODELS}/<name>.json)"),
+    manifest: Path = MANIFEST,
+    cache: str = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Score a trained student: ASR probe, agreement with the cached teacher, RTF, memory."""
+    from pipeline.evaluation.scoring import EvaluateConfig
+    from pipeline.students.checkpoint import CHECKPOINT
+    from stages import evaluate_student
+
+    with reported():
+        cfg = section(load_params(params), "evaluate", EvaluateConfig)
+        checkpoint = checkpoint or Path("students") / name / CHECKPOINT
+        evaluate_student.run(cfg, name, checkpoint, manifest, cache, _out(name, out))
+    typer.echo(f"{name}: {_out(name, out)}")
+
+
+@app.command("report")
+def report_cmd(
+    out: Path = typer.Option(Path("eval"), help="folder: metrics.json, report.md, report.png"),
+    models: Path = typer.Option(MODELS, help="folder of the per-model metrics"),
+    students_dir: Path = typer.Option(Path("students"), help="folder of trained students"),
+    params: Path = PARAMS,
+) -> None:
+    """Gather the teacher, the baselines and every student in params into one report."""
+    from pipeline.evaluation.scoring import EvaluateConfig
+    from pipeline.students import parse_students
+    from pipeline.students.checkpoint import CURVE
+    from stages import report
+
+    with reported():
+        raw = load_params(params)
+        cfg = section(raw, "evaluate", EvaluateConfig)
+        students = list(parse_students(raw))
+        curves = {n: students_dir / n / CURVE for n in students}
+        metrics = report.run(cfg, ["teacher", *cfg.baselines, *students], models, curves, out)
+    typer.echo(f"report: {out / 'report.md'}  metrics: {out / report.METRICS}")
+    for split in metrics["splits"]:
+        for name, m in metrics["models"].items():
+            typer.echo(f"  {split} {name}: WER {m['splits'][split]['wer']['mean']:.3f}")

@@ -1,0 +1,99 @@
+"""Stage two's commands: `train-student`, `sweep`, `student-info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.common import CACHE, MANIFEST, PARAMS, app, reported
+from pipeline.core.config import load_params, section
+from pipeline.core.errors import ConfigError
+
+
+@app.command("train-student")
+def train_student_cmd(
+    name: str = typer.Argument(..., help="student name: a key of `students` in params"),
+    out: Path = typer.Option(None, help="output folder (default: students/<name>)"),
+    manifest: Path = MANIFEST,
+    cache: str = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Train one student from the teacher cache (the teacher is never run). Under torchrun,
+    data-parallel over the ranks."""
+    from pipeline.students import parse_students
+    from pipeline.training.config import TrainConfig
+    from stages import train_student
+
+    with reported():
+        raw = load_params(params)
+        students = parse_students(raw)
+        if name not in students:
+            raise ConfigError(f"no student {name!r} in params `students` ({', '.join(students)})")
+        out = out or Path("students") / name
+        metrics = train_student.run(
+            {name: students[name]},
+            section(raw, "train", TrainConfig),
+            manifest,
+            cache,
+            {name: out},
+            out / train_student.STATE,
+        )
+    if name in metrics:  # rank 0
+        typer.echo(f"student {name}: {metrics[name]['final']}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    base: str = typer.Argument(..., help="the student in params `students` to vary"),
+    grid: list[str] = typer.Option(
+        ..., help="KEY=V1,V2,... inside the student, e.g. losses.dkd.beta=1,4,8 (repeatable)"
+    ),
+    out: Path = typer.Option(Path("sweeps"), help="folder for one sub-folder per student"),
+    manifest: Path = MANIFEST,
+    cache: str = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Train a grid of students in one pass over the cache (each batch read once for all)."""
+    from pipeline.students import grid_students, parse_grid, parse_student
+    from pipeline.training.config import TrainConfig
+    from stages import train_student
+
+    with reported():
+        raw = load_params(params)
+        if base not in raw.get("students", {}):
+            raise ConfigError(f"no student {base!r} in params `students`")
+        raws = grid_students(base, raw["students"][base], parse_grid(grid))
+        students = {name: parse_student(cfg, f"sweep {name}") for name, cfg in raws.items()}
+        dirs = {name: out / name for name in students}
+        metrics = train_student.run(
+            students,
+            section(raw, "train", TrainConfig),
+            manifest,
+            cache,
+            dirs,
+            out / "sweep_state.pt",
+        )
+    for name, m in metrics.items():
+        typer.echo(f"{name}: {m['final']}")
+
+
+@app.command("student-info")
+def student_info_cmd(
+    names: list[str] = typer.Argument(None, help="students in params `students` (default: all)"),
+    classes: int = typer.Option(None, help="C (default: from --cache if it exists, else 500)"),
+    cache: str = CACHE,
+    params: Path = PARAMS,
+) -> None:
+    """Print each student's parameter count, in total and per part."""
+    from pipeline.students import parse_students
+    from pipeline.students.checkpoint import describe_sizes
+
+    with reported():
+        students = parse_students(load_params(params))
+        unknown = [n for n in names or [] if n not in students]
+        if unknown:
+            raise ConfigError(f"no student {unknown[0]!r} in params `students`")
+        chosen = {n: students[n] for n in names or students}
+        for line in describe_sizes(chosen, cache, classes):
+            typer.echo(line)

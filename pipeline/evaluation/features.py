@@ -1,0 +1,117 @@
+"""An upstream's frozen probe layers, computed once and streamed back batch by batch.
+
+The upstream runs once over the probe's utterances; its layers (those as wide as its last,
+as SUPERB weighs them) go, frame by frame, into a store written with the teacher cache's own
+storage code (a features-only cache: one part per split, zstd-compressed zarr chunks, checked
+on every read). Probe training then streams length-bucketed batches from it, so memory is
+bounded by the batch, whatever the corpus.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from pipeline.audio.batching import length_batches
+from pipeline.audio.files import SAMPLE_RATE, read_audio
+from pipeline.core.progress import progress_bar
+from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.evaluation.probe import ProbeBatch
+from pipeline.evaluation.upstream import Upstream
+from storage import CacheHeader, CacheReader, finalize, open_cache, open_part, prepare_location
+from storage.codecs import encode_feature
+from storage.header import SCHEMA_VERSION
+from storage.zarr_store import ZarrConfig
+
+STORE = ZarrConfig(chunk_frames=1024, zstd_level=1)
+
+
+def write_store(
+    upstream: Upstream,
+    splits: dict[str, list[Utterance]],
+    manifest: Path,
+    path: Path,
+    batch_seconds: float,
+    encoding: str,
+) -> CacheHeader:
+    """Run ``upstream`` over each split's utterances and store its probe layers, one part per
+    split (``split-<name>``), each layer a feature ``layer_<i>`` in ``encoding``."""
+    prepare_location(path)
+    second = torch.zeros(1, SAMPLE_RATE)
+    layers, _ = upstream.probe_layers(second, torch.tensor([SAMPLE_RATE]))  # (1, L, T, D)
+    header = _header(upstream, layers.shape[1], layers.shape[3], encoding)
+    with progress_bar() as bar:
+        task = bar.add_task(f"features {upstream.name}", total=sum(map(len, splits.values())),
+                            info="")  # fmt: skip
+        for name, utts in splits.items():
+            with open_part(path, f"split-{name}", header, STORE) as part:
+                for utt, layers in _layers(upstream, utts, manifest, batch_seconds):
+                    fields = {}
+                    for i, x in enumerate(layers):
+                        fields.update(encode_feature(f"layer_{i}", x, encoding))
+                    part.write(utt.id, fields)
+                    bar.update(task, advance=1)
+    return finalize(path, header, [f"split-{n}" for n in splits], None)
+
+
+def _layers(upstream: Upstream, utts: list[Utterance], manifest: Path, batch_seconds: float):
+    """``(utterance, layers (L, T, D) float32 numpy)``, length-sorted batch by batch."""
+    for group in length_batches(utts, lambda u: u.seconds, batch_seconds):
+        wavs = [read_audio(audio_path(u, manifest)) for u in group]
+        lengths = torch.tensor([len(w) for w in wavs])
+        layers, frame_lengths = upstream.probe_layers(pad_sequence(wavs, batch_first=True), lengths)
+        layers = layers.float().cpu().numpy()
+        for i, (utt, n) in enumerate(zip(group, frame_lengths.tolist(), strict=True)):
+            yield utt, layers[i, :, :n]
+
+
+def _header(upstream: Upstream, layers: int, dim: int, encoding: str) -> CacheHeader:
+    return CacheHeader(
+        schema_version=SCHEMA_VERSION, backend="zarr", teacher=upstream.name, fingerprint="",
+        corpus="", num_classes=0, frame_rate=SAMPLE_RATE / 320, frame_kernels=[],
+        frame_strides=[], codec=None, target_source="",
+        features={f"layer_{i}": {"dim": dim, "encoding": encoding} for i in range(layers)},
+    )  # fmt: skip
+
+
+class StoreBatches:
+    """Batches of one split of a probe store: blocks read in a seeded order, a pool of
+    ``pool`` blocks length-bucketed into batches of ``batch_frames`` padded frames."""
+
+    def __init__(self, path: Path, split: str, batch_frames: int, pool: int = 8) -> None:
+        self.reader: CacheReader = open_cache(path)
+        self.split = split
+        self.batch_frames = batch_frames
+        self.pool = pool
+        self.blocks = self.reader.blocks(part=f"split-{split}")
+        spec = self.reader.header.features
+        self.shape = (len(spec), next(iter(spec.values()))["dim"])
+
+    def epoch(self, seed: int | None) -> Iterator[ProbeBatch]:
+        """Every utterance of the split once; ``seed=None`` keeps storage order."""
+        blocks = list(self.blocks)
+        rng = random.Random(seed)
+        if seed is not None:
+            rng.shuffle(blocks)
+        for start in range(0, len(blocks), self.pool):
+            rows = [row for b in blocks[start : start + self.pool]
+                    for row in self.reader.read_block(b)]  # fmt: skip
+            groups = length_batches(rows, lambda r: len(next(iter(r[1].values()))),
+                                    self.batch_frames)  # fmt: skip
+            if seed is not None:
+                rng.shuffle(groups)
+            for group in groups:
+                yield self._batch(group)
+
+    def _batch(self, group: list[tuple[str, dict[str, np.ndarray]]]) -> ProbeBatch:
+        decoded = [self.reader.header.decode_features(fields) for _, fields in group]
+        names = [f"layer_{i}" for i in range(self.shape[0])]
+        per_utt = [torch.from_numpy(np.stack([d[n] for n in names], 1)) for d in decoded]
+        lengths = torch.tensor([len(x) for x in per_utt])
+        layers = pad_sequence(per_utt, batch_first=True).transpose(1, 2)  # (B, L, T, D)
+        return ProbeBatch([key for key, _ in group], layers.contiguous(), lengths)

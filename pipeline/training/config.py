@@ -1,0 +1,79 @@
+"""Training settings: what every loop shares, and what training students adds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.core.config import check, non_negative, positive
+from pipeline.core.device import check_device, check_precision
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The settings of the one training loop (students and teacher pre-training alike).
+
+    Attributes:
+        seed: seed for weights, batching and dropout.
+        steps: optimizer updates.
+        batch_seconds: padded audio per update, over every micro-batch and every rank.
+        lr: peak learning rate.
+        warmup_steps: linear warm-up of the learning rate, then linear decay to 0 at ``steps``.
+        weight_decay: AdamW weight decay.
+        grad_clip: max global gradient norm (> 0).
+        threads: torch intra-op threads.
+        device: ``cpu``, ``cuda`` or ``cuda:<index>`` (under torchrun, each rank takes
+            ``cuda:<LOCAL_RANK>``).
+        precision: ``fp32``, or ``bf16``/``fp16`` autocast (CUDA; fp16 with gradient scaling).
+        log_every: steps per logged curve point (losses are read off the device only then).
+        checkpoint_every: steps between resumable checkpoints (0: none).
+    """
+
+    seed: int
+    steps: int
+    batch_seconds: float
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    grad_clip: float
+    threads: int
+    device: str
+    precision: str
+    log_every: int
+    checkpoint_every: int
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        check_device(self.device)
+        positive(self, "steps", "batch_seconds", "lr", "grad_clip", "threads", "log_every")
+        non_negative(self, "warmup_steps", "weight_decay", "checkpoint_every")
+        check(self.warmup_steps <= self.steps, "warmup_steps", "must be <= steps")
+
+
+@dataclass(frozen=True)
+class TrainConfig(LoopConfig):
+    """The `train` section of params.yaml (shared by every student): the loop's settings and
+
+    Attributes:
+        distill_warmup_steps: distillation terms are scaled by ``min(step / this, 1)`` (0: off).
+        streams: data streams that make up each update: the cache's blocks are dealt to them,
+            each gives a micro-batch of ``batch_seconds / streams``, and their gradients are
+            summed. Data-parallel ranks split the streams, so the updates (and the weights) do
+            not depend on how many ranks run them; any rank count that divides ``streams``
+            works, and a run resumes on another one.
+        shuffle_pool: utterances shuffled and length-bucketed together while streaming.
+        loader_workers: DataLoader worker processes reading the cache and audio, per stream
+            (0: none).
+        expect_teacher: a teacher fingerprint (or its prefix) the cache must carry; "" accepts
+            any cache (its fingerprint is recorded in each checkpoint either way).
+    """
+
+    distill_warmup_steps: int
+    streams: int
+    shuffle_pool: int
+    loader_workers: int
+    expect_teacher: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "streams")
+        non_negative(self, "distill_warmup_steps", "shuffle_pool", "loader_workers")

@@ -1,0 +1,70 @@
+"""Data-parallel training under ``torchrun``: process group, rank, device, collectives.
+
+One process is rank 0 of a world of 1 and every helper is then a no-op, so the training loop
+reads the same with and without DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from pipeline.core.device import resolve_device
+
+
+def setup(device: str, key: str) -> torch.device:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1) and return this
+    rank's device: ``cuda`` becomes ``cuda:<LOCAL_RANK>``; nccl on CUDA, gloo on the CPU."""
+    resolved = resolve_device(device, key)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if resolved.type == "cuda":
+            resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(resolved)
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return resolved
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def all_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the ranks (in place; on the device, no host sync)."""
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def gather(value: Any) -> list[Any]:
+    """Every rank's ``value`` (any picklable object), in rank order."""
+    if not dist.is_initialized():
+        return [value]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when in a process group (else as is)."""
+    if not dist.is_initialized():
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)

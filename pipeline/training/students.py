@@ -1,0 +1,123 @@
+"""Stage two's pieces: the cache's data streams, the students' runs, their outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.audio.frames import FrameSpec
+from pipeline.core.config import to_dict
+from pipeline.core.errors import CacheFormatError
+from pipeline.core.io import write_json
+from pipeline.corpus.manifest import Utterance
+from pipeline.losses import LOSSES
+from pipeline.students import StudentConfig
+from pipeline.students.checkpoint import CHECKPOINT, CURVE, METRICS, build_student, save_student
+from pipeline.training.config import TrainConfig
+from pipeline.training.run import Run
+from pipeline.training.stream import CacheBatches
+from pipeline.training.streams import EpochStream, StreamSet
+from storage import CacheHeader
+
+log = logging.getLogger(__name__)
+
+
+def check_teacher(header: CacheHeader, cfg: TrainConfig, cache: str | Path) -> None:
+    """Refuse a cache whose teacher is not ``train.expect_teacher``."""
+    if not header.fingerprint.startswith(cfg.expect_teacher):
+        raise CacheFormatError(
+            f"{cache}: teacher fingerprint {header.fingerprint[:16]}... ({header.teacher}) is not "
+            f"the expected {cfg.expect_teacher!r} (train.expect_teacher); rerun "
+            "cache-teacher with the expected teacher, or update train.expect_teacher"
+        )
+
+
+def cache_streams(
+    cache: str | Path, utts: list[Utterance], manifest: Path, cfg: TrainConfig
+) -> StreamSet:
+    """This rank's share of ``cfg.streams`` streams over the cache's train utterances, each
+    giving micro-batches of ``batch_seconds / streams``."""
+
+    def make(k: int) -> EpochStream:
+        dataset = CacheBatches(
+            cache, utts, manifest, batch_seconds=cfg.batch_seconds / cfg.streams, seed=cfg.seed,
+            shuffle=True, pool=cfg.shuffle_pool, stream=k, streams=cfg.streams,
+        )  # fmt: skip
+
+        def epoch(e: int, skip: int):
+            workers = cfg.loader_workers
+            dataset.set_epoch(e, skip if workers == 0 else 0)  # cheap skip without workers
+            loader = DataLoader(dataset, batch_size=None, num_workers=workers,
+                                pin_memory=torch.cuda.is_available())  # fmt: skip
+            return loader if workers == 0 else itertools.islice(loader, skip, None)
+
+        return EpochStream(epoch)
+
+    return StreamSet(cfg.streams, make)
+
+
+def student_runs(
+    students: dict[str, StudentConfig],
+    header: CacheHeader,
+    teacher_frontend,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> list[Run]:
+    """One run per student, each initialised exactly as it would be alone."""
+    frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
+    dims = {f: spec["dim"] for f, spec in header.features.items()}
+    runs = []
+    for name, student in students.items():
+        torch.manual_seed(cfg.seed)
+        model = build_student(student, header.num_classes, frames, teacher_frontend, dims)
+        losses = {n: LOSSES[n](c) for n, c in student.losses.items()}
+        params = sum(p.numel() for p in model.parameters())
+        log.info("student %s: %s, %.2fM parameters, losses %s", name, student.arch,
+                 params / 1e6, list(losses))  # fmt: skip
+        runs.append(Run(name, model, losses, cfg, device, cfg.distill_warmup_steps))
+    return runs
+
+
+def identity(students: dict[str, StudentConfig], cfg: TrainConfig, header: CacheHeader) -> dict:
+    """What a training checkpoint must have been made for to be resumed."""
+    return {
+        "students": {n: to_dict(c) for n, c in students.items()},
+        "train": to_dict(cfg),
+        "cache": header.fingerprint,
+        "codec": header.codec,
+        "parts": hashlib.sha256(
+            json.dumps(header.to_json()["parts"], sort_keys=True).encode()
+        ).hexdigest(),
+        "corpus": header.corpus,
+    }
+
+
+def save_outputs(
+    runs: list[Run],
+    students: dict[str, StudentConfig],
+    header: CacheHeader,
+    cfg: TrainConfig,
+    summary: dict,
+    out_dirs: dict[str, Path],
+) -> dict[str, dict]:
+    """Each student's checkpoint, metrics and curve; returns the metrics by name."""
+    frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
+    results = {}
+    for run in runs:
+        out = out_dirs[run.name]
+        out.mkdir(parents=True, exist_ok=True)
+        provenance = {"name": run.name, "cache_fingerprint": header.fingerprint,
+                      "train": to_dict(cfg)}  # fmt: skip
+        save_student(out / CHECKPOINT, run.model, students[run.name], frames, provenance)
+        final = {k: v for k, v in run.curve[-1].items() if k not in ("step", "lr")}
+        params = sum(p.numel() for p in run.model.parameters())
+        results[run.name] = {"parameters": params, **summary, "final": final}
+        write_json(out / CURVE, run.curve)
+        write_json(out / METRICS, results[run.name])
+    return results

@@ -1,0 +1,30 @@
+"""Stage `evaluate_baseline@<name>`: what the probe gets without distillation: log-mel
+features (``fbank``) or the teacher's architecture untrained (``random_teacher``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.audio.frames import HUBERT_FRAMES
+from pipeline.core.errors import ConfigError
+from pipeline.core.io import write_json
+from pipeline.corpus.manifest import read_manifest
+from pipeline.evaluation.scoring import BASELINES, EvaluateConfig, probe_splits, score_upstream
+from pipeline.evaluation.upstream import Upstream, fbank_layers
+from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.sources import untrained_teacher
+
+
+def run(cfg: EvaluateConfig, name: str, teacher: TeacherConfig, manifest: Path, out: Path) -> dict:
+    """Score baseline ``name``; write its metrics to ``out`` (a JSON file)."""
+    if name not in BASELINES:
+        raise ConfigError(f"evaluate.baselines: unknown baseline {name!r}; choose from {BASELINES}")
+    splits = probe_splits(cfg, read_manifest(manifest))
+    if name == "fbank":
+        upstream = Upstream("fbank", "baseline", fbank_layers(HUBERT_FRAMES), None)
+    else:
+        model = untrained_teacher(teacher)
+        upstream = Upstream(name, "baseline", model.hidden_states, model)
+    metrics = score_upstream(upstream, cfg, splits, manifest, out.with_name(f".{out.stem}.work"))
+    write_json(out, metrics)
+    return metrics
