@@ -52,6 +52,7 @@ def tiny_params() -> dict:
             student["model"] = {**TINY_MODEL, "frontend": student["model"]["frontend"]}
         else:
             student["model"].update(hidden=32, heads=2, ffn=64, targets=["layer_1", "layer_2"])
+    p["train"].update(checkpoint_every=50)
     return p
 
 

@@ -60,7 +60,7 @@ def test_repository_params_load():
     for name, cls in SECTIONS.items():
         section(params, name, cls)
     students = parse_students(params)
-    assert {"ce", "kd", "dkd_b1", "dkd_b4"} <= set(students)
+    assert {"ce", "kd", "dkd_b4", "distilhubert", "dkd_b4_fbank"} <= set(students)
     assert students["dkd_b4"].losses["dkd"].beta == 4.0
 
 

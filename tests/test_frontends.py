@@ -107,7 +107,7 @@ def test_cached_frontend_student_exports_to_raw_audio(fp16_cache, tiny_corpus, t
     model = _train("cached", raw, tiny_corpus, fp16_cache, tmp_path)
     spec, weights = read_frontend(fp16_cache)
     for key, value in weights.items():  # the teacher's conv stack, untouched by training
-        torch.testing.assert_close(model.frontend.state_dict()[key], value)
+        torch.testing.assert_close(model.frontend.net.state_dict()[key], value)
     batch = _batch(tiny_corpus, fp16_cache)
     with torch.no_grad():
         trained_on = model.train_outputs(batch)["logits"]
@@ -152,8 +152,8 @@ def test_fbank_student_trains_and_runs_padded_batches_like_single_ones(tiny_cach
 
 def test_distilhubert_student_learns_teacher_layers(fp16_cache, tiny_corpus, tmp_path):
     raw = {"arch": "distilhubert",
-           "model": {"conv_dim": 8, "frontend_init": "teacher", "hidden": 32, "layers": 2,
-                     "heads": 2, "ffn": 64, "dropout": 0.0, "targets": ["layer_1", "layer_2"]},
+           "model": {"conv_dim": 8, "frontend_init": "teacher", "frontend": "conv", "hidden": 32,
+                     "layers": 2, "heads": 2, "ffn": 64, "dropout": 0.0, "targets": ["layer_1", "layer_2"]},
            "losses": {"feature": {"weight": 1.0, "cos_weight": 1.0}}}  # fmt: skip
     student = parse_student(raw, "distil")
     header = open_cache(fp16_cache).header

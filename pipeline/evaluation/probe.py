@@ -16,10 +16,10 @@ import jiwer
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.core.config import non_negative, positive
 from pipeline.core.progress import progress_bar
+from pipeline.nn.recurrent import LSTMStack
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,13 @@ class Probe(nn.Module):
         super().__init__()
         self.weights = nn.Parameter(torch.zeros(num_layers))
         self.norm = nn.LayerNorm(width)
-        self.lstm = nn.LSTM(
-            width, cfg.hidden, num_layers=cfg.layers, batch_first=True, bidirectional=True
-        )
-        self.heads = nn.ModuleList(nn.Linear(2 * cfg.hidden, n) for n in vocab_sizes)
+        self.lstm = LSTMStack(width, cfg.hidden, cfg.layers, bidirectional=True)
+        self.heads = nn.ModuleList(nn.Linear(self.lstm.output_size, n) for n in vocab_sizes)
 
     def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """``layers (B, L, T, D)`` -> per head ``(B, T, V)`` log-probabilities."""
         x = self.norm((self.weights.softmax(0)[:, None, None] * layers).sum(1))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        x, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True)
+        x = self.lstm(x, lengths)[-1]
         return [head(x).log_softmax(-1) for head in self.heads]
 
 

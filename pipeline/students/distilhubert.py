@@ -15,7 +15,7 @@ from torch import nn
 
 from pipeline.audio.frames import FrameSpec, lengths_to_mask
 from pipeline.students.base import STUDENTS
-from pipeline.students.frontends import run_conv_frontend, student_conv_frontend
+from pipeline.students.frontends import FRONTENDS, StudentFrontend
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class DistilHubertConfig:
     """Attributes:
     conv_dim: conv channels when the front end is not the teacher's.
     frontend_init: ``teacher`` (copy the cache's conv stack, as DistilHuBERT does) or ``random``.
+    frontend: ``conv`` (trainable), ``cached`` (the teacher's, frozen, its output read from
+        the cache) or ``fbank`` (see ``pipeline.students.frontends``).
     hidden: Transformer width (DistilHuBERT: 768).
     layers: Transformer layers (DistilHuBERT: 2).
     heads: attention heads.
@@ -34,6 +36,7 @@ class DistilHubertConfig:
 
     conv_dim: int
     frontend_init: str
+    frontend: str
     hidden: int
     layers: int
     heads: int
@@ -44,6 +47,8 @@ class DistilHubertConfig:
     def __post_init__(self) -> None:
         if self.frontend_init not in ("teacher", "random"):
             raise ValueError("frontend_init must be teacher or random")
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {FRONTENDS}")
         if min(self.conv_dim, self.hidden, self.layers, self.heads, self.ffn) < 1:
             raise ValueError("conv_dim, hidden, layers, heads, ffn must be >= 1")
         if self.hidden % self.heads or not self.targets:
@@ -78,10 +83,9 @@ class DistilHubertStudent(nn.Module):
         self.frames = frames
         self.num_classes = num_classes
         self.feature_dims = {t: feature_dims[t] for t in cfg.targets}
-        self.frontend, self.frontend_spec = student_conv_frontend(
-            cfg.conv_dim, cfg.frontend_init == "teacher", frames, teacher_frontend, frontend
-        )
-        width = self.frontend_spec["conv_dim"][-1]
+        self.frontend = StudentFrontend(cfg.frontend, cfg.conv_dim, cfg.frontend_init, frames,
+                                        teacher_frontend, frontend)  # fmt: skip
+        width = self.frontend.width
         self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.hidden))
         self.pos_conv = nn.Sequential(
             nn.Conv1d(cfg.hidden, cfg.hidden, 31, padding=15, groups=16 if cfg.hidden % 16 == 0
@@ -96,13 +100,19 @@ class DistilHubertStudent(nn.Module):
             {t: nn.Linear(cfg.hidden, dim) for t, dim in self.feature_dims.items()}
         )
 
+    @property
+    def frontend_spec(self) -> dict:
+        return self.frontend.spec
+
     def extract_features(
         self, wav: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Layer outputs ``[projection, layer 1, ..., layer N]``, each ``(B, T, hidden)``, and
         the frame lengths."""
-        frame_lengths = self.frames.num_frames(lengths)
-        x = self.proj(run_conv_frontend(self.frontend, self.frontend_spec, wav, lengths))
+        return self._encode(self.frontend(wav, lengths), self.frames.num_frames(lengths))
+
+    def _encode(self, front: torch.Tensor, frame_lengths: torch.Tensor):
+        x = self.proj(front)
         valid = lengths_to_mask(frame_lengths, x.shape[1])
         x = x * valid[..., None]
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
@@ -114,7 +124,8 @@ class DistilHubertStudent(nn.Module):
 
     def train_outputs(self, batch) -> dict[str, dict[str, torch.Tensor]]:
         """``{"features": {target: (B, T, D)}}``: the teacher layers predicted from the last."""
-        layers, _ = self.extract_features(batch.wav, batch.lengths)
+        front = self.frontend.train_features(batch)
+        layers, _ = self._encode(front, self.frames.num_frames(batch.lengths))
         return {"features": {t: head(layers[-1]) for t, head in self.heads.items()}}
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor):

@@ -1,4 +1,5 @@
-"""Student front ends: the teacher's conv stack (trainable or frozen) and a light fbank one."""
+"""Student front ends: the teacher's conv stack (trainable or frozen) and a light fbank one,
+behind one module every student architecture uses."""
 
 from __future__ import annotations
 
@@ -96,3 +97,58 @@ class FbankFrontend(nn.Module):
             feats = log_mel(wav[i, :n], self.BINS, shift_ms=10.0)
             out.append(self.convs(feats.T[None])[0].T)
         return pad_sequence(out, batch_first=True)
+
+
+FRONTENDS = ("conv", "cached", "fbank")
+
+
+class StudentFrontend(nn.Module):
+    """What turns audio into a student's frames, one of :data:`FRONTENDS`:
+
+    - ``conv``: a trainable conv stack, the teacher's (``frontend_init: teacher``, weights
+      from the cache) or a fresh layer-norm one of ``conv_dim`` channels;
+    - ``cached``: the teacher's conv stack, frozen; training reads its output from the cache
+      (``conv`` in ``cache_teacher.features``), inference runs it on raw audio;
+    - ``fbank``: 80 log-mel bins and two small convs (:class:`FbankFrontend`).
+
+    Args:
+        saved: the ``spec`` of a checkpoint, to rebuild exactly that front end.
+    """
+
+    def __init__(self, kind: str, conv_dim: int, frontend_init: str, frames,
+                 teacher_frontend: tuple[dict, dict] | None, saved: dict | None = None) -> None:  # fmt: skip
+        super().__init__()
+        if kind not in FRONTENDS:
+            raise ValueError(f"frontend must be one of {FRONTENDS}, not {kind!r}")
+        self.kind = kind
+        if kind == "fbank":
+            self.spec = saved or {"type": "fbank", "conv_dim": conv_dim}
+            self.net = FbankFrontend(conv_dim, frames)
+            self.width = conv_dim
+            return
+        if kind == "cached" and saved is None and teacher_frontend is None:
+            raise ValueError("frontend: cached needs the teacher's conv stack; the cache has none")
+        from_teacher = kind == "cached" or frontend_init == "teacher"
+        self.net, self.spec = student_conv_frontend(
+            conv_dim, from_teacher, frames, teacher_frontend, saved
+        )
+        self.width = self.spec["conv_dim"][-1]
+        if kind == "cached":
+            self.net.requires_grad_(False)  # the teacher's, frozen; trained on its cache
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Raw zero-padded audio ``(B, S)`` -> ``(B, T, width)``."""
+        if self.kind == "fbank":
+            return self.net(wav, lengths)
+        return run_conv_frontend(self.net, self.spec, wav, lengths)
+
+    def train_features(self, batch) -> torch.Tensor:
+        """The frames of a training batch: read from the cache for ``cached``, else computed."""
+        if self.kind != "cached":
+            return self(batch.wav, batch.lengths)
+        if "conv" not in batch.features:
+            raise ValueError(
+                "frontend: cached needs the teacher's conv features in the cache: add conv to "
+                "cache_teacher.features and rerun cache-teacher"
+            )
+        return batch.features["conv"]

@@ -10,14 +10,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.audio.frames import FrameSpec
+from pipeline.nn.recurrent import LSTMStack
 from pipeline.students.base import STUDENTS
-from pipeline.students.frontends import FbankFrontend, run_conv_frontend, student_conv_frontend
-
-FRONTENDS = ("conv", "cached", "fbank")
-
+from pipeline.students.frontends import FRONTENDS, StudentFrontend
 
 @dataclass(frozen=True)
 class LSTMStudentConfig:
@@ -82,50 +79,24 @@ class LSTMStudent(nn.Module):
         self.frames = frames
         self.num_classes = num_classes
         self.feature_dims: dict[str, int] = {}
-        if cfg.frontend == "fbank":
-            self.frontend_spec = frontend or {"type": "fbank", "conv_dim": cfg.conv_dim}
-            self.frontend = FbankFrontend(cfg.conv_dim, frames)
-            width = cfg.conv_dim
-        else:
-            if cfg.frontend == "cached" and frontend is None and teacher_frontend is None:
-                raise ValueError(
-                    "frontend: cached needs the teacher's conv stack; the cache has none"
-                )
-            from_teacher = cfg.frontend == "cached" or cfg.frontend_init == "teacher"
-            self.frontend, self.frontend_spec = student_conv_frontend(
-                cfg.conv_dim, from_teacher, frames, teacher_frontend, frontend
-            )
-            width = self.frontend_spec["conv_dim"][-1]
-        if cfg.frontend == "cached":
-            self.frontend.requires_grad_(False)  # the teacher's, frozen; trained on its cache
+        self.frontend = StudentFrontend(cfg.frontend, cfg.conv_dim, cfg.frontend_init, frames,
+                                        teacher_frontend, frontend)  # fmt: skip
+        width = self.frontend.width
         self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.proj_dim))
-        sizes = [cfg.proj_dim] + [2 * cfg.lstm_hidden] * (cfg.lstm_layers - 1)
-        self.lstms = nn.ModuleList(
-            nn.LSTM(size, cfg.lstm_hidden, batch_first=True, bidirectional=True) for size in sizes
-        )
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(2 * cfg.lstm_hidden, num_classes)
+        self.lstms = LSTMStack(cfg.proj_dim, cfg.lstm_hidden, cfg.lstm_layers,
+                               bidirectional=True, dropout=cfg.dropout)  # fmt: skip
+        self.head = nn.Linear(self.lstms.output_size, num_classes)
 
-    def _front(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Raw audio -> front-end features ``(B, T, width)``."""
-        if self.cfg.frontend == "fbank":
-            return self.frontend(wav, lengths)
-        return run_conv_frontend(self.frontend, self.frontend_spec, wav, lengths)
+    @property
+    def frontend_spec(self) -> dict:
+        return self.frontend.spec
 
     def train_outputs(self, batch) -> dict[str, torch.Tensor]:
         """Training forward on a cache batch (``pipeline.training.batches.Batch``):
         ``{"logits": (B, T, C)}``. With ``frontend: cached`` the conv stack's output comes from
         the cache, not the audio."""
         frame_lengths = self.frames.num_frames(batch.lengths)
-        if self.cfg.frontend == "cached":
-            if "conv" not in batch.features:
-                raise ValueError(
-                    "frontend: cached needs the teacher's conv features in the cache: add conv "
-                    "to cache_teacher.features and rerun cache-teacher"
-                )
-            front = batch.features["conv"]
-        else:
-            front = self._front(batch.wav, batch.lengths)
+        front = self.frontend.train_features(batch)
         return {"logits": self.head(self._encode(front, frame_lengths)[-1])}
 
     def extract_features(
@@ -134,22 +105,12 @@ class LSTMStudent(nn.Module):
         """Layer outputs for downstream use: ``[proj, lstm_1, ..., lstm_N]``, each ``(B, T, *)``,
         zero on padded frames, and the frame lengths ``(B,)``."""
         frame_lengths = self.frames.num_frames(lengths)
-        return self._encode(self._front(wav, lengths), frame_lengths), frame_lengths
+        return self._encode(self.frontend(wav, lengths), frame_lengths), frame_lengths
 
     def _encode(self, front: torch.Tensor, frame_lengths: torch.Tensor) -> list[torch.Tensor]:
         """Front-end features -> ``[proj, lstm_1, ..., lstm_N]``."""
         x = self.proj(front)
-        layers = [x]
-        for i, lstm in enumerate(self.lstms):
-            packed = pack_padded_sequence(
-                self.dropout(x) if i else x,
-                frame_lengths.cpu(),
-                batch_first=True,
-                enforce_sorted=False,
-            )
-            x, _ = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=x.shape[1])
-            layers.append(x)
-        return layers
+        return [x, *self.lstms(x, frame_lengths)]
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor

@@ -1,0 +1,1 @@
+"""Neural building blocks shared by the students and the evaluation probe."""
