@@ -153,7 +153,8 @@ def test_fbank_student_trains_and_runs_padded_batches_like_single_ones(tiny_cach
 def test_distilhubert_student_learns_teacher_layers(fp16_cache, tiny_corpus, tmp_path):
     raw = {"arch": "distilhubert",
            "model": {"conv_dim": 8, "frontend_init": "teacher", "frontend": "conv", "hidden": 32,
-                     "layers": 2, "heads": 2, "ffn": 64, "dropout": 0.0, "targets": ["layer_1", "layer_2"]},
+                     "layers": 2, "heads": 2, "ffn": 64, "dropout": 0.0,
+                     "targets": ["layer_1", "layer_2"]},
            "losses": {"feature": {"weight": 1.0, "cos_weight": 1.0}}}  # fmt: skip
     student = parse_student(raw, "distil")
     header = open_cache(fp16_cache).header
