@@ -16,6 +16,7 @@ from pipeline.nn.recurrent import LSTMStack
 from pipeline.students.base import STUDENTS
 from pipeline.students.frontends import FRONTENDS, StudentFrontend
 
+
 @dataclass(frozen=True)
 class LSTMStudentConfig:
     """Attributes:
