@@ -115,8 +115,15 @@ class StudentFrontend(nn.Module):
         saved: the ``spec`` of a checkpoint, to rebuild exactly that front end.
     """
 
-    def __init__(self, kind: str, conv_dim: int, frontend_init: str, frames,
-                 teacher_frontend: tuple[dict, dict] | None, saved: dict | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        kind: str,
+        conv_dim: int,
+        frontend_init: str,
+        frames,
+        teacher_frontend: tuple[dict, dict] | None,
+        saved: dict | None = None,
+    ) -> None:
         super().__init__()
         if kind not in FRONTENDS:
             raise ValueError(f"frontend must be one of {FRONTENDS}, not {kind!r}")
