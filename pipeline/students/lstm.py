@@ -1,7 +1,8 @@
 """The paper's student: HuBERT-style conv front end, bidirectional LSTMs, a linear head to C.
 
 Shapes: wav ``(B, S)`` at 16 kHz -> conv ``(B, T, conv_dim)`` -> proj ``(B, T, proj_dim)``
--> ``lstm_layers`` x BiLSTM ``(B, T, 2 * lstm_hidden)`` -> head ``(B, T, C)``.
+-> ``lstm_layers`` x BiLSTM ``(B, T, 2 * lstm_hidden)`` -> head ``(B, T, C)``; with
+``bidirectional: false``, LSTMs ``(B, T, lstm_hidden)`` that see only the past.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ class LSTMStudentConfig:
         stack of ``conv_dim`` channels. ``teacher`` falls back to ``random``, with a warning,
         when the cache carries no conv stack.
     proj_dim: size of the projection after the conv front end.
-    lstm_layers: number of bidirectional LSTM layers (paper: 4).
+    lstm_layers: number of LSTM layers (paper: 4).
     lstm_hidden: hidden size per direction (paper: 384).
+    bidirectional: both directions (the paper); ``false`` makes a causal student that runs on a
+        live stream, chunk by chunk (``pipeline.export.streaming``), given a causal front end.
     dropout: dropout between LSTM layers.
     frontend: ``conv`` (a trainable conv stack, initialised by ``frontend_init``); ``cached``
         (the teacher's conv stack, frozen: training reads its output from the cache, which
@@ -44,6 +47,7 @@ class LSTMStudentConfig:
     dropout: float
     frontend_init: str
     frontend: str = "conv"
+    bidirectional: bool = True
 
     def __post_init__(self) -> None:
         if self.frontend_init not in ("teacher", "random"):
@@ -85,7 +89,7 @@ class LSTMStudent(nn.Module):
         width = self.frontend.width
         self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, cfg.proj_dim))
         self.lstms = LSTMStack(cfg.proj_dim, cfg.lstm_hidden, cfg.lstm_layers,
-                               bidirectional=True, dropout=cfg.dropout)  # fmt: skip
+                               bidirectional=cfg.bidirectional, dropout=cfg.dropout)  # fmt: skip
         self.head = nn.Linear(self.lstms.output_size, num_classes)
 
     @property
