@@ -1,7 +1,9 @@
 """Logit codecs: how per-frame teacher logits are stored, and decoded for the losses.
 
-A codec turns ``logits (n, C)`` float32 (+ the frame targets) into named per-frame fields and
+A codec turns ``logits (..., C)`` float32 (+ the frame targets) into named per-frame fields and
 back into dense ``(n, C)`` logits. Logits are stored as logits, never softened probabilities.
+Encoding is one torch implementation for any device: stage one encodes whole batches on the
+teacher's GPU and moves only the encoded fields to the host; numpy arrays in give numpy out.
 
 - ``full``: all C logits as float16 or float32 (exact, or exact to fp16).
 - ``topk``: the k largest logits (fp16) and their class ids, with the frame's target class
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline.core.registry import Registry
 
@@ -54,8 +57,9 @@ class FullCodec:
     def bytes_per_frame(self, num_classes: int) -> int:
         return num_classes * np.dtype(self.cfg.dtype).itemsize
 
-    def encode(self, logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-        return {"logits": _cast(logits, self.cfg.dtype)}
+    def encode(self, logits, targets) -> dict:
+        """``logits (..., C)`` (numpy or torch, any device) -> ``{"logits"}`` of that type."""
+        return _as_input(logits, {"logits": _cast(_tensor(logits), self.cfg.dtype)})
 
     def decode(self, fields: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
         return fields["logits"].astype(np.float32)
@@ -101,32 +105,27 @@ class TopKCodec:
     def bytes_per_frame(self, num_classes: int) -> int:
         return field_bytes(self.fields(num_classes))
 
-    def encode(self, logits: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
-        n, c = logits.shape
+    def encode(self, logits, targets) -> dict:
+        """``logits (..., C)`` and ``targets (...)`` (numpy or torch, any device) -> the k
+        largest logits in descending order with the target's always among them (replacing the
+        smallest kept one where it is missing), their ids, and the log-sum-exp of the rest."""
+        x, y = _tensor(logits).float(), _tensor(targets).long()
+        c = x.shape[-1]
         k = self._k(c)
-        ids = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-        # keep the target: where it is missing, it replaces the smallest kept logit
-        missing = ~(ids == targets[:, None]).any(axis=1)
-        if missing.any():
-            kept = np.take_along_axis(logits, ids, axis=1)
-            ids[missing, kept[missing].argmin(axis=1)] = targets[missing]
-        order = np.argsort(-np.take_along_axis(logits, ids, axis=1), axis=1, kind="stable")
-        ids = np.take_along_axis(ids, order, axis=1)
-        values = np.take_along_axis(logits, ids, axis=1)
-        rest = logits.astype(np.float64).copy()
-        np.put_along_axis(rest, ids, -np.inf, axis=1)
-        top = rest.max(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lse = (
-                (np.log(np.exp(rest - top).sum(axis=1)) + top[:, 0])
-                if k < c
-                else np.full(n, -np.inf)
-            )
-        return {
+        values, ids = torch.topk(x, k, dim=-1)
+        missing = ~(ids == y[..., None]).any(-1)
+        last = torch.arange(k, device=x.device) == k - 1
+        ids = torch.where(missing[..., None] & last, y[..., None], ids)
+        values = x.gather(-1, ids)
+        order = torch.argsort(values, dim=-1, descending=True, stable=True)
+        ids, values = ids.gather(-1, order), values.gather(-1, order)
+        kept = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, ids, True)
+        rest = torch.logsumexp(x.masked_fill(kept, float("-inf")), dim=-1)
+        return _as_input(logits, {
             "topk_values": _cast(values, "float16"),
-            "topk_ids": ids.astype(self._id_dtype(c)),
-            "rest_lse": lse.astype(np.float32),
-        }
+            "topk_ids": ids.to(getattr(torch, self._id_dtype(c))),
+            "rest_lse": rest.float(),
+        })  # fmt: skip
 
     def decode(self, fields: dict[str, np.ndarray], num_classes: int) -> np.ndarray:
         values, ids = fields["topk_values"], fields["topk_ids"].astype(np.int64)
@@ -148,15 +147,27 @@ def field_bytes(fields: dict[str, tuple[tuple[int, ...], str]]) -> int:
     )
 
 
-def _cast(values: np.ndarray, dtype: str) -> np.ndarray:
+def _tensor(values) -> torch.Tensor:
+    return torch.from_numpy(values) if isinstance(values, np.ndarray) else values
+
+
+def _as_input(like, fields: dict[str, torch.Tensor]) -> dict:
+    """``fields`` as numpy arrays when the input was numpy, else as the tensors they are."""
+    if isinstance(like, np.ndarray):
+        return {k: v.cpu().numpy() for k, v in fields.items()}
+    return fields
+
+
+def _cast(values: torch.Tensor, dtype: str) -> torch.Tensor:
     """``values`` as ``dtype``, or an error if they are not finite there (float16 ends at 65504)."""
-    largest = float(np.abs(values).max()) if values.size else 0.0
-    if not np.isfinite(values).all() or largest > float(np.finfo(dtype).max):
+    largest = float(values.abs().max()) if values.numel() else 0.0
+    if not math.isfinite(largest) or largest > float(np.finfo(dtype).max):
         raise ValueError(
             f"logits are not finite as {dtype} (largest magnitude {largest:.4g}); store them as "
-            "float32 (cache_teacher.full.dtype) or scale them down (e.g. raise kmeans.temperature)"
+            "float32 (cache_teacher.codec.dtype) or scale them down (e.g. raise "
+            "kmeans.temperature)"
         )
-    return values.astype(dtype)
+    return values.to(getattr(torch, dtype))
 
 
 def codec_from_header(header_codec: dict[str, Any]):
@@ -181,16 +192,18 @@ def feature_fields(name: str, dim: int, encoding: str) -> dict[str, tuple[tuple[
     return fields
 
 
-def encode_feature(name: str, x: np.ndarray, encoding: str) -> dict[str, np.ndarray]:
-    """``x (n, dim)`` float32 -> the fields of :func:`feature_fields`."""
-    if not np.isfinite(x).all():
+def encode_feature(name: str, x, encoding: str) -> dict:
+    """``x (..., dim)`` float (numpy or torch, any device) -> the fields of
+    :func:`feature_fields`, of the input's type."""
+    t = _tensor(x).float()
+    if not bool(torch.isfinite(t).all()):
         raise ValueError(f"teacher feature {name} has NaN or Inf values")
     if encoding == "float16":
-        return {f"feat_{name}": _cast(x, "float16")}
-    scale = np.abs(x).max(axis=1) / 127.0
-    safe = np.where(scale > 0, scale, 1.0)[:, None]
-    q = np.clip(np.rint(x / safe), -127, 127).astype(np.int8)
-    return {f"feat_{name}": q, f"feat_{name}_scale": scale.astype(np.float32)}
+        return _as_input(x, {f"feat_{name}": _cast(t, "float16")})
+    scale = t.abs().amax(-1) / 127.0
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))[..., None]
+    q = torch.clamp(torch.round(t / safe), -127, 127).to(torch.int8)
+    return _as_input(x, {f"feat_{name}": q, f"feat_{name}_scale": scale})
 
 
 def decode_feature(name: str, fields: dict[str, np.ndarray], encoding: str) -> np.ndarray:

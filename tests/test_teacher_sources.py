@@ -53,7 +53,7 @@ def test_hf_dir_with_head_matches_a_plain_forward_and_batches_exactly(tmp_path, 
     head = ClusterHead(D, PROJ, CLUSTERS, 0.1)
     save_teacher(tmp_path / "t", encoder, head, {"corpus": "test"})
     teacher = build_teacher(_cfg(f"hf:{tmp_path / 't'}"))
-    assert teacher.num_classes == CLUSTERS and teacher.pad_waveforms == (norm == "layer")
+    assert teacher.num_classes == CLUSTERS
     wavs = _wavs(16_000, 9_999, 3_000, 400)
     batched = teacher.outputs(wavs)
     for wav, (logits, targets, _) in zip(wavs, batched, strict=True):
@@ -383,3 +383,23 @@ def test_kmeans_targets_must_match_the_head(tmp_path):
     cfg = _cfg(f"hf:{tmp_path / 't'}", targets="kmeans")  # 8 clusters vs a 12-class head
     with pytest.raises(CheckpointError, match="8 clusters but the head predicts 12"):
         build_teacher(cfg, lambda: _wavs(16_000, 12_000, 8_000))
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_the_conv_stack_runs_batched_exactly_as_alone(norm):
+    """One padded pass (a masked group norm for group-norm stacks) gives every utterance the
+    conv features and normalised waveform it gets alone."""
+    from pipeline.teacher.conv import conv_features, normalize_waveforms
+
+    stack = _tiny_hf(norm).feature_extractor
+    wavs = _wavs(16_000, 3_001, 400, 9_999, seed=3)
+    lengths = torch.tensor([len(w) for w in wavs])
+    batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    with torch.no_grad():
+        batched = conv_features(stack, batch, lengths)
+        normed = normalize_waveforms(batch, lengths)
+        for i, wav in enumerate(wavs):
+            alone = stack(wav[None]).transpose(1, 2)[0]
+            torch.testing.assert_close(batched[i, : len(alone)], alone, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(normed[i, : len(wav)], F.layer_norm(wav, wav.shape))
+            assert not normed[i, len(wav) :].any()

@@ -131,3 +131,15 @@ def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tm
     metrics = (out / "metrics.json").read_text()
     assert '"resumed_from_step": 0' not in metrics
     assert (tmp_path / "ref" / "curve.json").read_text() == (out / "curve.json").read_text()
+
+
+def test_the_gpu_benchmark_runs_on_the_cpu_at_toy_sizes():
+    """bench/gpu.py, which fills issue 15's table on a GPU, runs end to end here."""
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[1] / "bench" / "gpu.py"), "--small",
+         "--utterances", "4", "--seconds", "2", "--steps", "2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    for row in ("cache-teacher, logits only", "train dkd_b4, frontend: cached", "sweep of 4"):
+        assert row in result.stdout

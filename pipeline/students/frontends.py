@@ -58,11 +58,11 @@ def run_conv_frontend(
     frontend: nn.Module, spec: dict[str, Any], wav: torch.Tensor, lengths: torch.Tensor
 ) -> torch.Tensor:
     """Raw zero-padded audio ``(B, S)`` -> ``(B, T, C)`` through a conv stack described by
-    ``spec``: layer-normalised waveforms if it was trained on them, group-norm stacks per
-    utterance (see :func:`conv_features`)."""
+    ``spec``: layer-normalised waveforms if it was trained on them; batched exactly (see
+    :func:`conv_features`)."""
     if spec.get("normalize", False):
         wav = normalize_waveforms(wav, lengths)
-    return conv_features(frontend, wav, lengths, per_utterance=spec["norm"] == "group")
+    return conv_features(frontend, wav, lengths)
 
 
 class FbankFrontend(nn.Module):

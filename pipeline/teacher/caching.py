@@ -208,45 +208,59 @@ def run_shard(
 ) -> int:
     """Run the teacher over one shard and commit it as its part of the cache at ``cache``.
 
-    Audio is decoded by loader workers and writes (encoding, zstd) run on a thread, both
-    overlapping the teacher's forward passes. ``on_batch(utterances, frames)`` reports progress.
-    Returns the frames written.
+    Loader workers decode audio ahead; each batch's logits and features are encoded on the
+    teacher's device (top-k, int8) and only the encoded fields cross to the host, in one
+    non-blocking copy into pinned memory; a writer thread waits for that copy and compresses
+    and writes while the teacher runs the next batch. ``on_batch(utterances, frames)``
+    reports progress. Returns the frames written.
     """
     torch.set_num_threads(cfg.threads)
     codec = cfg.codec.build()
     batches = length_batches(
         shard.utts, lambda u: u.seconds, cfg.batch_seconds, sort_key=lambda u: (u.seconds, u.id)
     )
+    pinned = teacher.device.type == "cuda"
     loader = DataLoader(
         BatchAudio(batches, manifest, teacher.frames),
         batch_size=None,
         num_workers=cfg.loader_workers,
         prefetch_factor=4 if cfg.loader_workers else None,
+        pin_memory=pinned,
     )
 
-    def write(batch, outputs) -> None:
-        for utt, (logits, targets, feats) in zip(batch, outputs, strict=True):
-            targets = targets.numpy()
-            try:
-                fields = codec.encode(logits.numpy(), targets)
-                for name, x in feats.items():
-                    fields.update(encode_feature(name, x.numpy(), cfg.feature_encoding))
-            except ValueError as err:
-                raise ValueError(f"{utt.id}: {err}") from err
-            part.write(utt.id, {"targets": targets, **fields})
+    def encode(wavs: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[int], object]:
+        logits, targets, feats, lengths = teacher.forward_batch(wavs, tuple(cfg.features))
+        fields = {"targets": targets.int(), **codec.encode(logits, targets)}
+        for name, x in feats.items():
+            fields.update(encode_feature(name, x, cfg.feature_encoding))
+        host = {k: v.to("cpu", non_blocking=pinned) for k, v in fields.items()}
+        done = torch.cuda.Event() if pinned else None
+        if done is not None:
+            done.record()
+        return host, lengths.tolist(), done
+
+    def write(batch: list[Utterance], host: dict, lengths: list[int], done) -> None:
+        if done is not None:
+            done.synchronize()
+        arrays = {k: v.numpy() for k, v in host.items()}
+        for i, (utt, n) in enumerate(zip(batch, lengths, strict=True)):
+            part.write(utt.id, {k: v[i, :n] for k, v in arrays.items()})
 
     frames = 0
     with open_part(cache, shard.name, header, cfg.backend.cfg) as part, ThreadPoolExecutor(1) as io:
         pending = None
         for batch, wavs in zip(batches, loader, strict=True):
-            outputs = teacher.outputs(wavs, tuple(cfg.features))
+            try:
+                host, lengths, done = encode([w.to(teacher.device) for w in wavs])
+            except ValueError as err:
+                names = ", ".join(u.id for u in batch[:3]) + (" ..." if len(batch) > 3 else "")
+                raise ValueError(f"{names}: {err}") from err
             if pending is not None:
                 pending.result()  # keeps order and bounds memory to one batch in flight
-            pending = io.submit(write, batch, outputs)
-            n = sum(len(logits) for logits, _, _ in outputs)
-            frames += n
+            pending = io.submit(write, batch, host, lengths, done)
+            frames += sum(lengths)
             if on_batch is not None:
-                on_batch(len(batch), n)
+                on_batch(len(batch), sum(lengths))
         if pending is not None:
             pending.result()
     return frames

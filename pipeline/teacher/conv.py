@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 from transformers import HubertConfig
 from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
+
+from pipeline.audio.frames import lengths_to_mask
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +42,38 @@ def build_frontend(spec: dict[str, Any]) -> HubertFeatureEncoder:
 
 def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Layer-normalise each utterance over its valid samples (HuBERT Large's input); padding
-    stays zero."""
-    out = torch.zeros_like(wav)
-    for i, n in enumerate(lengths.tolist()):
-        out[i, :n] = torch.nn.functional.layer_norm(wav[i, :n], (n,))
-    return out
+    stays zero. Batched: means and variances are taken over each row's valid samples."""
+    valid = lengths_to_mask(lengths.to(wav.device), wav.shape[1])
+    count = valid.sum(1, keepdim=True)
+    mean = (wav * valid).sum(1, keepdim=True) / count
+    var = (((wav - mean) * valid) ** 2).sum(1, keepdim=True) / count
+    return (wav - mean) / torch.sqrt(var + 1e-5) * valid
 
 
-def conv_features(
-    frontend: nn.Module, wav: torch.Tensor, lengths: torch.Tensor, per_utterance: bool
-) -> torch.Tensor:
-    """``wav (B, S)`` zero-padded -> ``(B, T, C)`` conv features.
+def conv_features(frontend: nn.Module, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``wav (B, S)`` zero-padded -> ``(B, T, C)`` conv features, each utterance's valid frames
+    exactly as it gets them alone, the whole batch in one pass.
 
-    A layer-norm stack normalises each frame alone, so the padded batch runs at once and valid
-    frames never see the padding. A group-norm stack normalises over time, so with
-    ``per_utterance`` each utterance runs unpadded, as it would alone, and results are padded.
+    A layer-norm stack normalises each frame alone, so valid frames never see the padding. A
+    group-norm stack (HuBERT Base) normalises its first layer's output over time: here over
+    each utterance's valid frames only (a masked group norm, in fp32 as fairseq does), and no
+    valid frame of a later (unnormalised, unpadded) conv layer reads a padded one.
     """
-    if not per_utterance:
+    first = frontend.conv_layers[0]
+    norm = getattr(first, "layer_norm", None)
+    if not isinstance(norm, nn.GroupNorm):
         return frontend(wav).transpose(1, 2)
-    return pad_sequence(
-        [frontend(wav[i : i + 1, :n])[0].T for i, n in enumerate(lengths.tolist())],
-        batch_first=True,
-    )
+    if norm.num_groups != norm.num_channels:
+        raise ValueError("only per-channel group norm (HuBERT's) can be batched exactly")
+    x = first.conv(wav[:, None])
+    kernel, stride = first.conv.kernel_size[0], first.conv.stride[0]
+    valid = lengths_to_mask((lengths.to(x.device) - kernel) // stride + 1, x.shape[-1])[:, None]
+    x = x.float()
+    count = valid.sum(-1, keepdim=True).clamp(min=1)
+    mean = (x * valid).sum(-1, keepdim=True) / count
+    var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+    x = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
+    x = first.activation(x)
+    for layer in frontend.conv_layers[1:]:
+        x = layer(x)
+    return x.transpose(1, 2)

@@ -56,8 +56,6 @@ class Teacher(nn.Module):
         self.description = description
         hcfg = encoder.config
         self.frames = FrameSpec(tuple(hcfg.conv_kernel), tuple(hcfg.conv_stride))
-        # A group-norm conv stack normalises over time: padding would change its output.
-        self.pad_waveforms = hcfg.feat_extract_norm == "layer"
         km = cfg.kmeans
         self.target_source = f"kmeans(layer={km.layer})" if cfg.targets == "kmeans" else "argmax"
         self.layer = km.layer if cfg.uses_kmeans else None
@@ -77,8 +75,9 @@ class Teacher(nn.Module):
         """Run the encoder exactly as on each utterance alone.
 
         Returns ``(final (B, T, D), layer output (B, T, D) or None, frame lengths (B,))``.
-        Layer-norm conv stacks take zero-padded audio (frames never see padding); group-norm
-        stacks run the conv stack per utterance. The Transformer always gets an attention mask.
+        The whole padded batch runs at once: layer-norm conv stacks never let padding reach a
+        valid frame, group-norm stacks normalise over each utterance's valid frames (see
+        ``conv_features``), and the Transformer gets an attention mask.
         """
         lengths = torch.tensor([len(w) for w in wavs])
         final, layer_out, _, frame_lengths = self._run(
@@ -95,7 +94,7 @@ class Teacher(nn.Module):
         ``wav (B, S)`` is zero-padded with sample ``lengths``; runs as :meth:`encode` does.
         """
         _, _, layers, frame_lengths = self._run(wav, lengths, all_layers=True)
-        return layers, frame_lengths
+        return [x.float() for x in layers], frame_lengths
 
     def _run(self, wav, lengths, layer: int | None = None, all_layers: bool = False):
         with _FORWARD_LOCK:
@@ -124,7 +123,7 @@ class Teacher(nn.Module):
         try:
             with autocast(device, self.cfg.precision):
                 fe = self.encoder.feature_extractor
-                feats = conv_features(fe, wav, lengths, per_utterance=not self.pad_waveforms)
+                feats = conv_features(fe, wav, lengths)
                 mask = lengths_to_mask(frame_lengths, feats.shape[1])
                 hidden = self.encoder.feature_projection(feats)
                 final = self.encoder.encoder(hidden, attention_mask=mask).last_hidden_state
@@ -134,7 +133,6 @@ class Teacher(nn.Module):
         layers = None
         if all_layers:  # the last entry is the encoder's output (after a final layer norm)
             layers = [feats, *(captured[i] for i in range(len(blocks))), final]
-            layers = [x.float() for x in layers]
         return final.float(), captured.get(layer), layers, frame_lengths
 
     def feature_names(self) -> list[str]:
@@ -144,11 +142,12 @@ class Teacher(nn.Module):
         return ["conv"] + [f"layer_{i}" for i in range(self.encoder.config.num_hidden_layers + 1)]
 
     @torch.inference_mode()
-    def outputs(
+    def forward_batch(
         self, wavs: list[torch.Tensor], features: tuple[str, ...] = ()
-    ) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
-        """Per utterance: logits ``(frames_i, C)`` float32, targets ``(frames_i,)`` int64 and the
-        requested ``features`` (see :meth:`feature_names`), each ``(frames_i, D)`` float32; CPU."""
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """A batch on the teacher's device: logits ``(B, T, C)`` float32, targets ``(B, T)``,
+        the requested ``features`` (see :meth:`feature_names`) ``(B, T, D)`` float32, and the
+        frame lengths ``(B,)``; beyond an utterance's length the values are padding."""
         if self.cfg.uses_kmeans and self.kmeans is None:
             raise ValueError(
                 "k-means logits or targets need a k-means model (build_teacher fits it)"
@@ -166,13 +165,19 @@ class Teacher(nn.Module):
             targets = self.kmeans.labels(layer_out)
         else:
             targets = logits.argmax(-1)
-        chosen = {f: layers[names.index(f)] for f in features}
+        chosen = {f: layers[names.index(f)].float() for f in features}
+        return logits.float(), targets, chosen, frame_lengths
+
+    def outputs(
+        self, wavs: list[torch.Tensor], features: tuple[str, ...] = ()
+    ) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+        """Per utterance, on the CPU: logits ``(frames_i, C)`` float32, targets
+        ``(frames_i,)`` int64 and the requested ``features``, each ``(frames_i, D)`` float32."""
+        logits, targets, chosen, frame_lengths = self.forward_batch(wavs, features)
+        logits, targets = logits.cpu(), targets.cpu()
+        chosen = {f: x.cpu() for f, x in chosen.items()}
         return [
-            (
-                logits[i, :n].float().cpu(),
-                targets[i, :n].cpu(),
-                {f: x[i, :n].cpu() for f, x in chosen.items()},
-            )
+            (logits[i, :n], targets[i, :n], {f: x[i, :n] for f, x in chosen.items()})
             for i, n in enumerate(frame_lengths.tolist())
         ]
 
