@@ -53,8 +53,14 @@ def sweep_cmd(
     manifest: Path = MANIFEST,
     cache: str = CACHE,
     params: Path = PARAMS,
+    scheduler: str = typer.Option(
+        None,
+        help="a dask.distributed address (tcp://host:port): spread the students over its "
+        "workers, each training its share in one pass (paths must be shared)",
+    ),
 ) -> None:
-    """Train a grid of students in one pass over the cache (each batch read once for all)."""
+    """Train a grid of students in one pass over the cache (each batch read once for all), or
+    spread over a dask cluster's workers."""
     from pipeline.students import grid_students, parse_grid, parse_student
     from pipeline.training.config import TrainConfig
     from stages import train_student
@@ -66,14 +72,14 @@ def sweep_cmd(
         raws = grid_students(base, raw["students"][base], parse_grid(grid))
         students = {name: parse_student(cfg, f"sweep {name}") for name, cfg in raws.items()}
         dirs = {name: out / name for name in students}
-        metrics = train_student.run(
-            students,
-            section(raw, "train", TrainConfig),
-            manifest,
-            cache,
-            dirs,
-            out / "sweep_state.pt",
-        )
+        train_cfg = section(raw, "train", TrainConfig)
+        if scheduler:
+            metrics = train_student.run_on_cluster(
+                scheduler, students, train_cfg, manifest, cache, dirs, out
+            )
+        else:
+            state = out / "sweep_state.pt"
+            metrics = train_student.run(students, train_cfg, manifest, cache, dirs, state)
     for name, m in metrics.items():
         typer.echo(f"{name}: {m['final']}")
 

@@ -16,16 +16,18 @@ from pathlib import Path
 import torch
 
 from pipeline.core.errors import ConfigError, OutputError
-from pipeline.core.io import output_lock
+from pipeline.core.locks import output_lock
 from pipeline.core.progress import progress_bar
 from pipeline.corpus.manifest import read_manifest
 from pipeline.teacher.caching import (
     CacheTeacherConfig,
+    TeacherRecipe,
     cache_header,
     frontend_bytes,
     load_teacher,
     plan_shards,
     run_shard,
+    run_shard_on_worker,
 )
 from storage import CacheHeader, committed, finalize, prepare_location, prune
 
@@ -114,17 +116,18 @@ def _compute(teacher, cfg, header, todo, manifest, out) -> None:
 
 
 def _on_dask(cfg, teacher, header, todo, manifest, out, on_batch) -> None:
-    """Map shards over a dask.distributed cluster; each worker gets the teacher once and commits
-    its parts where the cache lives (a shared filesystem or an fsspec URL)."""
+    """Map shards over a dask.distributed cluster: each worker loads the teacher once from its
+    recipe (the same source, the client's k-means centroids; one GPU per worker with dask-cuda)
+    and commits its parts where the cache lives (a shared filesystem or an fsspec URL)."""
     from distributed import Client, as_completed
 
     cache = out if "://" in str(out) else Path(out).resolve()
     with Client(cfg.scheduler) as client:
-        remote_teacher = client.scatter(teacher, broadcast=True)
+        recipe = TeacherRecipe.of(teacher)
         futures = {
             client.submit(
-                run_shard, remote_teacher, cfg, header, shard, manifest.resolve(), cache,
-                key=f"cache-teacher-{shard.name}", pure=False,
+                run_shard_on_worker, recipe, cfg, header, shard, manifest.resolve(), cache,
+                key=f"cache-teacher-{shard.name}", pure=False, retries=2,
             ): shard
             for shard in todo
         }  # fmt: skip

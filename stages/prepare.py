@@ -14,7 +14,8 @@ from pipeline.audio.files import SAMPLE_RATE, AudioError, check_audio, resampled
 from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.config import Choice, check, non_negative
 from pipeline.core.errors import CorpusError
-from pipeline.core.io import atomic_dir, output_lock, write_json
+from pipeline.core.io import atomic_dir, write_json
+from pipeline.core.locks import output_lock
 from pipeline.core.progress import progress_bar
 from pipeline.corpus.manifest import Utterance, write_manifest
 from pipeline.corpus.source import Entry

@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 
 from pipeline.audio.features import FEATURE_DESCRIPTION
 from pipeline.core.config import to_dict
-from pipeline.core.io import atomic_dir, check_replaceable, output_lock
+from pipeline.core.io import atomic_dir, check_replaceable
+from pipeline.core.locks import output_lock
 from pipeline.corpus.manifest import corpus_fingerprint, read_manifest
 from pipeline.losses.masked import Masked, MaskedConfig
 from pipeline.teacher.pretrain import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.io import output_lock
+from pipeline.core.locks import output_lock
 from pipeline.corpus.manifest import read_manifest
 from pipeline.students import StudentConfig
 from pipeline.training import distributed
@@ -50,19 +50,57 @@ def run(
     """
     device = distributed.setup(train_cfg.device, "train.device")
     torch.set_num_threads(train_cfg.threads)
-    with output_lock(state_path) if distributed.is_main() else nullcontext():
-        header = open_cache(cache).header
-        check_teacher(header, train_cfg, cache)
-        utts = read_manifest(manifest, split="train")
-        if not utts:
-            raise ValueError(f"{manifest}: no utterances in the train split")
-        stream = cache_streams(cache, utts, manifest, train_cfg)
-        runs = student_runs(students, header, read_frontend(cache), train_cfg, device)
-        about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
-        summary = train(runs, stream, train_cfg, state_path, identity(students, train_cfg, header),
-                        description=f"train {about}")  # fmt: skip
-        if not distributed.is_main():
-            return {}
-        results = save_outputs(runs, students, header, train_cfg, summary, out_dirs)
-        state_path.unlink(missing_ok=True)
-        return results
+    try:
+        with output_lock(state_path) if distributed.is_main() else nullcontext():
+            header = open_cache(cache).header
+            check_teacher(header, train_cfg, cache)
+            utts = read_manifest(manifest, split="train")
+            if not utts:
+                raise ValueError(f"{manifest}: no utterances in the train split")
+            stream = cache_streams(cache, utts, manifest, train_cfg)
+            runs = student_runs(students, header, read_frontend(cache), train_cfg, device)
+            about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
+            summary = train(runs, stream, train_cfg, state_path,
+                            identity(students, train_cfg, header), f"train {about}")  # fmt: skip
+            if not distributed.is_main():
+                return {}
+            results = save_outputs(runs, students, header, train_cfg, summary, out_dirs)
+            state_path.unlink(missing_ok=True)
+            return results
+    finally:
+        distributed.teardown()
+
+
+def run_on_cluster(
+    scheduler: str,
+    students: dict[str, StudentConfig],
+    train_cfg: TrainConfig,
+    manifest: Path,
+    cache: str | Path,
+    out_dirs: dict[str, Path],
+    state_dir: Path,
+) -> dict[str, dict]:
+    """A sweep spread over the workers of the dask.distributed cluster at ``scheduler``: each
+    worker trains its share of the students in one pass over the cache (:func:`run`), writing
+    every student's outputs exactly as a local run would (paths must be shared). A worker that
+    dies has its share rerun elsewhere, resuming from that share's last checkpoint."""
+    from distributed import Client
+
+    with Client(scheduler) as client:
+        count = max(1, len(client.scheduler_info()["workers"]))
+        names = list(students)
+        shares = [names[i::count] for i in range(min(count, len(names)))]
+        futures = [
+            client.submit(
+                run, {n: students[n] for n in share}, train_cfg, Path(manifest).resolve(),
+                cache if "://" in str(cache) else Path(cache).resolve(),
+                {n: Path(out_dirs[n]).resolve() for n in share},
+                (state_dir / f"sweep_state-{i}.pt").resolve(),
+                key=f"sweep-share-{i}", pure=False, retries=2,
+            )
+            for i, share in enumerate(shares)
+        ]  # fmt: skip
+        results: dict[str, dict] = {}
+        for result in client.gather(futures):
+            results.update(result)
+    return results

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.core.errors import CacheFormatError, OutputError
-from pipeline.core.io import MARKER, check_replaceable, output_lock, write_marker
+from pipeline.core.io import MARKER, check_replaceable, write_marker
+from pipeline.core.locks import output_lock
 from storage.base import BACKENDS, PartWriter
 from storage.header import (
     FRONTEND,

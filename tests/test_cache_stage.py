@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import store, tiny_params, write_params
+from conftest import store, tiny_params, with_kmeans, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -104,18 +104,24 @@ def test_kill_9_then_resume_gives_the_uninterrupted_cache(tiny_corpus, tmp_path)
     _same_cache(tmp_path / "reference", out)
 
 
-def test_dask_workers_give_the_in_process_cache(tiny_corpus, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("logits", ["head", "kmeans"])
+def test_dask_workers_give_the_in_process_cache(tiny_corpus, tmp_path, logits):
+    """Two worker processes (as one per GPU would be): each loads the teacher itself from its
+    recipe (k-means centroids fitted once, in the client) and writes its parts in place."""
     from distributed import LocalCluster
 
-    cache_teacher.run(_cfg(shard_utterances=3), tiny_corpus, tmp_path / "local")
+    def cfg(**changes) -> CacheTeacherConfig:
+        params = store(tiny_params(), shard_utterances=3, **changes)
+        if logits == "kmeans":
+            with_kmeans(params, logits="kmeans", targets="kmeans")
+        return section(params, "cache_teacher", CacheTeacherConfig)
+
+    cache_teacher.run(cfg(), tiny_corpus, tmp_path / "local")
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        cache_teacher.run(
-            _cfg(shard_utterances=3, scheduler=cluster.scheduler_address),
-            tiny_corpus,
-            tmp_path / "dask",
-        )
+        cache_teacher.run(cfg(scheduler=cluster.scheduler_address), tiny_corpus, tmp_path / "dask")
     _same_cache(tmp_path / "local", tmp_path / "dask")
 
 

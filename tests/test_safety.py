@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from pipeline.core.config import section
-from pipeline.core.io import output_lock
+from pipeline.core.locks import output_lock
 from pipeline.teacher.caching import CacheTeacherConfig
 from stages import cache_teacher
 from storage import read_header, verify_cache
@@ -492,3 +492,25 @@ def test_kmeans_pickles_need_the_flag_and_are_sandboxed_under_it(tmp_path):
 
 def test_header_of_a_fresh_cache_verifies(tiny_cache):
     assert verify_cache(tiny_cache) == [] and read_header(tiny_cache).checksums
+
+
+def test_a_lock_silent_past_its_lease_is_taken_over_from_any_host(tmp_path, monkeypatch):
+    """A cluster job killed on another machine leaves its lock on the shared filesystem: once
+    its heartbeat is older than the lease, the lock is taken over; a fresh one is respected."""
+    import time
+
+    lock = tmp_path / ".out.lock"
+    owner = {"pid": 1, "host": "another-machine", "start": None, "since": "then"}
+    lock.write_text(json.dumps({**owner, "beat": time.time()}))
+    with pytest.raises(Exception, match="another run is writing it .pid 1 on another-machine"):
+        with output_lock(tmp_path / "out"):
+            pass
+    lock.write_text(json.dumps({**owner, "beat": time.time() - 3600}))
+    with output_lock(tmp_path / "out"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+    monkeypatch.setenv("HUBERT_KD_LOCK_LEASE", "0.2")  # the heartbeat renews a held lock
+    with output_lock(tmp_path / "out"):
+        first = json.loads(lock.read_text())["beat"]
+        time.sleep(0.5)
+        assert json.loads(lock.read_text())["beat"] > first

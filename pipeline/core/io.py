@@ -1,4 +1,4 @@
-"""Safe outputs: atomic files and folders, ownership markers and one-writer locks.
+"""Safe outputs: atomic files and folders, and ownership markers.
 
 Three rules keep a user's data safe:
 
@@ -6,8 +6,7 @@ Three rules keep a user's data safe:
 - **Owned**: a folder is only ever replaced when it is this tool's own output of the same kind,
   recognised by the marker file it wrote (:data:`MARKER`); anything else at ``--out`` is
   refused untouched.
-- **One writer**: :func:`output_lock` takes a lock file beside the output (owner's pid, host and
-  start time); a second writer is refused, a lock whose process is gone is taken over.
+- **One writer**: :func:`pipeline.core.locks.output_lock`.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,7 +95,8 @@ def atomic_dir(path: str | Path, kind: str) -> Iterator[Path]:
 
     A reader never sees a half-built folder at ``path``: the old one (if any) stays in place
     until the new one is complete. Only an absent path, an empty folder or a previous output of
-    the same ``kind`` is replaced (:func:`check_replaceable`); callers hold :func:`output_lock`.
+    the same ``kind`` is replaced (:func:`check_replaceable`); callers hold the output's lock
+    (``pipeline.core.locks``).
     """
     path = Path(path)
     check_replaceable(path, kind)
@@ -122,84 +120,3 @@ def atomic_dir(path: str | Path, kind: str) -> Iterator[Path]:
         path.replace(old)
     tmp.replace(path)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _process_start(pid: int) -> str | None:
-    """A token that changes when ``pid`` is reused (Linux: its start time); None elsewhere."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _owner() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "start": _process_start(pid),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
-
-
-def _alive(owner: dict[str, Any]) -> bool:
-    """Whether the lock's owner may still run (True when it cannot be told from here)."""
-    if owner.get("host") != socket.gethostname():
-        return True
-    pid = owner.get("pid")
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return owner.get("start") is None or owner.get("start") == _process_start(pid)
-
-
-def lock_path(path: str | Path) -> str:
-    """The lock file of output ``path`` (a local path or fsspec URL): ``.<name>.lock`` beside it."""
-    text = str(path).rstrip("/")
-    parent, _, name = text.rpartition("/")
-    return f"{parent}/.{name}.lock" if parent else f".{name}.lock"
-
-
-@contextmanager
-def output_lock(path: str | Path) -> Iterator[None]:
-    """Hold the one-writer lock of output ``path`` (a folder, file or fsspec URL).
-
-    The lock is a file beside the output created exclusively, holding the owner's pid, host and
-    process start time. A lock left by a process that is gone (same host) is taken over; a live
-    one, or one from another host, makes this raise.
-
-    Raises:
-        OutputError: another run holds the lock (named, with how to clear a stale one).
-    """
-    import fsspec
-
-    fs, lock = fsspec.core.url_to_fs(lock_path(path))
-    fs.makedirs(lock.rsplit("/", 1)[0] or "/", exist_ok=True)
-    mine = json.dumps(_owner()).encode()
-    for attempt in range(2):
-        try:
-            with fs.open(lock, "xb") as f:
-                f.write(mine)
-            break
-        except FileExistsError:
-            try:
-                owner = json.loads(fs.cat_file(lock))
-            except (OSError, ValueError):
-                owner = {}
-            if attempt == 0 and isinstance(owner, dict) and not _alive(owner):
-                fs.rm_file(lock)  # its writer is gone (killed); take the output over
-                continue
-            who = f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}"
-            raise OutputError(
-                f"{path}: another run is writing it ({who}; lock {lock_path(path)}). Wait for "
-                "it to finish; if that run is gone (e.g. on another machine), delete the lock file"
-            ) from None
-    try:
-        yield
-    finally:
-        try:
-            if fs.cat_file(lock) == mine:
-                fs.rm_file(lock)
-        except FileNotFoundError:
-            pass

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 from safetensors.torch import save as save_safetensors
 from torch.utils.data import DataLoader, Dataset
@@ -24,7 +25,7 @@ from pipeline.audio.batching import length_batches
 from pipeline.audio.files import SAMPLE_RATE, read_audio
 from pipeline.audio.frames import FrameSpec
 from pipeline.core.config import Choice, check, non_negative, positive
-from pipeline.core.errors import AudioError, ConfigError
+from pipeline.core.errors import AudioError, CheckpointError, ConfigError
 from pipeline.corpus.manifest import Utterance, audio_path, corpus_fingerprint
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.conv import frontend_spec
@@ -173,6 +174,42 @@ def plan_shards(utts: list[Utterance], cfg: CacheTeacherConfig, header: CacheHea
     return shards
 
 
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """What a worker process needs to load the very teacher the client loaded: its settings,
+    the k-means centroids fitted in the client (if any) and the fingerprint to check."""
+
+    cfg: TeacherConfig
+    centroids: np.ndarray | None
+    fingerprint: str
+
+    @classmethod
+    def of(cls, teacher: Teacher) -> TeacherRecipe:
+        km = teacher.kmeans
+        centroids = km.centroids.cpu().numpy() if km is not None else None
+        return cls(teacher.cfg, centroids, teacher.fingerprint())
+
+
+_LOADED: dict[str, Teacher] = {}  # per worker process: each recipe's teacher, loaded once
+
+
+def teacher_from(recipe: TeacherRecipe) -> Teacher:
+    """The recipe's teacher, loaded once per process (on its device: one GPU per worker).
+
+    Raises:
+        CheckpointError: this worker loads a teacher with other weights (another file).
+    """
+    if recipe.fingerprint not in _LOADED:
+        teacher = build_teacher(recipe.cfg, centroids=recipe.centroids)
+        if teacher.fingerprint() != recipe.fingerprint:
+            raise CheckpointError(
+                f"{recipe.cfg.source}: this worker loads a teacher other than the client's "
+                "(another file at that path?); workers must see the same teacher"
+            )
+        _LOADED[recipe.fingerprint] = teacher
+    return _LOADED[recipe.fingerprint]
+
+
 class BatchAudio(Dataset):
     """Item ``i``: the 16 kHz waveforms of batch ``i`` (checked to give at least one frame)."""
 
@@ -264,3 +301,8 @@ def run_shard(
         if pending is not None:
             pending.result()
     return frames
+
+
+def run_shard_on_worker(recipe: TeacherRecipe, *args) -> int:
+    """:func:`run_shard` in a dask worker, with the teacher the recipe loads there."""
+    return run_shard(teacher_from(recipe), *args)

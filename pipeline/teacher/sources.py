@@ -96,9 +96,11 @@ def build_teacher(
     cfg: TeacherConfig,
     fit_audio: Callable[[], Iterable[torch.Tensor]] | None = None,
     with_kmeans: bool = True,
+    centroids: np.ndarray | None = None,
 ) -> Teacher:
-    """Load the configured teacher; fit its k-means on ``fit_audio()`` waveforms if needed
-    (``with_kmeans=False``: the encoder and head only, e.g. to read its hidden states).
+    """Load the configured teacher; fit its k-means on ``fit_audio()`` waveforms if needed, or
+    take ready ``centroids`` (``with_kmeans=False``: the encoder and head only, e.g. to read
+    its hidden states).
 
     Raises:
         CheckpointError: a source that cannot be loaded (named, with what to do).
@@ -115,7 +117,9 @@ def build_teacher(
     teacher.to(resolve_device(cfg.device, "cache_teacher.teacher.device"))
     if cfg.uses_kmeans and with_kmeans:
         km = cfg.kmeans
-        if km.path:
+        if centroids is not None:
+            pass
+        elif km.path:
             centroids = load_centroids(Path(km.path), cfg.trust_checkpoint)
         else:
             if fit_audio is None:

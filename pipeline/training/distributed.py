@@ -27,6 +27,12 @@ def setup(device: str, key: str) -> torch.device:
     return resolved
 
 
+def teardown() -> None:
+    """Leave the process group, if in one (at the end of a run under torchrun)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
