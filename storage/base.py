@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.core.registry import Registry
-from storage.header import CacheHeader, PartHeader
+from storage.header import CacheHeader, PartContents
 
 BACKENDS: Registry = Registry("cache backend")
 
@@ -59,7 +59,7 @@ class Backend(Protocol):
     def writer(self, folder: Path, header: CacheHeader) -> PartWriter: ...
 
     @staticmethod
-    def reader(location: str | Path, part: PartHeader, header: CacheHeader) -> PartReader: ...
+    def reader(location: str | Path, part: PartContents, header: CacheHeader) -> PartReader: ...
 
 
 def check_utterance(

@@ -29,8 +29,10 @@ from pipeline.core.io import MARKER, check_replaceable, write_marker
 from pipeline.core.locks import output_lock
 from storage.base import BACKENDS, PartWriter
 from storage.header import (
+    CHECKSUMS,
     FRONTEND,
     HEADER,
+    KEYS,
     PART,
     PARTS,
     CacheHeader,
@@ -113,7 +115,12 @@ def open_part(path: str | Path, name: str, header: CacheHeader, backend_cfg) -> 
                 part = Part(writer, name, stage)
                 yield part
                 frames, checksums = writer.close()
-            doc = PartHeader(name, header.backend, part.keys, frames, checksums)
+            index = {}
+            for file, content in ((KEYS, part.keys), (CHECKSUMS, checksums)):
+                data = json.dumps(content, sort_keys=True).encode()
+                (stage / file).write_bytes(data)
+                index[file] = sha256_bytes(data)
+            doc = PartHeader(name, header.backend, len(part.keys), frames, index)
             data, digest = signed_json(doc)
             (stage / PART).write_bytes(data)
             _commit(stage, path, name)
@@ -168,9 +175,11 @@ def finalize(
             f"(e.g. {missing[0]}); run the missing shards, then finalize"
         )
     infos = []
-    for name in names:
-        part = read_signed(part_location(path, name), PART, PartHeader)
-        infos.append(PartInfo(name, len(part.keys), part.num_frames, _digest(path, name)))
+    for name in names:  # each part.json is a few lines, whatever the part holds
+        fs, root = filesystem(part_location(path, name))
+        digest = json.loads(fs.cat_file(f"{root}/{PART}")).get("digest", "")
+        part = read_signed(part_location(path, name), PART, PartHeader, expect_digest=digest)
+        infos.append(PartInfo(name, part.num_utterances, part.num_frames, digest))
     fs, root = filesystem(path)
     checksums = {}
     if frontend is not None:
@@ -184,11 +193,6 @@ def finalize(
     _put_atomic(path, HEADER, signed_json(header)[0])
     prune(path, keep=names)
     return header
-
-
-def _digest(path: str | Path, name: str) -> str:
-    fs, root = filesystem(part_location(path, name))
-    return json.loads(fs.cat_file(f"{root}/{PART}"))["digest"]
 
 
 def _put_atomic(path: str | Path, name: str, data: bytes) -> None:

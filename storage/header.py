@@ -2,9 +2,11 @@
 
 A cache is a folder (or fsspec URL) of parts, ``parts/<name>/``, each written and committed on
 its own (by any process, on any machine), and a ``header.json`` written last that lists the
-parts; a folder without a header is never read as a cache. Both JSON files carry a digest over
-their other fields; the header also carries each part's digest, so nothing can be edited
-without every reader noticing.
+parts; a folder without a header is never read as a cache. A part holds its data files,
+``keys.json`` (its utterance ids), ``checksums.json`` (every data file's sha256, taken as
+written) and, last, ``part.json`` (counts and the sha256 of those two lists). Both JSON headers
+carry a digest over their other fields, and the cache's header each part's digest: nothing can
+be edited without every reader noticing.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import numpy as np
 from pipeline.core.config import from_dict
 from pipeline.core.errors import CacheFormatError, ConfigError
 from storage.codecs import codec_from_header, decode_feature, feature_fields, field_bytes
-from storage.integrity import sha256_bytes
+from storage.integrity import check_bytes, sha256_bytes
 from storage.location import filesystem, read_bytes
 
 SCHEMA_VERSION = 5
 HEADER = "header.json"
 PART = "part.json"
+KEYS = "keys.json"
+CHECKSUMS = "checksums.json"
 PARTS = "parts"
 FRONTEND = "frontend.safetensors"
 
@@ -49,18 +53,30 @@ class PartInfo:
 
 @dataclass(frozen=True)
 class PartHeader:
-    """``parts/<name>/part.json``: what one committed part holds.
+    """``parts/<name>/part.json``: one committed part, in a few lines whatever its size (so
+    finalizing reads O(parts)); its lists live beside it, in files whose sha256 it holds.
 
     Attributes:
         name: the part's name (its folder).
         backend: the backend that wrote it.
-        keys: utterance ids in storage order.
+        num_utterances: utterances in the part.
         num_frames: frames in the part.
-        checksums: sha256 of every file of the part (taken as written), by path in the part.
+        index: sha256 of ``keys.json`` (utterance ids in storage order) and of
+            ``checksums.json`` (sha256 of every data file, taken as written).
     """
 
     name: str
     backend: str
+    num_utterances: int
+    num_frames: int
+    index: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PartContents:
+    """A committed part as a reader needs it: its ids, frames and data checksums, checked."""
+
+    name: str
     keys: list[str]
     num_frames: int
     checksums: dict[str, str]
@@ -215,17 +231,29 @@ def part_location(path: str | Path, name: str) -> str:
     return f"{str(path).rstrip('/')}/{PARTS}/{name}"
 
 
-def read_part(path: str | Path, info: PartInfo) -> PartHeader:
-    """The ``part.json`` of a part listed in a header, checked against the header's digest.
+def read_part(path: str | Path, info: PartInfo) -> PartContents:
+    """A part listed in a header: its ``part.json`` checked against the header's digest, its
+    ids and checksums against ``part.json``.
 
     Raises:
-        CacheFormatError: the part is missing or its ``part.json`` damaged.
+        CacheFormatError: the part is missing, or one of its files damaged (named).
     """
     where = part_location(path, info.name)
     try:
-        return read_signed(where, PART, PartHeader, expect_digest=info.digest)
+        head = read_signed(where, PART, PartHeader, expect_digest=info.digest)
     except FileNotFoundError as err:
         raise CacheFormatError(f"{where}: missing part; rerun cache-teacher") from err
+    lists = {}
+    for name in (KEYS, CHECKSUMS):
+        try:
+            data = read_bytes(where, name)
+        except FileNotFoundError:
+            data = None
+        lists[name] = json.loads(check_bytes(f"{where}/{name}", data, head.index.get(name, "")))
+    if len(lists[KEYS]) != head.num_utterances:
+        raise CacheFormatError(f"{where}/{KEYS}: {len(lists[KEYS])} ids, part.json says "
+                               f"{head.num_utterances}; rerun cache-teacher")  # fmt: skip
+    return PartContents(info.name, lists[KEYS], head.num_frames, lists[CHECKSUMS])
 
 
 def part_exists(path: str | Path, name: str) -> bool:

@@ -12,11 +12,13 @@ from pipeline.core.errors import CacheFormatError
 from pipeline.core.io import MARKER
 from storage.base import BACKENDS, PartReader
 from storage.header import (
+    CHECKSUMS,
     FRONTEND,
     HEADER,
+    KEYS,
     PART,
     PARTS,
-    PartHeader,
+    PartContents,
     part_location,
     read_header,
     read_part,
@@ -36,7 +38,7 @@ class CacheReader:
     def __init__(self, path: str | Path) -> None:
         self.path = location(path)
         self.header = read_header(self.path)
-        self._parts: dict[str, PartHeader] = {}
+        self._parts: dict[str, PartContents] = {}
         self._where: dict[str, str] = {}
         for info in self.header.parts:
             part = read_part(self.path, info)
@@ -101,7 +103,8 @@ def verify_cache(path: str | Path) -> list[str]:
         except CacheFormatError as err:
             problems.append(str(err))
             continue
-        expected[f"{PARTS}/{info.name}/{PART}"] = None  # checked by its digest above
+        for checked in (PART, KEYS, CHECKSUMS):  # checked by read_part above
+            expected[f"{PARTS}/{info.name}/{checked}"] = None
         for name, digest in part.checksums.items():
             expected[f"{PARTS}/{info.name}/{name}"] = digest
     found = set(files(path)) - {HEADER, MARKER}

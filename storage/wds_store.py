@@ -26,7 +26,7 @@ import webdataset as wds
 
 from pipeline.core.errors import CacheFormatError
 from storage.base import BACKENDS, check_utterance
-from storage.header import CacheHeader, PartHeader
+from storage.header import CacheHeader, PartContents
 from storage.integrity import HashingWriter, check_bytes
 from storage.location import filesystem
 
@@ -80,7 +80,7 @@ class WdsBackend:
         return WdsWriter(Path(folder), header, self.cfg)
 
     @staticmethod
-    def reader(location: str | Path, part: PartHeader, header: CacheHeader) -> WdsReader:
+    def reader(location: str | Path, part: PartContents, header: CacheHeader) -> WdsReader:
         return WdsReader(location, part, header)
 
 
@@ -152,7 +152,7 @@ class WdsReader:
     with the shard's name.
     """
 
-    def __init__(self, location: str | Path, part: PartHeader, header: CacheHeader) -> None:
+    def __init__(self, location: str | Path, part: PartContents, header: CacheHeader) -> None:
         self.header = header
         self.path = location
         self._checksums = part.checksums
@@ -184,7 +184,7 @@ class WdsReader:
             for shard in shards:
                 self._shard(shard)  # names the damaged shard, if one is
             raise CacheFormatError(
-                f"{location}: shards hold {len(self._order)} utterances, part.json {len(part.keys)}"
+                f"{location}: shards hold {len(self._order)} utterances, keys.json {len(part.keys)}"
             )
 
     def keys(self) -> list[str]:

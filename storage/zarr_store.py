@@ -26,7 +26,7 @@ from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from pipeline.core.errors import CacheFormatError
 from storage.base import BACKENDS, check_utterance
-from storage.header import CacheHeader, PartHeader
+from storage.header import CacheHeader, PartContents
 from storage.integrity import check_bytes, sha256_bytes
 from storage.location import is_url
 
@@ -121,7 +121,7 @@ class ZarrBackend:
         return ZarrWriter(Path(folder), header, self.cfg)
 
     @staticmethod
-    def reader(location: str | Path, part: PartHeader, header: CacheHeader) -> ZarrReader:
+    def reader(location: str | Path, part: PartContents, header: CacheHeader) -> ZarrReader:
         return ZarrReader(location, part, header)
 
 
@@ -196,7 +196,7 @@ class ZarrReader:
     """Random access by utterance id within one part; ids and offsets are held in memory, and
     every chunk read is checked against the part's checksums."""
 
-    def __init__(self, location: str | Path, part: PartHeader, header: CacheHeader) -> None:
+    def __init__(self, location: str | Path, part: PartContents, header: CacheHeader) -> None:
         try:
             group = open_verified_group(location, part.checksums)
             ids = [str(k) for k in group["utt_ids"][:]]
