@@ -21,14 +21,12 @@ from pipeline.core.progress import progress_bar
 from pipeline.corpus.manifest import read_manifest
 from pipeline.teacher.caching import (
     CacheTeacherConfig,
-    TeacherRecipe,
     cache_header,
     frontend_bytes,
     load_teacher,
     plan_shards,
-    run_shard,
-    run_shard_on_worker,
 )
+from pipeline.teacher.runner import TeacherRecipe, run_shard, run_shard_on_worker
 from storage import CacheHeader, committed, finalize, prepare_location, prune
 
 log = logging.getLogger(__name__)
