@@ -5,7 +5,7 @@ Stages are imported inside each command so that `pipeline --help` (and any proce
 imports this module, such as a spawned worker) does not pay for torch and transformers.
 """
 
-from cli import corpus, evaluate, students, teacher  # noqa: F401  (register the commands)
+from cli import corpus, evaluate, export, students, teacher  # noqa: F401  (register the commands)
 from cli.common import app
 
 __all__ = ["app"]

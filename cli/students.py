@@ -93,7 +93,7 @@ def student_info_cmd(
 ) -> None:
     """Print each student's parameter count, in total and per part."""
     from pipeline.students import parse_students
-    from pipeline.students.checkpoint import describe_sizes
+    from pipeline.students.sizes import describe_sizes
 
     with reported():
         students = parse_students(load_params(params))

@@ -6,6 +6,7 @@ from conftest import ROOT, tiny_params, with_kmeans
 from pipeline.core.config import ConfigError, from_dict, load_params, override, section, to_dict
 from pipeline.corpus.demo import DemoConfig
 from pipeline.evaluation.scoring import EvaluateConfig
+from pipeline.export.config import ExportConfig
 from pipeline.students import parse_students
 from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.pretrain import PretrainConfig
@@ -18,6 +19,7 @@ SECTIONS = {
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
     "pretrain_teacher": PretrainConfig,
+    "export": ExportConfig,
 }
 
 

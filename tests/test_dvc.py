@@ -56,6 +56,7 @@ def repo(tmp_path):
 def _expanded(stage: str, params: dict) -> set[str]:
     """The names DVC gives a stage of dvc.yaml (one per foreach item)."""
     items = {"train": params["students"], "evaluate_student": params["students"],
+             "export": params["students"],
              "evaluate_baseline": params["evaluate"]["baselines"]}.get(stage)  # fmt: skip
     return {stage} if items is None else {f"{stage}@{item}" for item in items}
 
@@ -70,13 +71,16 @@ def test_repro_then_one_change_reruns_exactly_what_depends_on_it(repo):
     metrics = yaml.safe_load((repo / "eval" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"teacher", "fbank", "random_teacher", "ce", "kd", "dkd_b4"}
     assert (repo / "eval" / "report.md").is_file() and (repo / "eval" / "report.png").is_file()
+    exported = json.loads((repo / "exports" / "dkd_b4" / "export.json").read_text())
+    assert set(exported["forms"]) == {"hf", "onnx", "onnx-int8"}
+    assert exported["int8_agreement"]["split"] == "test"
     header_mtime = (repo / "cache" / "header.json").stat().st_mtime_ns
 
     # one student's loss: that student, its evaluation and the report; nothing else
     params["students"]["kd"]["losses"]["kd"]["tau"] = 2.0
     write_params(repo / "params.yaml", params)
     second = _run(["dvc", "repro"], repo, env)
-    assert _ran(second) == {"train@kd", "evaluate_student@kd", "report"}
+    assert _ran(second) == {"train@kd", "evaluate_student@kd", "report", "export@kd"}
     assert "Stage 'cache_teacher' didn't change" in second
     assert (repo / "cache" / "header.json").stat().st_mtime_ns == header_mtime
 
@@ -84,7 +88,7 @@ def test_repro_then_one_change_reruns_exactly_what_depends_on_it(repo):
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "baseline"], repo, env)
     third = _run(["dvc", "exp", "run", "-S", "students.dkd_b4.losses.dkd.beta=8"], repo, env)
-    assert _ran(third) == {"train@dkd_b4", "evaluate_student@dkd_b4", "report"}
+    assert _ran(third) == {"train@dkd_b4", "evaluate_student@dkd_b4", "report", "export@dkd_b4"}
     assert (repo / "cache" / "header.json").stat().st_mtime_ns == header_mtime
     shown = _run(["dvc", "metrics", "show", "--json"], repo, env)
     assert "top1_agreement" in shown and '"wer"' in shown

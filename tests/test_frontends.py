@@ -178,3 +178,23 @@ def test_distilhubert_student_learns_teacher_layers(fp16_cache, tiny_corpus, tmp
     assert len(layers) == 3 and all(x.shape[-1] == 32 for x in layers)
     with pytest.raises(ValueError, match="not in the cache"):
         build_student(student, header.num_classes, HUBERT_FRAMES, None, {})
+
+
+@pytest.mark.parametrize("shift_ms", [10.0, 20.0])
+def test_batched_log_mel_is_kaldis_fbank(shift_ms):
+    """One strided convolution and two matrix products give Kaldi's log-mel, for every
+    utterance of a padded batch (the form that exports to ONNX and TorchScript)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    from pipeline.audio.features import LogMel
+
+    wavs = [0.1 * torch.randn(n, generator=torch.Generator().manual_seed(n))
+            for n in (16_000, 9_999, 400, 48_123)]  # fmt: skip
+    batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    feats, frames = LogMel(80, shift_ms)(batch, torch.tensor([len(w) for w in wavs]))
+    for i, wav in enumerate(wavs):
+        reference = kaldi.fbank(wav[None] * 32768, sample_frequency=16_000, frame_length=25.0,
+                                frame_shift=shift_ms, num_mel_bins=80, dither=0.0,
+                                snip_edges=True)  # fmt: skip
+        assert int(frames[i]) == len(reference)
+        torch.testing.assert_close(feats[i, : frames[i]], reference, rtol=0, atol=1e-3)

@@ -74,6 +74,7 @@ def test_each_stage_declares_the_params_sections_its_command_loads():
         "evaluate_baseline": ["evaluate", "cache_teacher.teacher"],
         "evaluate_student": ["evaluate"],
         "report": ["evaluate", "students"],
+        "export": ["export"],
     }
     assert dvc["train"]["foreach"] == dvc["evaluate_student"]["foreach"] == "${students}"
     assert dvc["evaluate_baseline"]["foreach"] == "${evaluate.baselines}"

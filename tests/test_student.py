@@ -48,10 +48,27 @@ def test_padding_does_not_change_valid_frames():
 def test_checkpoint_round_trip(tmp_path):
     model, cfg = _student()
     spec = StudentConfig(arch="lstm", model=cfg, losses={"ce": CEConfig(weight=1.0)})
-    save_student(tmp_path / "m.pt", model, spec, HUBERT, {"cache_fingerprint": "abc"})
+    save_student(tmp_path / "m.pt", model, spec, {"cache_fingerprint": "abc"})
     loaded, ckpt = load_student(tmp_path / "m.pt")
     wav = torch.randn(1, 8_000)
     torch.testing.assert_close(
         loaded(wav, torch.tensor([8_000]))[0], model(wav, torch.tensor([8_000]))[0]
     )
     assert ckpt["cache_fingerprint"] == "abc" and ckpt["losses"] == {"ce": {"weight": 1.0}}
+
+
+def test_the_encoder_layer_is_torchs_transformer_layer_with_its_weights():
+    from torch import nn
+
+    from pipeline.nn.transformer import EncoderLayer
+
+    torch.manual_seed(0)
+    ref = nn.TransformerEncoderLayer(32, 4, 48, 0.0, activation="gelu", batch_first=True).eval()
+    mine = EncoderLayer(32, 4, 48, 0.0).eval()
+    mine.load_state_dict(ref.state_dict())  # same names: DistilHuBERT-style checkpoints load
+    x, lengths = torch.randn(3, 17, 32), torch.tensor([17, 9, 4])
+    valid = torch.arange(17)[None] < lengths[:, None]
+    for grad in (True, False):  # torch's layer takes a fused path without grad
+        with torch.set_grad_enabled(grad):
+            want = ref(x, src_key_padding_mask=~valid)
+            torch.testing.assert_close(mine(x, valid)[valid], want[valid], rtol=1e-5, atol=1e-5)

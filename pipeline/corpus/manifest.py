@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from pipeline.audio.batching import length_batches
+from pipeline.audio.files import read_audio
 from pipeline.core.config import from_dict
 from pipeline.core.errors import ConfigError, ManifestError
 from pipeline.core.io import atomic_write_text
@@ -55,6 +60,16 @@ def audio_path(utt: Utterance, manifest: Path) -> Path:
     """The absolute audio path of ``utt`` listed in ``manifest``."""
     path = Path(utt.audio)
     return path if path.is_absolute() else manifest.parent / path
+
+
+def audio_batches(
+    utts: list[Utterance], manifest: Path, batch_seconds: float
+) -> Iterator[tuple[list[Utterance], torch.Tensor, torch.Tensor]]:
+    """Length-sorted batches ``(utterances, wav (B, S) zero-padded, lengths (B,))`` of at most
+    ``batch_seconds`` of padded audio (at least one utterance each)."""
+    for group in length_batches(utts, lambda u: u.seconds, batch_seconds):
+        wavs = [read_audio(audio_path(u, manifest)) for u in group]
+        yield group, pad_sequence(wavs, batch_first=True), torch.tensor([len(w) for w in wavs])
 
 
 def write_manifest(path: Path, utterances: Iterable[Utterance]) -> None:

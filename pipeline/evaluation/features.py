@@ -18,9 +18,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.audio.batching import length_batches
-from pipeline.audio.files import SAMPLE_RATE, read_audio
+from pipeline.audio.files import SAMPLE_RATE
 from pipeline.core.progress import progress_bar
-from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.corpus.manifest import Utterance, audio_batches
 from pipeline.evaluation.probe import ProbeBatch
 from pipeline.evaluation.upstream import Upstream
 from storage import CacheHeader, CacheReader, finalize, open_cache, open_part, prepare_location
@@ -61,10 +61,8 @@ def write_store(
 
 def _layers(upstream: Upstream, utts: list[Utterance], manifest: Path, batch_seconds: float):
     """``(utterance, layers (L, T, D) float32 numpy)``, length-sorted batch by batch."""
-    for group in length_batches(utts, lambda u: u.seconds, batch_seconds):
-        wavs = [read_audio(audio_path(u, manifest)) for u in group]
-        lengths = torch.tensor([len(w) for w in wavs])
-        layers, frame_lengths = upstream.probe_layers(pad_sequence(wavs, batch_first=True), lengths)
+    for group, wav, lengths in audio_batches(utts, manifest, batch_seconds):
+        layers, frame_lengths = upstream.probe_layers(wav, lengths)
         layers = layers.float().cpu().numpy()
         for i, (utt, n) in enumerate(zip(group, frame_lengths.tolist(), strict=True)):
             yield utt, layers[i, :, :n]

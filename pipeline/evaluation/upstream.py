@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.audio.features import log_mel
+from pipeline.audio.features import LogMel, masked_cmvn
 from pipeline.audio.files import SAMPLE_RATE
 from pipeline.audio.frames import FrameSpec
 
@@ -51,14 +51,12 @@ def fbank_layers(frames: FrameSpec, bins: int = 80) -> Layers:
     """Log-mel filterbank features (Kaldi-compatible, ``bins`` bins, 25 ms window, 20 ms hop,
     per-utterance mean/variance normalised) aligned with the teacher's frames: frame ``i``
     covers the same samples as frame ``i`` of a HuBERT conv stack."""
+    log_mel = LogMel(bins, shift_ms=20.0)
 
     def layers(wav: torch.Tensor, lengths: torch.Tensor):
+        feats, fbank_frames = log_mel.to(wav.device)(wav, lengths)  # as many as the teacher's
         frame_lengths = frames.num_frames(lengths)
-        out = torch.zeros(len(wav), int(frame_lengths.max()), bins)
-        for i, (n, t) in enumerate(zip(lengths.tolist(), frame_lengths.tolist(), strict=True)):
-            feats = log_mel(wav[i, :n].cpu(), bins, shift_ms=20.0)  # exactly t frames
-            out[i, : len(feats)] = feats[:t]
-        return [out], frame_lengths
+        return [masked_cmvn(feats, fbank_frames)[:, : int(frame_lengths.max())]], frame_lengths
 
     return layers
 

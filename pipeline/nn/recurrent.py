@@ -60,3 +60,18 @@ class LSTMStack(nn.Module):
             x = out * valid[..., None]
             outputs.append(x)
         return outputs
+
+    def stream(
+        self, x: torch.Tensor, states: list | None = None
+    ) -> tuple[list[torch.Tensor], list]:
+        """A causal stack continued over the next frames ``x (B, T, D)`` from ``states``
+        (None: the start); returns each layer's output and the states to go on from."""
+        if self.backward_lstms is not None:
+            raise ValueError("a bidirectional LSTM needs the whole utterance; it cannot stream")
+        states = states or [None] * len(self.forward_lstms)
+        outputs, carried = [], []
+        for i, lstm in enumerate(self.forward_lstms):
+            x, state = lstm(self.dropout(x) if i else x, states[i])
+            outputs.append(x)
+            carried.append(state)
+        return outputs, carried

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.audio.frames import FrameSpec, lengths_to_mask
+from pipeline.nn.transformer import Encoder
 from pipeline.students.base import STUDENTS
 from pipeline.students.frontends import FRONTENDS, StudentFrontend
 
@@ -92,10 +93,7 @@ class DistilHubertStudent(nn.Module):
                       else 1),
             nn.GELU(),
         )  # fmt: skip
-        layer = nn.TransformerEncoderLayer(
-            cfg.hidden, cfg.heads, cfg.ffn, cfg.dropout, activation="gelu", batch_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.encoder = Encoder(cfg.hidden, cfg.heads, cfg.ffn, cfg.dropout, cfg.layers)
         self.heads = nn.ModuleDict(
             {t: nn.Linear(cfg.hidden, dim) for t, dim in self.feature_dims.items()}
         )
@@ -116,11 +114,7 @@ class DistilHubertStudent(nn.Module):
         valid = lengths_to_mask(frame_lengths, x.shape[1])
         x = x * valid[..., None]
         x = x + self.pos_conv(x.transpose(1, 2)).transpose(1, 2)
-        layers = [x]
-        for block in self.encoder.layers:
-            x = block(x, src_key_padding_mask=~valid) * valid[..., None]
-            layers.append(x)
-        return layers, frame_lengths
+        return [x, *self.encoder(x, valid)], frame_lengths
 
     def train_outputs(self, batch) -> dict[str, dict[str, torch.Tensor]]:
         """``{"features": {target: (B, T, D)}}``: the teacher layers predicted from the last."""

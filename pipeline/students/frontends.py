@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pad_sequence
 
-from pipeline.audio.features import log_mel
+from pipeline.audio.features import LogMel, masked_cmvn
+from pipeline.audio.frames import lengths_to_mask
 from pipeline.teacher.conv import build_frontend, conv_features, normalize_waveforms
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ class FbankFrontend(nn.Module):
 
     With HuBERT's frame stack (a 400-sample receptive field every 320 samples) the output has
     exactly the teacher's frame count: frame ``i`` is centred on fbank frame ``2 i``, whose
-    window starts at sample ``320 i``, as teacher frame ``i``'s does.
+    window starts at sample ``320 i``, as teacher frame ``i``'s does. A padded batch runs at
+    once: what lies beyond an utterance's frames is zeroed before each conv, as the zero
+    padding of the utterance alone would be.
     """
 
     BINS = 80
@@ -83,6 +85,7 @@ class FbankFrontend(nn.Module):
                 "frontend: fbank aligns with HuBERT's frame stack (400-sample field, 320 hop) only"
             )
         self.frames = frames
+        self.log_mel = LogMel(self.BINS, shift_ms=10.0)
         self.convs = nn.Sequential(
             nn.Conv1d(self.BINS, dim, 3, stride=2, padding=1),
             nn.GELU(),
@@ -92,11 +95,11 @@ class FbankFrontend(nn.Module):
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``wav (B, S)`` zero-padded -> ``(B, T, dim)``; per utterance, as it would run alone."""
-        out = []
-        for i, n in enumerate(lengths.tolist()):
-            feats = log_mel(wav[i, :n], self.BINS, shift_ms=10.0)
-            out.append(self.convs(feats.T[None])[0].T)
-        return pad_sequence(out, batch_first=True)
+        feats, fbank_frames = self.log_mel(wav, lengths)
+        first, act, second, _ = self.convs
+        x = act(first(masked_cmvn(feats, fbank_frames).transpose(1, 2)))
+        valid = lengths_to_mask(self.frames.num_frames(lengths), x.shape[-1])[:, None]
+        return (act(second(x * valid)) * valid).transpose(1, 2)
 
 
 FRONTENDS = ("conv", "cached", "fbank")

@@ -107,14 +107,13 @@ def save_outputs(
     out_dirs: dict[str, Path],
 ) -> dict[str, dict]:
     """Each student's checkpoint, metrics and curve; returns the metrics by name."""
-    frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
     results = {}
     for run in runs:
         out = out_dirs[run.name]
         out.mkdir(parents=True, exist_ok=True)
         provenance = {"name": run.name, "cache_fingerprint": header.fingerprint,
                       "train": to_dict(cfg)}  # fmt: skip
-        save_student(out / CHECKPOINT, run.model, students[run.name], frames, provenance)
+        save_student(out / CHECKPOINT, run.model, students[run.name], provenance)
         final = {k: v for k, v in run.curve[-1].items() if k not in ("step", "lr")}
         params = sum(p.numel() for p in run.model.parameters())
         results[run.name] = {"parameters": params, **summary, "final": final}

@@ -1,0 +1,40 @@
+"""The `export` section of ``params.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.core.config import check, positive
+
+FORMATS = ("hf", "onnx", "torchscript")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Attributes:
+    formats: what to write, of ``hf`` (a Hugging Face-style directory, which SUPERB's toolkit
+        loads too), ``onnx`` and ``torchscript``.
+    quantize: ``int8`` also writes int8 forms of the ONNX and TorchScript students (dynamic
+        quantisation of the LSTM and linear layers, for CPUs); ``""`` writes none.
+    agreement_split: the split (or subset) whose frames measure how often a quantised form's
+        top-1 cluster is the fp32 student's; ``""`` skips it.
+    tolerance: the largest difference an fp32 form may show against the PyTorch student on
+        test audio (an export that differs more is an error, not an output).
+    batch_seconds: padded audio per batch when measuring agreement.
+    threads: CPU threads.
+    """
+
+    formats: list[str] = field(default_factory=lambda: ["hf", "onnx"])
+    quantize: str = ""
+    agreement_split: str = "test"
+    tolerance: float = 1e-4
+    batch_seconds: float = 60.0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        bad = [f for f in self.formats if f not in FORMATS]
+        check(not bad and bool(self.formats), "formats", f"each one of {FORMATS}, got {bad}")
+        check(self.quantize in ("", "int8"), "quantize", f'"" or int8, not {self.quantize!r}')
+        check(not self.quantize or {"onnx", "torchscript"} & set(self.formats), "quantize",
+              "int8 forms are of onnx or torchscript: add one to formats")  # fmt: skip
+        positive(self, "tolerance", "batch_seconds", "threads")

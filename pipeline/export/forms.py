@@ -1,0 +1,41 @@
+"""Which files an export folder holds, and writing them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from pipeline.export.hf import export_hf
+from pipeline.export.portable import export_onnx, export_torchscript, quantize_onnx
+
+FILES = {"hf": "hf", "onnx": "model.onnx", "torchscript": "model.ts.pt"}
+INT8 = {"onnx": "model.int8.onnx", "torchscript": "model.int8.ts.pt"}
+
+
+def kind_of(form: str) -> str:
+    """The format of a form name: ``onnx-int8`` -> ``onnx``."""
+    return form.removesuffix("-int8")
+
+
+def write_forms(student: nn.Module, formats: list[str], quantize: str, folder: Path) -> dict:
+    """Write each of ``formats`` (and, with ``quantize: int8``, int8 copies of the ONNX and
+    TorchScript forms) into ``folder``; returns ``{form: file name}`` (``onnx-int8``, ...)."""
+    forms = {}
+    for form in formats:
+        path = folder / FILES[form]
+        if form == "hf":
+            export_hf(student, path)
+        elif form == "onnx":
+            export_onnx(student, path)
+        else:
+            export_torchscript(student, path)
+        forms[form] = FILES[form]
+        if quantize and form in INT8:
+            int8 = folder / INT8[form]
+            if form == "onnx":
+                quantize_onnx(path, int8)
+            else:
+                export_torchscript(student, int8, quantize=True)
+            forms[f"{form}-int8"] = INT8[form]
+    return forms

@@ -1,0 +1,100 @@
+"""ONNX and TorchScript forms of a student (dynamic batch and time axes), and int8 copies of
+them (dynamic quantisation of the LSTM and linear layers, for CPUs)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.export.inference import Inference
+
+AXES = {"wav": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
+        "outputs": {0: "batch", 1: "frames"}, "frame_lengths": {0: "batch"}}  # fmt: skip
+
+
+def example(seconds: tuple[float, ...] = (1.0, 0.6)) -> tuple[torch.Tensor, torch.Tensor]:
+    """A padded batch of noise at 16 kHz, ``(wav (B, S), lengths (B,))``."""
+    g = torch.Generator().manual_seed(0)
+    wavs = [0.1 * torch.randn(int(16_000 * s), generator=g) for s in seconds]
+    lengths = torch.tensor([len(w) for w in wavs])
+    return torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True), lengths
+
+
+@contextmanager
+def traceable():
+    """No grad, and Transformer layers on their plain path: the fused inference kernel
+    (``aten::_transformer_encoder_layer_fwd``) has no ONNX form and would freeze a trace."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+def export_onnx(student: nn.Module, path: Path) -> Path:
+    """``path`` (``.onnx``): inputs ``wav (B, S)`` float32 and ``lengths (B,)`` int64;
+    outputs ``outputs (B, T, D)`` (logits, or the last layer) and ``frame_lengths (B,)``."""
+    model = Inference(student).eval()
+    with traceable(), warnings.catch_warnings():
+        # shape warnings of the tracer (the LSTM's batch size, Python checks of sizes): the
+        # exported graph is checked at several batch sizes and lengths (pipeline.export.checks)
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            model, example(), str(path), input_names=["wav", "lengths"],
+            output_names=["outputs", "frame_lengths"], dynamic_axes=AXES, opset_version=17,
+            dynamo=False,
+        )  # fmt: skip
+    return path
+
+
+def quantize_onnx(source: Path, path: Path) -> Path:
+    """An int8 copy of the ONNX student at ``source``: LSTM, MatMul and Gemm weights in int8,
+    activations quantised on the fly (onnxruntime's dynamic quantisation)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process: no gain here
+    try:
+        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Gemm", "LSTM"])  # fmt: skip
+    finally:
+        logging.getLogger().setLevel(level)
+    return path
+
+
+def export_torchscript(student: nn.Module, path: Path, quantize: bool = False) -> Path:
+    """``path`` (``.pt``, ``torch.jit.load``): ``(wav, lengths) -> (outputs, frame_lengths)``."""
+    model = Inference(student).eval()
+    with traceable(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        if quantize:
+            model = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear}, torch.qint8)
+        traced = torch.jit.trace(model, example(), check_trace=False)
+    traced.save(str(path))
+    return path
+
+
+def onnx_runner(path: Path):
+    """``(wav, lengths) -> (outputs, frame_lengths)`` numpy arrays, through onnxruntime."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])  # fmt: skip
+
+    def run(wav: torch.Tensor, lengths: torch.Tensor):
+        feed = {"wav": wav.numpy().astype(np.float32), "lengths": lengths.numpy().astype(np.int64)}
+        return tuple(torch.from_numpy(x) for x in session.run(None, feed))
+
+    return run

@@ -1,0 +1,222 @@
+"""Students outside the project: the Hugging Face directory, the SUPERB upstream and
+hubconf entry, ONNX and TorchScript (fp32 equal to PyTorch, int8 agreement), the export CLI
+and its refusal to keep a form that differs, and chunked streaming."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY_MODEL
+from torch.nn.utils.rnn import pad_sequence
+
+from pipeline.audio.frames import HUBERT_FRAMES
+from pipeline.corpus.manifest import audio_batches, read_manifest
+from pipeline.export.config import ExportConfig
+from pipeline.export.hf import HubertKDStudent
+from pipeline.export.inference import Inference
+from pipeline.export.portable import export_onnx, export_torchscript, onnx_runner
+from pipeline.export.streaming import StreamingStudent
+from pipeline.export.superb import UpstreamExpert
+from pipeline.losses.ce import CEConfig
+from pipeline.students import STUDENTS
+from pipeline.students.base import StudentConfig
+from pipeline.students.checkpoint import load_student, save_student
+from pipeline.students.distilhubert import DistilHubertConfig
+from pipeline.students.lstm import LSTMStudentConfig
+from stages import export
+
+TEACHER_CONV = {  # a small group-norm stack with HuBERT's kernels and strides (HuBERT Base's norm)
+    "conv_dim": [8] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2], "norm": "group", "conv_bias": False,
+}  # fmt: skip
+
+
+def _lstm(tmp_path, name="s", **model):
+    """A saved tiny LSTM student (random weights) and its path."""
+    torch.manual_seed(0)
+    cfg = LSTMStudentConfig(**{**TINY_MODEL, "lstm_layers": 2, **model})
+    frontend = TEACHER_CONV if cfg.frontend == "cached" else None
+    student = STUDENTS["lstm"](cfg, num_classes=12, frames=HUBERT_FRAMES, frontend=frontend)
+    spec = StudentConfig(arch="lstm", model=cfg, losses={"ce": CEConfig(weight=1.0)})
+    save_student(tmp_path / f"{name}.pt", student, spec, {})
+    return student.eval(), tmp_path / f"{name}.pt"
+
+
+def _distil(tmp_path):
+    torch.manual_seed(0)
+    cfg = DistilHubertConfig(
+        conv_dim=8, frontend_init="random", frontend="conv", hidden=32, layers=2, heads=4,
+        ffn=48, dropout=0.1, targets=["layer_1"],
+    )  # fmt: skip
+    student = STUDENTS["distilhubert"](cfg, num_classes=12, frames=HUBERT_FRAMES,
+                                       feature_dims={"layer_1": 24})  # fmt: skip
+    return student.eval()
+
+
+def _noise(seconds, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    wavs = [0.1 * torch.randn(int(16_000 * s), generator=g) for s in seconds]
+    return pad_sequence(wavs, batch_first=True), torch.tensor([len(w) for w in wavs])
+
+
+def _valid_max_diff(want, got, frame_lengths):
+    valid = torch.arange(want.shape[1])[None] < frame_lengths[:, None]
+    return float((want - got).abs()[valid].max())
+
+
+def test_hf_directory_loads_in_one_call_with_the_checkpoints_outputs(tmp_path):
+    student, ckpt = _lstm(tmp_path, frontend="fbank")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "export", "s", "--checkpoint", str(ckpt), "--format",
+         "hf", "--out", str(tmp_path / "out"), "--params", str(tmp_path / "none.yaml")],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out" / "hf"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        assert (folder / name).is_file(), name
+    assert json.loads((folder / "preprocessor_config.json").read_text())["sampling_rate"] == 16_000
+    loaded = HubertKDStudent.from_pretrained(str(folder))
+    wav, lengths = _noise((1.3, 0.45))
+    with torch.no_grad():
+        want, frames = student(wav, lengths)
+        got, got_frames = loaded(wav, lengths)
+        layers, _ = loaded.hidden_states(wav, lengths)
+        student_layers, _ = student.extract_features(wav, lengths)
+    assert torch.equal(frames, got_frames) and torch.equal(want, got)
+    assert all(torch.equal(a, b) for a, b in zip(layers, student_layers, strict=True))
+    assert callable(loaded.push_to_hub)
+
+
+def test_superb_upstream_gives_the_students_layers_at_a_320_sample_rate(tmp_path):
+    student, ckpt = _lstm(tmp_path)
+    export.run(ExportConfig(formats=["hf"]), ckpt, tmp_path / "out", None)
+    for source in (str(tmp_path / "out" / "hf"), str(ckpt)):
+        upstream = torch.hub.load(str(ROOT), "hubert_kd_student", source, source="local")
+        assert isinstance(upstream, UpstreamExpert)
+        assert upstream.get_downsample_rates("hidden_states") == 320
+        wavs = [0.1 * torch.randn(n) for n in (16_000, 9_999, 4_321)]
+        with torch.no_grad():
+            out = upstream(wavs)
+        hidden = out["hidden_states"]
+        assert len(hidden) == 2 and torch.equal(out["last_hidden_state"], hidden[-1])
+        for i, wav in enumerate(wavs):
+            with torch.no_grad():
+                alone, frames = student.extract_features(wav[None], torch.tensor([len(wav)]))
+            n = int(frames)
+            assert hidden[0].shape == (3, HUBERT_FRAMES.num_frames(16_000), 32)
+            for got, want in zip(hidden, alone[1:], strict=True):  # the LSTM layers
+                torch.testing.assert_close(got[i, :n], want[0], rtol=1e-5, atol=1e-5)
+                assert not got[i, n:].any()  # zero beyond the utterance's frames
+
+
+@pytest.mark.parametrize("kind", ["lstm-conv", "lstm-fbank", "lstm-cached", "lstm-causal",
+                                  "distilhubert"])  # fmt: skip
+def test_onnx_and_torchscript_equal_pytorch_on_raw_audio_of_several_lengths(tmp_path, kind):
+    if kind == "distilhubert":
+        student = _distil(tmp_path)
+    else:
+        frontend = {"lstm-conv": "conv", "lstm-fbank": "fbank"}.get(kind, "cached")
+        student, _ = _lstm(tmp_path, frontend=frontend, bidirectional=kind != "lstm-causal")
+    reference = Inference(student).eval()
+    onnx = onnx_runner(export_onnx(student, tmp_path / "m.onnx"))
+    script = torch.jit.load(str(export_torchscript(student, tmp_path / "m.pt")))
+    for seconds in [(0.03,), (2.71,), (1.0, 0.4), (0.9, 3.3, 0.026, 1.7)]:  # 1 to 4 utterances
+        wav, lengths = _noise(seconds, seed=len(seconds))
+        with torch.no_grad():
+            want, frames = reference(wav, lengths)
+            for run in (onnx, script):
+                got, got_frames = run(wav, lengths)
+                assert torch.equal(got_frames.to(frames.dtype), frames)
+                assert _valid_max_diff(want, got, frames) <= 1e-4, (kind, seconds)
+
+
+def test_the_export_stage_writes_checked_forms_and_measures_int8_agreement(tmp_path, tiny_corpus):
+    student, ckpt = _lstm(tmp_path, frontend="cached")
+    cfg = ExportConfig(formats=["hf", "onnx", "torchscript"], quantize="int8")
+    record = export.run(cfg, ckpt, tmp_path / "out", tiny_corpus)
+    out = tmp_path / "out"
+    assert json.loads((out / "export.json").read_text()) == json.loads(json.dumps(record))
+    assert set(record["forms"]) == {"hf", "onnx", "onnx-int8", "torchscript", "torchscript-int8"}
+    for form in ("hf", "onnx", "torchscript"):
+        assert record["forms"][form]["max_abs_diff"] <= 1e-4
+    # the reported agreement is the int8 file's argmax against fp32 on the test split's frames
+    utts = read_manifest(tiny_corpus, "test")
+    int8 = onnx_runner(out / "model.int8.onnx")
+    hits = frames = 0
+    for _, wav, lengths in audio_batches(utts, tiny_corpus, 1.0):
+        with torch.no_grad():
+            want, n = student(wav, lengths)
+        got, _ = int8(wav, lengths)
+        valid = torch.arange(want.shape[1])[None] < n[:, None]
+        hits += int((want.argmax(-1) == got.argmax(-1))[valid].sum())
+        frames += int(valid.sum())
+    measured = record["int8_agreement"]
+    assert measured["split"] == "test" and measured["utterances"] == len(utts)
+    assert measured["onnx-int8"]["frames"] == frames
+    assert measured["onnx-int8"]["top1_agreement"] == pytest.approx(hits / frames, abs=1e-6)
+    assert measured["torchscript-int8"]["top1_agreement"] > 0.5
+    assert record["streaming"]["streams"] is False  # bidirectional
+
+
+def test_a_form_that_differs_from_pytorch_is_an_error_and_nothing_is_written(tmp_path):
+    _, ckpt = _lstm(tmp_path)
+    out = tmp_path / "out"
+    export.run(ExportConfig(formats=["onnx"]), ckpt, out, None)
+    before = (out / "export.json").read_text()
+    with pytest.raises(ValueError, match="onnx export differs from the student"):
+        export.run(ExportConfig(formats=["onnx", "hf"], tolerance=1e-12), ckpt, out, None)
+    assert (out / "export.json").read_text() == before  # the earlier, checked export stays
+    assert not (out / "hf").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_export_settings_are_checked_naming_the_key():
+    from pipeline.core.config import from_dict
+    from pipeline.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="export.formats"):
+        from_dict(ExportConfig, {"formats": ["tflite"]}, "export")
+    with pytest.raises(ConfigError, match="export.quantize"):
+        from_dict(ExportConfig, {"formats": ["hf"], "quantize": "int8"}, "export")
+
+
+def test_streaming_in_chunks_of_any_size_equals_the_whole_utterance(tmp_path):
+    student, ckpt = _lstm(tmp_path, frontend="conv", bidirectional=False)
+    wav, lengths = _noise((2.0, 2.0), seed=5)
+    with torch.no_grad():
+        whole, frames = student(wav, lengths)
+    random_sizes = np.random.default_rng(0).integers(1, 3_000, size=200).tolist()
+    for sizes in ([1, 7, 319, 321, 400, 401], [160], random_sizes, [32_000]):  # none align
+        stream = StreamingStudent(load_student(ckpt)[0])
+        outputs, start, i = [], 0, 0
+        while start < wav.shape[1]:
+            size = sizes[i % len(sizes)]
+            outputs.append(stream.push(wav[:, start : start + size]))  # two streams in step
+            start, i = start + size, i + 1
+        streamed = torch.cat(outputs, dim=1)
+        assert streamed.shape == whole.shape, sizes[:6]
+        torch.testing.assert_close(streamed, whole, rtol=1e-5, atol=1e-5)
+    assert stream.latency_ms == 25.0 and stream.hop_ms == 20.0
+    one = StreamingStudent(student)
+    got = torch.cat([one.push(wav[0, s : s + 500]) for s in range(0, 32_000, 500)])
+    torch.testing.assert_close(got, whole[0], rtol=1e-5, atol=1e-5)  # a 1-D stream
+
+
+@pytest.mark.parametrize(
+    "model, reason",
+    [
+        ({"frontend": "conv"}, "bidirectional"),
+        ({"frontend": "fbank", "bidirectional": False}, "CMVN"),
+        ({"frontend": "cached", "bidirectional": False}, "group norm"),
+    ],
+)
+def test_students_that_cannot_stream_are_refused_saying_why(tmp_path, model, reason):
+    student, _ = _lstm(tmp_path, **model)
+    with pytest.raises(ValueError, match=reason):
+        StreamingStudent(student)
+    with pytest.raises(ValueError, match="not an LSTM student"):
+        StreamingStudent(_distil(tmp_path))
