@@ -16,7 +16,7 @@ def test_help_lists_the_stage_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     commands = ("prepare", "cache-teacher", "train-student", "evaluate-teacher",
-                "evaluate-baseline", "evaluate-student", "report")  # fmt: skip
+                "evaluate-baseline", "evaluate-student", "report", "export")  # fmt: skip
     for command in commands:
         assert command in result.output
     for command in commands:
@@ -101,3 +101,17 @@ def test_too_short_audio_is_named_not_a_traceback(tmp_path, monkeypatch):
     (tmp_path / "data" / "manifest.jsonl").write_text(json.dumps(row) + "\n")
     result = runner.invoke(app, ["cache-teacher"])
     assert result.exit_code == 1 and "tiny.wav: 200 samples at 16 kHz is too short" in result.output
+
+
+def test_the_cpu_kernel_cache_is_bounded_unless_the_user_sets_it():
+    import os
+    import subprocess
+    import sys
+
+    show = "import pipeline, os; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    for given, expected in ((None, "32"), ("512", "512")):
+        run_env = env if given is None else {**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": given}
+        out = subprocess.run([sys.executable, "-c", show], cwd=ROOT, env=run_env,
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        assert out.stdout.strip() == expected

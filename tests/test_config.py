@@ -147,3 +147,13 @@ def test_sections_carry_their_kind_and_name_only_what_they_use():
     assert "random" not in repo["cache_teacher"]["teacher"]
     assert set(repo["prepare"]["source"]) - {"kind"} == set(vars(DemoConfig(**{
         k: v for k, v in repo["prepare"]["source"].items() if k != "kind"})))  # fmt: skip
+
+
+def test_the_full_demo_config_is_params_yaml_with_more_students():
+    params = load_params(ROOT / "params.yaml")
+    full = load_params(ROOT / "configs" / "demo-full.yaml")
+    assert {k: v for k, v in full.items() if k != "students"} == {
+        k: v for k, v in params.items() if k != "students"
+    }
+    assert {k: full["students"][k] for k in params["students"]} == params["students"]
+    assert len(parse_students(full)) > len(params["students"])

@@ -1,0 +1,102 @@
+"""Peak memory of evaluating one upstream does not grow with the corpus (issue 14's bar).
+
+Evaluates one upstream (a trained student, default ``students/dkd_b4/model.pt``, or the
+teacher of ``--params``) with the evaluation stage's own code on the demo corpus and on the
+same corpus with every utterance replicated ``--factor`` times (new ids, the same audio), each
+in a fresh process, and prints each process's peak RSS and their ratio (goal <= 1.2x).
+The probe's epochs and seeds are cut to one (memory is per batch, not per epoch).
+
+    .venv/bin/python bench/eval_memory.py [--factor 4] [--upstream student|teacher]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def replicate(manifest: Path, factor: int, out: Path) -> Path:
+    """``manifest`` with each row ``factor`` times (ids ``<id>~<k>``, absolute audio paths)."""
+    from pipeline.corpus.manifest import audio_path, read_manifest, write_manifest
+
+    rows = [
+        dataclasses.replace(u, id=f"{u.id}~{k}", audio=str(audio_path(u, manifest).resolve()))
+        for u in read_manifest(manifest)
+        for k in range(factor)
+    ]
+    write_manifest(out, rows)
+    return out
+
+
+def child(args) -> None:
+    """Evaluate one upstream on ``args.manifest``; print the peak RSS (MiB) and the time."""
+    from pipeline.core.config import load_params, override, section
+    from pipeline.corpus.manifest import read_manifest
+    from pipeline.evaluation.scoring import EvaluateConfig, probe_splits, score_upstream
+    from pipeline.evaluation.upstream import Upstream
+
+    raw = override(load_params(args.params), {"evaluate.probe.epochs": 1,
+                                              "evaluate.probe.seeds": 1})  # fmt: skip
+    cfg = section(raw, "evaluate", EvaluateConfig)
+    if args.upstream == "teacher":
+        from pipeline.teacher.config import TeacherConfig
+        from pipeline.teacher.sources import build_teacher
+
+        teacher_cfg = section(raw["cache_teacher"], "teacher", TeacherConfig)
+        model = build_teacher(teacher_cfg, with_kmeans=False)
+        upstream = Upstream("teacher", "teacher", model.hidden_states, model)
+    else:
+        from pipeline.students.checkpoint import load_student
+
+        model, _ = load_student(Path(args.checkpoint))
+        upstream = Upstream("student", "student", model.extract_features, model)
+    manifest = Path(args.manifest)
+    splits = probe_splits(cfg, read_manifest(manifest))
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        score_upstream(upstream, cfg, splits, manifest, Path(tmp) / "work")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    frames = sum(u.samples for rows in splits.values() for u in rows) // 320
+    print(json.dumps({"peak_mib": peak, "seconds": time.perf_counter() - start,
+                      "frames": frames}))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--manifest", default=str(ROOT / "data" / "manifest.jsonl"))
+    parser.add_argument("--params", default=str(ROOT / "params.yaml"))
+    parser.add_argument("--checkpoint", default=str(ROOT / "students" / "dkd_b4" / "model.pt"))
+    parser.add_argument("--upstream", choices=["student", "teacher"], default="student")
+    parser.add_argument("--factor", type=int, default=4)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        bigger = replicate(Path(args.manifest), args.factor, Path(tmp) / "manifest.jsonl")
+        for label, manifest in (("demo corpus", args.manifest), (f"{args.factor}x", bigger)):
+            cmd = [sys.executable, __file__, "--child", "--manifest", str(manifest),
+                   "--params", args.params, "--checkpoint", args.checkpoint,
+                   "--upstream", args.upstream]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+            results[label] = json.loads(out.stdout.strip().splitlines()[-1])
+            r = results[label]
+            print(f"{label:<12} {r['frames']:>9,} probe frames  peak RSS {r['peak_mib']:7.0f} MiB"
+                  f"  ({r['seconds']:.0f} s)")  # fmt: skip
+    small, large = results.values()
+    print(f"growth: {large['peak_mib'] / small['peak_mib']:.2f}x for {args.factor}x the frames "
+          f"(goal <= 1.2x); upstream: {args.upstream}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
