@@ -5,7 +5,13 @@ Stages are imported inside each command so that `pipeline --help` (and any proce
 imports this module, such as a spawned worker) does not pay for torch and transformers.
 """
 
-from cli import corpus, evaluate, export, students, teacher  # noqa: F401  (register the commands)
+# Registered in the pipeline's order, which `pipeline --help` keeps.
+# ruff: isort: skip_file
+from cli import corpus  # noqa: F401  (prepare)
+from cli import teacher  # noqa: F401  (cache-teacher, cache-info, cache-verify, pretrain-teacher)
+from cli import students  # noqa: F401  (train-student, sweep, student-info)
+from cli import evaluate  # noqa: F401  (evaluate-teacher, -baseline, -student, report)
+from cli import export  # noqa: F401  (export)
 from cli.common import app
 
 __all__ = ["app"]

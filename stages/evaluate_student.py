@@ -11,6 +11,7 @@ from pipeline.corpus.manifest import read_manifest
 from pipeline.evaluation.agreement import teacher_agreement
 from pipeline.evaluation.scoring import EvaluateConfig, probe_splits, score_upstream
 from pipeline.evaluation.upstream import Upstream
+from pipeline.export.streaming import streaming_info
 from pipeline.students.checkpoint import load_student
 from pipeline.training.stream import CacheBatches
 from storage import read_header
@@ -37,5 +38,6 @@ def run(
             batches = CacheBatches(cache, splits[split], manifest, batch_seconds=cfg.batch_seconds,
                                    seed=0, shuffle=False, pool=0)  # fmt: skip
             scores.update(teacher_agreement(model, batches))
+    metrics["stream_latency_ms"] = streaming_info(model).get("latency_ms")  # None: it cannot
     write_json(out, metrics)
     return metrics

@@ -108,7 +108,7 @@ def test_the_cpu_kernel_cache_is_bounded_unless_the_user_sets_it():
     import subprocess
     import sys
 
-    show = "import pipeline, os; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
+    show = "import pipeline.core, os; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     for given, expected in ((None, "32"), ("512", "512")):
         run_env = env if given is None else {**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": given}

@@ -21,6 +21,7 @@ PER_MODEL = [
     ("rtf", "RTF", lambda v: f"{v:.4f}"),
     ("rtf_vs_teacher", "RTF/teacher", lambda v: f"{v:.2f}x"),
     ("peak_memory_mb", "peak MB", lambda v: f"{v:.0f}"),
+    ("stream_latency_ms", "streams", lambda v: f"{v:g} ms"),
 ]
 
 
@@ -67,7 +68,8 @@ def markdown(metrics: dict) -> str:
         "mean and, in brackets, the lowest and highest seed; the last column lists the models "
         "whose WER range overlaps the row's (a difference the seeds cannot tell apart). "
         "Agreement and KL: against the cached teacher on the split's frames. RTF and peak "
-        "memory: one forward on the measurement audio.",
+        "memory: one forward on the measurement audio. Streams: the latency of a student that "
+        "runs on a live stream, chunk by chunk (`pipeline.export.streaming`); - for the rest.",
     ]
     header = ["model", "kind"] + [t for _, t, _ in PER_MODEL] + [t for _, t, _ in PER_SPLIT]
     for split in metrics["splits"]:
