@@ -7,7 +7,7 @@
 s3prl (SUPERB): see the README, "Using an exported student".
 """
 
-dependencies = ["torch", "transformers", "huggingface_hub", "safetensors"]
+dependencies = ["torch", "huggingface_hub", "safetensors"]  # transformers is not needed to run one
 
 
 def hubert_kd_student(ckpt: str, *args, **kwargs):

@@ -1,19 +1,71 @@
 """HuBERT's convolutional front end (the conv stack that turns 16 kHz audio into 50 Hz
-frames), shared by the teacher and the students that start from it."""
+frames), shared by the teacher and the students that start from it.
+
+Students build it here, from its spec, without transformers: its parameter names are those of
+transformers' ``HubertFeatureEncoder`` (the teacher's), so weights move between the two, and a
+student (training, evaluation, an exported model) never pays transformers' import (~2.5 s).
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import HubertConfig
-from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
 
 from pipeline.audio.frames import lengths_to_mask
 
+if TYPE_CHECKING:
+    from transformers import HubertConfig
+
 log = logging.getLogger(__name__)
+
+
+class ConvLayer(nn.Module):
+    """Conv1d, then a norm (``layer``: over channels, per frame; ``group``: per channel, over
+    time; ``None``), then GELU: one layer of HuBERT's stack."""
+
+    def __init__(self, dims: tuple[int, int], kernel: int, stride: int, bias: bool, norm) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(*dims, kernel_size=kernel, stride=stride, bias=bias)
+        if norm == "layer":
+            self.layer_norm = nn.LayerNorm(dims[1])
+        elif norm == "group":
+            self.layer_norm = nn.GroupNorm(dims[1], dims[1])
+        self.norm = norm
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm == "layer":
+            x = self.layer_norm(x.transpose(-2, -1)).transpose(-2, -1)
+        elif self.norm == "group":
+            x = self.layer_norm(x)
+        return self.activation(x)
+
+
+class ConvStack(nn.Module):
+    """HuBERT's conv stack: ``wav (B, S) -> (B, C, T)``. A ``group`` stack normalises only its
+    first layer (HuBERT Base), a ``layer`` stack every layer (HuBERT Large)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        if spec["norm"] not in ("group", "layer"):
+            raise ValueError(f"conv stack norm {spec['norm']!r}: expected 'group' or 'layer'")
+        dims = [1, *spec["conv_dim"]]
+        norms = [spec["norm"] if spec["norm"] == "layer" or i == 0 else None
+                 for i in range(len(spec["conv_dim"]))]  # fmt: skip
+        self.conv_layers = nn.ModuleList(
+            ConvLayer((dims[i], dims[i + 1]), k, s, spec["conv_bias"], norms[i])
+            for i, (k, s) in enumerate(zip(spec["conv_kernel"], spec["conv_stride"], strict=True))
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        x = wav[:, None]
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
 
 
 def frontend_spec(config: HubertConfig) -> dict[str, Any]:
@@ -27,17 +79,10 @@ def frontend_spec(config: HubertConfig) -> dict[str, Any]:
     }
 
 
-def build_frontend(spec: dict[str, Any]) -> HubertFeatureEncoder:
-    """A freshly initialised conv stack described by :func:`frontend_spec`."""
-    return HubertFeatureEncoder(
-        HubertConfig(
-            conv_dim=tuple(spec["conv_dim"]),
-            conv_kernel=tuple(spec["conv_kernel"]),
-            conv_stride=tuple(spec["conv_stride"]),
-            feat_extract_norm=spec["norm"],
-            conv_bias=spec["conv_bias"],
-        )
-    )
+def build_frontend(spec: dict[str, Any]) -> ConvStack:
+    """A freshly initialised conv stack described by :func:`frontend_spec` (initialised as
+    transformers' ``HubertFeatureEncoder`` is, draw for draw)."""
+    return ConvStack(spec)
 
 
 def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
