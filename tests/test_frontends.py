@@ -198,3 +198,29 @@ def test_batched_log_mel_is_kaldis_fbank(shift_ms):
                                 snip_edges=True)  # fmt: skip
         assert int(frames[i]) == len(reference)
         torch.testing.assert_close(feats[i, : frames[i]], reference, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_the_students_conv_stack_is_transformers_own(norm):
+    """Students build HuBERT's conv stack without transformers: the same parameter names, the
+    same initial weights for a seed, the same outputs for the same weights."""
+    from transformers import HubertConfig
+    from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
+
+    from pipeline.teacher.conv import build_frontend, frontend_spec
+
+    config = HubertConfig(conv_dim=(16, 16, 16), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
+                          feat_extract_norm=norm, conv_bias=norm == "layer")  # fmt: skip
+    torch.manual_seed(0)
+    theirs = HubertFeatureEncoder(config)
+    torch.manual_seed(0)
+    ours = build_frontend(frontend_spec(config))
+    a, b = theirs.state_dict(), ours.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for p in theirs.parameters():
+        torch.nn.init.normal_(p)
+    ours.load_state_dict(theirs.state_dict())
+    wav = torch.randn(2, 4_000)
+    with torch.no_grad():
+        assert torch.equal(ours(wav), theirs(wav))
