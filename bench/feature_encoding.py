@@ -6,7 +6,7 @@ trains the same cached-front-end student on each (same seed and steps), and prin
 of the feature, the student's final training loss and its agreement with the teacher on the
 test split (its exported, raw-audio form).
 
-    .venv/bin/python bench/feature_encoding.py [--student dkd_b4_cached] [--steps 150]
+    .venv/bin/python bench/feature_encoding.py [--student dkd_b4] [--steps 150]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", default=str(ROOT / "data" / "manifest.jsonl"))
-    parser.add_argument("--student", default="dkd_b4_cached")
+    parser.add_argument("--student", default="dkd_b4")
     parser.add_argument("--steps", type=int, default=150)
     args = parser.parse_args()
     os.environ["HUBERT_KD_NO_PROGRESS"] = "1"
