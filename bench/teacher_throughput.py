@@ -7,6 +7,7 @@ audio: (1) a bare ``HubertModel`` forward, one utterance at a time (exact for gr
 writes). Prints seconds of audio per second for both and the overhead ratio (goal <= 1.10).
 
     .venv/bin/python bench/teacher_throughput.py [--utterances 8] [--seconds 6] [--device cpu]
+        [--logits-only]
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batch-seconds", type=float, default=None, help="default: params.yaml")
     parser.add_argument("--loader-workers", type=int, default=None, help="default: params.yaml")
+    parser.add_argument(
+        "--logits-only", action="store_true", help="no teacher features (the paper's cache)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["HUBERT_KD_NO_PROGRESS"] = "1"
@@ -84,6 +88,8 @@ def main() -> None:
         for key in ("batch_seconds", "loader_workers"):
             if getattr(args, key) is not None:
                 params["cache_teacher"][key] = getattr(args, key)
+        if args.logits_only:
+            params["cache_teacher"]["features"] = []
         cfg = section(params, "cache_teacher", CacheTeacherConfig)
 
         start = time.perf_counter()
@@ -102,7 +108,8 @@ def main() -> None:
 
     print(
         f"device={args.device} precision={args.precision} threads={args.threads} "
-        f"batch_seconds={cfg.batch_seconds} loader_workers={cfg.loader_workers}"
+        f"batch_seconds={cfg.batch_seconds} loader_workers={cfg.loader_workers} "
+        f"features={list(cfg.features) or 'none (logits only)'}"
     )
     print(f"audio: {args.utterances} utterances, {audio_seconds:.1f} s; best of {args.repeats}")
     print(f"bare HubertModel forward : {bare_s:7.2f} s  {audio_seconds / bare_s:7.2f} s audio/s")

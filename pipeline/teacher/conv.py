@@ -102,12 +102,14 @@ def conv_features(frontend: nn.Module, wav: torch.Tensor, lengths: torch.Tensor)
     A layer-norm stack normalises each frame alone, so valid frames never see the padding. A
     group-norm stack (HuBERT Base) normalises its first layer's output over time: here over
     each utterance's valid frames only (a masked group norm, in fp32 as fairseq does), and no
-    valid frame of a later (unnormalised, unpadded) conv layer reads a padded one.
+    valid frame of a later (unnormalised, unpadded) conv layer reads a padded one. Without
+    padding (one utterance at a time, the CPU default) the stack's own group norm is exact and
+    ~30% cheaper.
     """
     first = frontend.conv_layers[0]
     norm = getattr(first, "layer_norm", None)
-    if not isinstance(norm, nn.GroupNorm):
-        return frontend(wav).transpose(1, 2)
+    if not isinstance(norm, nn.GroupNorm) or int(lengths.min()) == wav.shape[1]:
+        return frontend(wav).transpose(1, 2)  # no padding to keep out of the statistics
     if norm.num_groups != norm.num_channels:
         raise ValueError("only per-channel group norm (HuBERT's) can be batched exactly")
     x = first.conv(wav[:, None])
