@@ -117,10 +117,17 @@ def test_a_sweep_over_dask_workers_survives_a_dying_worker(tiny_corpus, tiny_cac
         pids = client.run(os.getpid)
 
         def kill_one() -> None:
+            """Kill the worker running a share that has checkpointed (not just any worker: the
+            other one may not have reached its first checkpoint yet)."""
             deadline = time.time() + 300
-            while not list(out.glob("sweep_state-*.pt")) and time.time() < deadline:
+            while time.time() < deadline:
+                for state in out.glob("sweep_state-*.pt"):
+                    key = "sweep-share-" + state.stem.rsplit("-", 1)[1]
+                    running = [w for w, keys in client.processing().items() if key in keys]
+                    if running:
+                        os.kill(pids[running[0]], signal.SIGKILL)
+                        return
                 time.sleep(0.05)
-            os.kill(next(iter(pids.values())), signal.SIGKILL)
 
         killer = threading.Thread(target=kill_one)
         killer.start()
