@@ -12,6 +12,7 @@ import torchaudio.functional as AF
 from torch import nn
 
 from pipeline.audio.files import SAMPLE_RATE
+from pipeline.audio.frames import lengths_to_mask, masked_mean_var
 
 FEATURE_DESCRIPTION = "kaldi mfcc 13 + delta + delta-delta, 25 ms window, 20 ms hop, per-utt CMVN"
 
@@ -99,9 +100,6 @@ class LogMel(nn.Module):
 def masked_cmvn(feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     """Per-utterance mean/variance normalisation of ``(B, T, D)`` over each one's first
     ``frames`` frames; the rest are zeroed."""
-    valid = (torch.arange(feats.shape[1], device=feats.device)[None] <
-             frames.to(feats.device)[:, None])[..., None]  # fmt: skip
-    count = valid.sum(1, keepdim=True).clamp(min=1)
-    mean = (feats * valid).sum(1, keepdim=True) / count
-    var = (((feats - mean) * valid) ** 2).sum(1, keepdim=True) / count
+    valid = lengths_to_mask(frames.to(feats.device), feats.shape[1])[..., None]
+    mean, var = masked_mean_var(feats, valid, 1)
     return (feats - mean) / (var.sqrt() + 1e-5) * valid

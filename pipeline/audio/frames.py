@@ -58,5 +58,14 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def masked_mean_var(x: torch.Tensor, valid: torch.Tensor, dim: int):
+    """Mean and (biased) variance of ``x`` along ``dim`` over the positions where ``valid``
+    (a mask broadcastable to ``x``) holds, keeping ``dim``; an empty row counts as one."""
+    count = valid.sum(dim, keepdim=True).clamp(min=1)
+    mean = (x * valid).sum(dim, keepdim=True) / count
+    var = (((x - mean) * valid) ** 2).sum(dim, keepdim=True) / count
+    return mean, var
+
+
 # HuBERT's (and wav2vec 2.0's) conv stack: 320x downsampling, 50 frames/s at 16 kHz.
 HUBERT_FRAMES = FrameSpec((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))

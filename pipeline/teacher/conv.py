@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pipeline.audio.frames import lengths_to_mask
+from pipeline.audio.frames import lengths_to_mask, masked_mean_var
 
 if TYPE_CHECKING:
     from transformers import HubertConfig
@@ -89,9 +89,7 @@ def normalize_waveforms(wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     """Layer-normalise each utterance over its valid samples (HuBERT Large's input); padding
     stays zero. Batched: means and variances are taken over each row's valid samples."""
     valid = lengths_to_mask(lengths.to(wav.device), wav.shape[1])
-    count = valid.sum(1, keepdim=True)
-    mean = (wav * valid).sum(1, keepdim=True) / count
-    var = (((wav - mean) * valid) ** 2).sum(1, keepdim=True) / count
+    mean, var = masked_mean_var(wav, valid, 1)
     return (wav - mean) / torch.sqrt(var + 1e-5) * valid
 
 
@@ -116,9 +114,7 @@ def conv_features(frontend: nn.Module, wav: torch.Tensor, lengths: torch.Tensor)
     kernel, stride = first.conv.kernel_size[0], first.conv.stride[0]
     valid = lengths_to_mask((lengths.to(x.device) - kernel) // stride + 1, x.shape[-1])[:, None]
     x = x.float()
-    count = valid.sum(-1, keepdim=True).clamp(min=1)
-    mean = (x * valid).sum(-1, keepdim=True) / count
-    var = (((x - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+    mean, var = masked_mean_var(x, valid, -1)
     x = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
     x = first.activation(x)
     for layer in frontend.conv_layers[1:]:
