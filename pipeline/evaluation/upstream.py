@@ -17,6 +17,7 @@ from torch import nn
 from pipeline.audio.features import LogMel, masked_cmvn
 from pipeline.audio.files import SAMPLE_RATE
 from pipeline.audio.frames import FrameSpec
+from pipeline.nn.hidden import same_width
 
 Layers = Callable[[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]
 
@@ -43,8 +44,7 @@ class Upstream:
     def probe_layers(self, wav: torch.Tensor, lengths: torch.Tensor):
         """The layers the probe weighs: those as wide as the last one. ``(B, L, T, D)``."""
         layers, frame_lengths = self.layers(wav, lengths)
-        width = layers[-1].shape[-1]
-        return torch.stack([x for x in layers if x.shape[-1] == width], 1), frame_lengths
+        return torch.stack(same_width(layers), 1), frame_lengths
 
 
 def fbank_layers(frames: FrameSpec, bins: int = 80) -> Layers:

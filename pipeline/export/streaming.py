@@ -25,6 +25,10 @@ from torch import nn
 from pipeline.audio.files import SAMPLE_RATE
 
 
+def _ms(samples: int) -> float:
+    return 1000 * samples / SAMPLE_RATE
+
+
 def streaming_problem(student: nn.Module) -> str | None:
     """Why ``student`` cannot stream, or None when it can."""
     lstms = getattr(student, "lstms", None)
@@ -50,8 +54,7 @@ def streaming_info(student: nn.Module) -> dict:
     if problem:
         return {"streams": False, "why_not": problem}
     frames = student.frames
-    return {"streams": True, "latency_ms": 1000 * frames.receptive_field / SAMPLE_RATE,
-            "hop_ms": 1000 * frames.hop / SAMPLE_RATE}  # fmt: skip
+    return {"streams": True, "latency_ms": _ms(frames.receptive_field), "hop_ms": _ms(frames.hop)}
 
 
 class StreamingStudent:
@@ -76,11 +79,11 @@ class StreamingStudent:
     @property
     def latency_ms(self) -> float:
         """How long after its first sample a frame can be computed (the front end's field)."""
-        return 1000 * self.field / SAMPLE_RATE
+        return _ms(self.field)
 
     @property
     def hop_ms(self) -> float:
-        return 1000 * self.hop / SAMPLE_RATE
+        return _ms(self.hop)
 
     def reset(self) -> None:
         """Start a new stream."""

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.export.hf import HubertKDStudent
+from pipeline.nn.hidden import same_width
 from pipeline.students.checkpoint import load_student
 
 
@@ -46,7 +47,5 @@ class UpstreamExpert(nn.Module):
         device = next(self.student.parameters()).device
         lengths = torch.tensor([len(w) for w in wavs], device=device)
         wav = pad_sequence([w.to(device) for w in wavs], batch_first=True)
-        layers, _ = self.student.extract_features(wav, lengths)
-        width = layers[-1].shape[-1]
-        hidden = [x for x in layers if x.shape[-1] == width]
+        hidden = same_width(self.student.extract_features(wav, lengths)[0])
         return {"hidden_states": hidden, "last_hidden_state": hidden[-1]}
