@@ -20,9 +20,9 @@ import torch
 from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.locks import output_lock
 from pipeline.corpus.manifest import audio_batches, read_manifest
-from pipeline.export.checks import agreement, check_forms, load_form
+from pipeline.export.checks import agreement, check_forms
 from pipeline.export.config import ExportConfig
-from pipeline.export.forms import kind_of, write_forms
+from pipeline.export.forms import write_forms
 from pipeline.export.inference import Inference
 from pipeline.export.streaming import streaming_info
 from pipeline.students.checkpoint import load_student
@@ -41,13 +41,14 @@ def run(cfg: ExportConfig, checkpoint: Path, out: Path, manifest: Path | None) -
     reference = Inference(student).eval()
     with output_lock(out), atomic_dir(out, "export") as tmp:
         forms = write_forms(student, cfg.formats, cfg.quantize, tmp)
+        checked, runners = check_forms(reference, forms, tmp, cfg.tolerance)
         record = {
             "checkpoint": str(checkpoint),
             "outputs": reference.output_name,
-            "forms": check_forms(reference, forms, tmp, cfg.tolerance),
+            "forms": checked,
             "streaming": streaming_info(student),
         }
-        int8 = {f: load_form(kind_of(f), tmp / file) for f, file in forms.items() if "int8" in f}
+        int8 = {form: run for form, run in runners.items() if form.endswith("-int8")}
         if int8:
             record["int8_agreement"] = int8_agreement(cfg, reference, int8, manifest)
         write_json(tmp / "export.json", record)

@@ -31,22 +31,26 @@ def load_form(form: str, path: Path) -> Runner:
     raise ValueError(f"unknown export form {form!r}")
 
 
-def check_forms(reference: Inference, forms: dict[str, str], folder: Path, tolerance: float):
+def check_forms(
+    reference: Inference, forms: dict[str, str], folder: Path, tolerance: float
+) -> tuple[dict[str, dict], dict[str, Runner]]:
     """``{form: {"path", "max_abs_diff"}}`` for each written form (``forms`` as
-    :func:`~pipeline.export.forms.write_forms` returns them), each loaded back from ``folder``.
+    :func:`~pipeline.export.forms.write_forms` returns them), each loaded back from ``folder``
+    once, and the loaded forms (for the int8 agreement).
 
     Raises:
         ValueError: an fp32 form differs by more than ``tolerance`` (int8 forms may: their
             measure is :func:`agreement`).
     """
-    record = {}
+    record, runners = {}, {}
     for form, file in forms.items():
-        diff = max_difference(reference, load_form(kind_of(form), folder / file))
+        runners[form] = load_form(kind_of(form), folder / file)
+        diff = max_difference(reference, runners[form])
         if not form.endswith("-int8") and diff > tolerance:
             raise ValueError(f"the {form} export differs from the student by {diff:.2e} "
                              f"(> tolerance {tolerance:g}); nothing was written")  # fmt: skip
         record[form] = {"path": file, "max_abs_diff": diff}
-    return record
+    return record, runners
 
 
 def _valid(outputs: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
