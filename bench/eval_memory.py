@@ -65,7 +65,7 @@ def child(args) -> None:
     splits = probe_splits(cfg, read_manifest(manifest))
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        score_upstream(upstream, cfg, splits, manifest, Path(tmp) / "work")
+        score_upstream(upstream, cfg, splits, manifest, Path(tmp) / "metrics.json")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     frames = sum(u.samples for rows in splits.values() for u in rows) // 320
     print(json.dumps({"peak_mib": peak, "seconds": time.perf_counter() - start,

@@ -25,6 +25,6 @@ def run(cfg: EvaluateConfig, name: str, teacher: TeacherConfig, manifest: Path, 
     else:
         model = untrained_teacher(teacher)
         upstream = Upstream(name, "baseline", model.hidden_states, model)
-    metrics = score_upstream(upstream, cfg, splits, manifest, out.with_name(f".{out.stem}.work"))
+    metrics = score_upstream(upstream, cfg, splits, manifest, out)
     write_json(out, metrics)
     return metrics

@@ -32,7 +32,7 @@ def run(
                                f"cache than {cache}; retrain it")  # fmt: skip
     splits = probe_splits(cfg, read_manifest(manifest))
     upstream = Upstream(name, "student", model.extract_features, model)
-    metrics = score_upstream(upstream, cfg, splits, manifest, out.with_name(f".{out.stem}.work"))
+    metrics = score_upstream(upstream, cfg, splits, manifest, out)
     if model.predicts_logits:  # feature-distillation students have no cluster logits
         for split, scores in metrics["splits"].items():
             batches = CacheBatches(cache, splits[split], manifest, batch_seconds=cfg.batch_seconds,

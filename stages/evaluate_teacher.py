@@ -17,7 +17,7 @@ def run(cfg: EvaluateConfig, teacher: TeacherConfig, manifest: Path, out: Path) 
     splits = probe_splits(cfg, read_manifest(manifest))
     model = build_teacher(teacher, with_kmeans=False)
     upstream = Upstream("teacher", "teacher", model.hidden_states, model)
-    metrics = score_upstream(upstream, cfg, splits, manifest, out.with_name(f".{out.stem}.work"))
+    metrics = score_upstream(upstream, cfg, splits, manifest, out)
     metrics["description"] = model.description
     write_json(out, metrics)
     return metrics

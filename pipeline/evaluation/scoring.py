@@ -88,10 +88,12 @@ def score_upstream(
     cfg: EvaluateConfig,
     splits: dict[str, list[Utterance]],
     manifest: Path,
-    work: Path,
+    out: Path,
 ) -> dict:
     """Probe ``upstream`` ``cfg.probe.seeds`` times and score each split, plus its parameters,
-    RTF and peak memory. The probe features live in ``work`` (removed at the end)."""  # fmt: skip
+    RTF and peak memory. ``out`` is where the caller writes these metrics; the probe features
+    live beside it, in ``.<name>.work/``, removed at the end."""
+    work = out.with_name(f".{out.stem}.work")
     device = resolve_device(cfg.device, "evaluate.device")
     torch.set_num_threads(cfg.threads)
     if upstream.module is not None:
