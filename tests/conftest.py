@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PIPELINE = str(Path(sys.executable).parent / "pipeline")  # the CLI of this environment
 os.environ.setdefault("HUBERT_KD_NO_PROGRESS", "1")
 
 TINY_MODEL = {
@@ -81,6 +83,17 @@ def with_kmeans(params: dict, **changes) -> dict:
     """``params`` with a tiny k-means section for the teacher (and ``changes`` to the teacher)."""
     params["cache_teacher"]["teacher"].update(kmeans=dict(TINY_KMEANS), **changes)
     return params
+
+
+def assert_same_weights(a: Path, b: Path, rtol: float, atol: float) -> None:
+    """The students saved at ``a`` and ``b`` (``model.pt``) have the same weights, within
+    tolerance, tensor by tensor (the first differing one named)."""
+    import torch
+
+    wa, wb = (torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in (a, b))
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=rtol, atol=atol, msg=key)
 
 
 def write_params(path: Path, params: dict) -> Path:

@@ -3,14 +3,13 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import store, tiny_params, with_kmeans, write_params
+from conftest import PIPELINE, store, tiny_params, with_kmeans, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -66,10 +65,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_cache(tiny_corpus, tmp_path)
     cfg = section(params, "cache_teacher", CacheTeacherConfig)
     cache_teacher.run(cfg, tiny_corpus, tmp_path / "reference")
 
-    pipeline = Path(sys.executable).parent / "pipeline"
-
     def command(out, *extra):
-        return [str(pipeline), "cache-teacher", "--params", str(tmp_path / "params.yaml"),
+        return [PIPELINE, "cache-teacher", "--params", str(tmp_path / "params.yaml"),
                 "--manifest", str(tiny_corpus), "--out", str(out), *extra]  # fmt: skip
 
     def killed_after(cmd, out, parts):

@@ -10,23 +10,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-import torch
-from conftest import tiny_params, write_params
+from conftest import PIPELINE, assert_same_weights, tiny_params, write_params
 
 pytestmark = pytest.mark.slow
 
-PIPELINE = str(Path(sys.executable).parent / "pipeline")
-
-
-def _weights(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
 
 def _close(a: Path, b: Path) -> None:
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5, msg=key)
+    """Data-parallel and single-process runs sum gradients in another order: float tolerance."""
+    assert_same_weights(a, b, rtol=1e-4, atol=1e-5)
 
 
 def _command(ranks: int, params: Path, manifest: Path, cache: Path, out: Path) -> list[str]:

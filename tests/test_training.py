@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import tiny_params, write_params
+from conftest import PIPELINE, assert_same_weights, tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -19,15 +18,8 @@ from pipeline.training.config import TrainConfig
 from stages import train_student
 
 
-def _weights(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
 def _assert_same(a: Path, b: Path) -> None:
-    wa, wb = _weights(a), _weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=1e-6, msg=key)
+    assert_same_weights(a, b, rtol=0, atol=1e-6)
 
 
 def test_grid_names_and_values():
@@ -106,7 +98,7 @@ def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tm
 
     out = tmp_path / "killed"
     cmd = [
-        str(Path(sys.executable).parent / "pipeline"),
+        PIPELINE,
         "train-student",
         "kd",
         *common,
