@@ -514,3 +514,28 @@ def test_a_lock_silent_past_its_lease_is_taken_over_from_any_host(tmp_path, monk
         first = json.loads(lock.read_text())["beat"]
         time.sleep(0.5)
         assert json.loads(lock.read_text())["beat"] > first
+
+
+def test_a_lock_is_created_holding_its_owner_and_an_ownerless_one_expires(tmp_path, monkeypatch):
+    """A lock appears with its owner already in it (a run killed while taking it leaves no
+    empty lock that blocks the rerun); an unreadable lock is respected until it is older than
+    the lease, then taken over."""
+    import time
+
+    from pipeline.core.locks import _create
+
+    lock = tmp_path / ".out.lock"
+    fs = __import__("fsspec").filesystem("file")
+    _create(fs, str(lock), {"pid": 7})
+    assert json.loads(lock.read_text()) == {"pid": 7}
+    assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]  # no temp file left
+    with pytest.raises(FileExistsError):
+        _create(fs, str(lock), {"pid": 8})
+    lock.write_text("")  # what an exclusive open killed before its write left
+    with pytest.raises(Exception, match="another run is writing it"):
+        with output_lock(tmp_path / "out"):
+            pass
+    old = time.time() - 3600
+    os.utime(lock, (old, old))
+    with output_lock(tmp_path / "out"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()

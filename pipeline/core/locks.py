@@ -77,15 +77,52 @@ def _read(fs, lock: str) -> dict[str, Any] | None:
     return owner if isinstance(owner, dict) else None
 
 
+def _local(fs) -> bool:
+    return fs.protocol in ("file", "local") or "file" in getattr(fs, "protocol", ())
+
+
+def _create(fs, lock: str, owner: dict[str, Any]) -> None:
+    """Create ``lock`` already holding ``owner``, or raise FileExistsError. Locally the content
+    is written to a temp file first and hard-linked into place, so a run killed at any moment
+    never leaves an empty lock that names no owner (an object store writes an object whole)."""
+    data = json.dumps(owner).encode()
+    if _local(fs):
+        tmp = f"{lock}.{os.getpid()}.{threading.get_ident()}.tmp"
+        Path(tmp).write_bytes(data)
+        try:
+            os.link(tmp, lock)
+            return
+        except FileExistsError:
+            raise
+        except OSError:
+            pass  # a filesystem without hard links: the exclusive open below
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    with fs.open(lock, "xb") as f:
+        f.write(data)
+
+
 def _write(fs, lock: str, owner: dict[str, Any]) -> None:
     """Rewrite the lock whole (a rename locally), so a reader never sees half of it."""
     data = json.dumps(owner).encode()
-    if fs.protocol in ("file", "local") or "file" in getattr(fs, "protocol", ()):
+    if _local(fs):
         tmp = f"{lock}.{os.getpid()}.tmp"
         Path(tmp).write_bytes(data)
         os.replace(tmp, lock)
     else:
         fs.pipe_file(lock, data)
+
+
+def _stale(fs, lock: str, owner: dict[str, Any] | None) -> bool:
+    """Whether ``lock`` may be taken over: its owner is gone, or it names no owner (damaged)
+    and has not changed for longer than the lease."""
+    if owner is not None:
+        return not _alive(owner)
+    try:
+        modified = fs.modified(lock).timestamp()
+    except (OSError, NotImplementedError, AttributeError):
+        return False
+    return time.time() - modified > lease_seconds()
 
 
 def _mine(owner: dict[str, Any] | None, me: dict[str, Any]) -> bool:
@@ -106,12 +143,11 @@ def output_lock(path: str | Path) -> Iterator[None]:
     me = _owner()
     for attempt in range(2):
         try:
-            with fs.open(lock, "xb") as f:
-                f.write(json.dumps(me).encode())
+            _create(fs, lock, me)
             break
         except FileExistsError:
             owner = _read(fs, lock)
-            if attempt == 0 and owner is not None and not _alive(owner):
+            if attempt == 0 and _stale(fs, lock, owner):
                 fs.rm_file(lock)  # its writer is gone (killed, or silent past its lease)
                 continue
             owner = owner or {}
