@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pipeline.core.errors import CacheFormatError, OutputError
 from pipeline.core.io import MARKER, check_replaceable, write_marker
-from pipeline.core.locks import output_lock
+from pipeline.core.locks import clear_dead, output_lock, temp_suffix
 from storage.base import BACKENDS, PartWriter
 from storage.header import (
     CHECKSUMS,
@@ -109,7 +109,7 @@ def open_part(path: str | Path, name: str, header: CacheHeader, backend_cfg) -> 
     backend = BACKENDS[header.backend](backend_cfg)
     target = part_location(path, name)
     with output_lock(target):
-        stage = _stage_folder(path, name)
+        stage = _stage_folder(path, name)  # we hold the part's lock: older stages are leftovers
         try:
             with backend.writer(stage, header) as writer:
                 part = Part(writer, name, stage)
@@ -137,8 +137,9 @@ def _stage_folder(path: str | Path, name: str) -> Path:
         base /= hashlib.sha256(str(path).encode()).hexdigest()[:16]
     else:
         base = Path(path) / PARTS
-    stage = base / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
+    for leftover in base.glob(f".{name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    stage = base / f".{name}{temp_suffix()}"
     stage.mkdir(parents=True)
     return stage
 
@@ -200,7 +201,7 @@ def _put_atomic(path: str | Path, name: str, data: bytes) -> None:
         fs, root = filesystem(path)
         fs.pipe_file(f"{root}/{name}", data)
         return
-    tmp = Path(path) / f".{name}.tmp-{os.getpid()}"
+    tmp = Path(path) / f".{name}{temp_suffix()}"
     tmp.write_bytes(data)
     tmp.replace(Path(path) / name)
 
@@ -222,20 +223,8 @@ def prune(path: str | Path, keep: list[str]) -> int:
     for entry in stale:
         fs.rm(f"{root}/{PARTS}/{entry}", recursive=True)
     if not is_url(path):
-        for tmp in Path(path, PARTS).glob(".*.tmp-*"):
-            if _writer_gone(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (Path(path), Path(path, PARTS)):
+            clear_dead(folder)
     if stale:
         log.info("removed %d parts of %s made for another plan", len(stale), path)
     return len(stale)
-
-
-def _writer_gone(tmp: Path) -> bool:
-    """Whether the process that made temp folder ``.<name>.tmp-<pid>`` is gone."""
-    try:
-        os.kill(int(tmp.name.rsplit("-", 1)[1]), 0)
-    except (ValueError, ProcessLookupError):
-        return True
-    except PermissionError:
-        return False
-    return False

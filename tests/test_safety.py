@@ -539,3 +539,35 @@ def test_a_lock_is_created_holding_its_owner_and_an_ownerless_one_expires(tmp_pa
     os.utime(lock, (old, old))
     with output_lock(tmp_path / "out"):
         assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_a_finished_cache_holds_nothing_a_killed_writer_left(tiny_corpus, tiny_cache, tmp_path):
+    """What a ``kill -9`` can leave inside a cache (the lock of a part it had just committed, a
+    lock's temp file, a stage folder, a header temp) is removed when the cache is finished; a
+    live writer's files, and another host's, are left alone."""
+    import socket
+    import time
+
+    cache = _copy_cache(tiny_cache, tmp_path)
+    before = _snapshot(cache)
+    host, part = socket.gethostname(), read_header(cache).parts[0].name
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    owner = {"pid": int(gone), "host": host, "start": None, "since": "then", "beat": time.time()}
+    parts = cache / "parts"
+    (parts / f".{part}.lock").write_text(json.dumps(owner))
+    (parts / f".{part}.lock.1.tmp-{host}-{gone}").write_text(json.dumps(owner))
+    (parts / f".{part}.tmp-{host}-{gone}" / "logits").mkdir(parents=True)
+    (cache / f".header.json.tmp-{host}-{gone}").write_text("{")
+    live = {
+        "parts/.other.lock": json.dumps({**owner, "pid": os.getpid()}),
+        f"parts/.other.tmp-{host}-{os.getpid()}": "mine",
+        f"parts/.{part}.tmp-another-machine-{gone}": "a job elsewhere",
+    }
+    for name, text in live.items():
+        (cache / name).write_text(text)
+    cache_teacher.run(section(tiny_params(), "cache_teacher", CacheTeacherConfig), tiny_corpus,
+                      cache)  # fmt: skip
+    after = _snapshot(cache)
+    assert {k: v.decode() for k, v in after.items() if k not in before} == live
+    assert all(after[k] == v for k, v in before.items())

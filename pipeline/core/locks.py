@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -33,6 +34,27 @@ def _process_start(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def temp_suffix() -> str:
+    """The suffix of this process's temp files and folders, ``.tmp-<host>-<pid>``: whoever
+    finds one later can tell whether its writer is gone (:func:`clear_dead`)."""
+    return f".tmp-{socket.gethostname()}-{os.getpid()}"
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the writer of temp ``name`` (ending in :func:`temp_suffix`) is known to be gone:
+    a process of this host that no longer runs. Another host's temp is never judged."""
+    host, _, pid = name.rpartition(".tmp-")[2].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _owner() -> dict[str, Any]:
@@ -87,7 +109,7 @@ def _create(fs, lock: str, owner: dict[str, Any]) -> None:
     never leaves an empty lock that names no owner (an object store writes an object whole)."""
     data = json.dumps(owner).encode()
     if _local(fs):
-        tmp = f"{lock}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp = f"{lock}.{threading.get_ident()}{temp_suffix()}"
         Path(tmp).write_bytes(data)
         try:
             os.link(tmp, lock)
@@ -106,7 +128,7 @@ def _write(fs, lock: str, owner: dict[str, Any]) -> None:
     """Rewrite the lock whole (a rename locally), so a reader never sees half of it."""
     data = json.dumps(owner).encode()
     if _local(fs):
-        tmp = f"{lock}.{os.getpid()}.tmp"
+        tmp = f"{lock}{temp_suffix()}"
         Path(tmp).write_bytes(data)
         os.replace(tmp, lock)
     else:
@@ -123,6 +145,31 @@ def _stale(fs, lock: str, owner: dict[str, Any] | None) -> bool:
     except (OSError, NotImplementedError, AttributeError):
         return False
     return time.time() - modified > lease_seconds()
+
+
+def clear_dead(folder: str | Path) -> list[str]:
+    """Remove from local ``folder`` what killed writers left: locks whose owner is gone, and
+    temp files and folders (:func:`temp_suffix`) of processes of this host that are gone.
+    Returns the names removed. A live writer's lock or temp is never touched."""
+    import fsspec
+
+    fs = fsspec.filesystem("file")
+    removed = []
+    for entry in sorted(Path(folder).glob(".*")):
+        if entry.name.endswith(".lock"):
+            owner = _read(fs, str(entry))
+            if not _stale(fs, str(entry), owner) or _read(fs, str(entry)) != owner:
+                continue
+            entry.unlink(missing_ok=True)
+        elif ".tmp-" in entry.name and _writer_gone(entry.name):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(entry.name)
+    return removed
 
 
 def _mine(owner: dict[str, Any] | None, me: dict[str, Any]) -> bool:
