@@ -5,6 +5,7 @@ import json
 import random
 
 import jiwer
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_params
@@ -85,6 +86,50 @@ def test_probe_learns_a_tiny_synthetic_task_from_streamed_batches():
     assert curve[-1] < curve[0] / 2
     first, noise = model.weights.softmax(0).tolist()
     assert first > noise  # the weighted sum prefers the informative layer
+
+
+def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cache, tmp_path):
+    """Both evaluation passes pad each batch to a multiple of ``pad_seconds`` (a bounded set of
+    shapes, so bounded per-shape kernel memory): every upstream (teacher, each student kind,
+    fbank) gives the same features for every valid frame, and probe batches come out padded
+    to the step with zeros past each length."""
+    from pipeline.audio.frames import HUBERT_FRAMES
+    from pipeline.corpus.manifest import read_manifest
+    from pipeline.evaluation.features import StoreBatches, _layers, write_store
+    from pipeline.evaluation.upstream import Upstream, fbank_layers
+    from pipeline.students import parse_students
+    from pipeline.students.checkpoint import build_student
+    from pipeline.teacher.sources import build_teacher
+    from storage import read_frontend, read_header
+
+    params = tiny_params()
+    torch.manual_seed(0)
+    teacher = build_teacher(section(params["cache_teacher"], "teacher", TeacherConfig),
+                            with_kmeans=False)  # fmt: skip
+    upstreams = [Upstream("teacher", "teacher", teacher.hidden_states, teacher),
+                 Upstream("fbank", "baseline", fbank_layers(HUBERT_FRAMES), None)]  # fmt: skip
+    for name, student in parse_students(params).items():
+        header = read_header(tiny_cache)
+        dims = {k: v["dim"] for k, v in header.features.items()}
+        model = build_student(student, header.num_classes, HUBERT_FRAMES,
+                              read_frontend(tiny_cache), dims).eval()  # fmt: skip
+        upstreams.append(Upstream(name, "student", model.extract_features, model))
+    utts = read_manifest(tiny_corpus)
+    for upstream in upstreams:
+        plain = dict(_layers(upstream, utts, tiny_corpus, 3.0, 0))
+        padded = dict(_layers(upstream, utts, tiny_corpus, 3.0, 5120))
+        assert plain.keys() == padded.keys()
+        for utt, x in plain.items():
+            np.testing.assert_allclose(padded[utt], x, rtol=1e-4, atol=1e-5, err_msg=upstream.name)
+
+    write_store(upstreams[1], {"test": utts}, tiny_corpus, tmp_path / "store", 3.0, "float16", 0.32)
+    plain = StoreBatches(tmp_path / "store", "test", 600).epoch(seed=None)
+    padded = StoreBatches(tmp_path / "store", "test", 600, pad_seconds=0.32).epoch(seed=None)
+    for a, b in zip(plain, padded, strict=True):
+        assert a.keys == b.keys and torch.equal(a.lengths, b.lengths)
+        assert b.layers.shape[2] % 16 == 0 and b.layers.shape[2] - a.layers.shape[2] < 16
+        assert torch.equal(b.layers[:, :, : a.layers.shape[2]], a.layers)
+        assert not b.layers[:, :, a.layers.shape[2] :].any()
 
 
 def _row(kind, wers, params=1000, **split_extra):

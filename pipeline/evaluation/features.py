@@ -5,6 +5,11 @@ as SUPERB weighs them) go, frame by frame, into a store written with the teacher
 storage code (a features-only cache: one part per split, zstd-compressed zarr chunks, checked
 on every read). Probe training then streams length-bucketed batches from it, so memory is
 bounded by the batch, whatever the corpus.
+
+Both passes pad each batch's time axis up to a multiple of a step (``evaluate.pad_seconds``),
+so a corpus gives a few dozen batch shapes rather than one per batch: torch's CPU kernels
+(oneDNN) and the allocator keep state per shape, and that state, not the data, is what made
+the peak grow with the corpus. Every valid frame is computed as without the padding.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.audio.batching import length_batches
@@ -38,9 +44,11 @@ def write_store(
     path: Path,
     batch_seconds: float,
     encoding: str,
+    pad_seconds: float = 0.0,
 ) -> CacheHeader:
     """Run ``upstream`` over each split's utterances and store its probe layers, one part per
-    split (``split-<name>``), each layer a feature ``layer_<i>`` in ``encoding``."""
+    split (``split-<name>``), each layer a feature ``layer_<i>`` in ``encoding``; each batch
+    of audio is padded to a multiple of ``pad_seconds``."""
     prepare_location(path)
     second = torch.zeros(1, SAMPLE_RATE)
     layers, _ = upstream.probe_layers(second, torch.tensor([SAMPLE_RATE]))  # (1, L, T, D)
@@ -50,7 +58,9 @@ def write_store(
                             info="")  # fmt: skip
         for name, utts in splits.items():
             with open_part(path, f"split-{name}", header, STORE) as part:
-                for utt, layers in _layers(upstream, utts, manifest, batch_seconds):
+                batches = _layers(upstream, utts, manifest, batch_seconds,
+                                  round(pad_seconds * SAMPLE_RATE))  # fmt: skip
+                for utt, layers in batches:
                     fields = {}
                     for i, x in enumerate(layers):
                         fields.update(encode_feature(f"layer_{i}", x, encoding))
@@ -59,9 +69,18 @@ def write_store(
     return finalize(path, header, [f"split-{n}" for n in splits], None)
 
 
-def _layers(upstream: Upstream, utts: list[Utterance], manifest: Path, batch_seconds: float):
+def pad_to_multiple(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
+    """``x`` zero-padded at the end of axis ``dim`` (>= 0) to a multiple of ``multiple``."""
+    if multiple <= 1 or x.shape[dim] % multiple == 0:
+        return x
+    return F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [0, -x.shape[dim] % multiple])
+
+
+def _layers(upstream: Upstream, utts: list[Utterance], manifest: Path, batch_seconds: float,
+            pad_samples: int):  # fmt: skip
     """``(utterance, layers (L, T, D) float32 numpy)``, length-sorted batch by batch."""
     for group, wav, lengths in audio_batches(utts, manifest, batch_seconds):
+        wav = pad_to_multiple(wav, pad_samples, dim=1)
         layers, frame_lengths = upstream.probe_layers(wav, lengths)
         layers = layers.float().cpu().numpy()
         for i, (utt, n) in enumerate(zip(group, frame_lengths.tolist(), strict=True)):
@@ -79,12 +98,16 @@ def _header(upstream: Upstream, layers: int, dim: int, encoding: str) -> CacheHe
 
 class StoreBatches:
     """Batches of one split of a probe store: blocks read in a seeded order, a pool of
-    ``pool`` blocks length-bucketed into batches of ``batch_frames`` padded frames."""
+    ``pool`` blocks length-bucketed into batches of ``batch_frames`` padded frames, each padded
+    to a multiple of ``pad_seconds``."""
 
-    def __init__(self, path: Path, split: str, batch_frames: int, pool: int = 8) -> None:
+    def __init__(
+        self, path: Path, split: str, batch_frames: int, pad_seconds: float = 0.0, pool: int = 8
+    ) -> None:
         self.reader: CacheReader = open_cache(path)
         self.split = split
         self.batch_frames = batch_frames
+        self.pad_frames = round(pad_seconds * self.reader.header.frame_rate)
         self.pool = pool
         self.blocks = self.reader.blocks(part=f"split-{split}")
         spec = self.reader.header.features
@@ -111,5 +134,6 @@ class StoreBatches:
         names = [f"layer_{i}" for i in range(self.shape[0])]
         per_utt = [torch.from_numpy(np.stack([d[n] for n in names], 1)) for d in decoded]
         lengths = torch.tensor([len(x) for x in per_utt])
-        layers = pad_sequence(per_utt, batch_first=True).transpose(1, 2)  # (B, L, T, D)
+        layers = pad_to_multiple(pad_sequence(per_utt, batch_first=True), self.pad_frames, dim=1)
+        layers = layers.transpose(1, 2)  # (B, L, T, D)
         return ProbeBatch([key for key, _ in group], layers.contiguous(), lengths)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.core.config import check, positive
+from pipeline.core.config import check, non_negative, positive
 from pipeline.core.device import check_device, resolve_device
 from pipeline.corpus.manifest import Utterance
 from pipeline.evaluation.features import StoreBatches, write_store
@@ -33,6 +33,9 @@ class EvaluateConfig:
         splits: the splits or subsets scored, each reported on its own (``test``; for
             LibriSpeech ``dev-clean``, ``test-clean``, ``test-other``, as SUPERB reports them).
         batch_seconds: audio per upstream forward.
+        pad_seconds: each batch (of audio, then of probe frames) is padded to a multiple of
+            this, so a corpus gives few distinct batch shapes and the memory that torch's
+            kernels keep per shape stays bounded (0: pad to the batch's longest only).
         threads: torch intra-op threads.
         device: where upstreams and the probe run (``cpu``, ``cuda``).
         baselines: extra rows: ``fbank`` (log-mel features in the same probe) and
@@ -45,6 +48,7 @@ class EvaluateConfig:
 
     splits: list[str]
     batch_seconds: float
+    pad_seconds: float
     threads: int
     device: str
     baselines: list[str]
@@ -62,6 +66,7 @@ class EvaluateConfig:
               f"must be one of {FEATURE_ENCODINGS}")  # fmt: skip
         check_device(self.device)
         positive(self, "batch_seconds", "threads", "efficiency_seconds")
+        non_negative(self, "pad_seconds")
 
 
 def probe_splits(cfg: EvaluateConfig, utts: list[Utterance]) -> dict[str, list[Utterance]]:
@@ -100,8 +105,9 @@ def score_upstream(
         upstream.module.to(device).eval()
     shutil.rmtree(work, ignore_errors=True)
     try:
-        write_store(upstream, splits, manifest, work, cfg.batch_seconds, cfg.feature_encoding)
-        probe = _probe(cfg.probe, splits, work, device)
+        write_store(upstream, splits, manifest, work, cfg.batch_seconds, cfg.feature_encoding,
+                    cfg.pad_seconds)  # fmt: skip
+        probe = _probe(cfg.probe, splits, work, device, cfg.pad_seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -114,9 +120,11 @@ def score_upstream(
     }
 
 
-def _probe(cfg: ProbeConfig, splits: dict[str, list[Utterance]], store: Path, device) -> dict:
+def _probe(
+    cfg: ProbeConfig, splits: dict[str, list[Utterance]], store: Path, device, pad_seconds: float
+) -> dict:
     refs = {u.id: Reference(u.transcript, u.phonemes) for rows in splits.values() for u in rows}
-    train = StoreBatches(store, cfg.train, cfg.batch_frames)
+    train = StoreBatches(store, cfg.train, cfg.batch_frames, pad_seconds)
     train_refs = {u.id: refs[u.id] for u in splits[cfg.train]}
     scored = [name for name in splits if name != cfg.train]
     runs, curves, weights = {name: [] for name in scored}, {}, []
@@ -128,7 +136,7 @@ def _probe(cfg: ProbeConfig, splits: dict[str, list[Utterance]], store: Path, de
         curves[f"seed {seed}"] = [round(v, 4) for v in curve]
         weights.append([round(w, 4) for w in model.weights.softmax(0).tolist()])
         for name in scored:
-            test = StoreBatches(store, name, cfg.batch_frames).epoch(seed=None)
+            test = StoreBatches(store, name, cfg.batch_frames, pad_seconds).epoch(seed=None)
             runs[name].append(score(model, vocabs, test, refs, device))
     return {
         "splits": {name: _spread(results) for name, results in runs.items()},
