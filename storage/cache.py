@@ -208,8 +208,9 @@ def _put_atomic(path: str | Path, name: str, data: bytes) -> None:
 
 def prune(path: str | Path, keep: list[str]) -> int:
     """Remove the parts of ``path`` not in ``keep`` (another teacher, corpus or settings) and
-    the temp folders of killed writers (whose locks are gone); returns the parts removed. A
-    header that lists a removed part is removed first, so no reader sees a broken cache."""
+    what killed writers left (stale part locks, temp files and folders:
+    :func:`~pipeline.core.locks.clear_dead`); returns the parts removed. A header that lists a
+    removed part is removed first, so no reader sees a broken cache."""
     fs, root = filesystem(path)
     if not fs.exists(f"{root}/{PARTS}"):
         return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import OutputError
+from pipeline.core.locks import temp_suffix
 
 MARKER = ".hubert-kd.json"
 
@@ -28,7 +29,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{temp_suffix()}")
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -106,7 +107,7 @@ def atomic_dir(path: str | Path, kind: str) -> Iterator[Path]:
         *path.parent.glob(f".{path.name}.old-*"),
     ):
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (we hold the lock)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{temp_suffix()}")
     tmp.mkdir()
     write_marker(tmp, kind)
     try:

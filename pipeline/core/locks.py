@@ -46,15 +46,18 @@ def _writer_gone(name: str) -> bool:
     """Whether the writer of temp ``name`` (ending in :func:`temp_suffix`) is known to be gone:
     a process of this host that no longer runs. Another host's temp is never judged."""
     host, _, pid = name.rpartition(".tmp-")[2].rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
+    return host == socket.gethostname() and pid.isdigit() and not _running(int(pid))
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (one we may not signal counts)."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except PermissionError:
         return False
-    return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _owner() -> dict[str, Any]:
@@ -74,12 +77,8 @@ def _alive(owner: dict[str, Any]) -> bool:
     pid = owner.get("pid")
     if not isinstance(pid, int):
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _running(pid):
         return False
-    except PermissionError:
-        return True
     return owner.get("start") is None or owner.get("start") == _process_start(pid)
 
 
@@ -159,7 +158,7 @@ def clear_dead(folder: str | Path) -> list[str]:
         if entry.name.endswith(".lock"):
             owner = _read(fs, str(entry))
             if not _stale(fs, str(entry), owner) or _read(fs, str(entry)) != owner:
-                continue
+                continue  # alive, or taken over by another run since it was read
             entry.unlink(missing_ok=True)
         elif ".tmp-" in entry.name and _writer_gone(entry.name):
             if entry.is_dir():
