@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.core import faults
 from pipeline.core.errors import CacheFormatError, OutputError
 from pipeline.core.io import MARKER, check_replaceable, write_marker
 from pipeline.core.locks import clear_dead, output_lock, temp_suffix
@@ -125,6 +126,7 @@ def open_part(path: str | Path, name: str, header: CacheHeader, backend_cfg) -> 
             (stage / PART).write_bytes(data)
             _commit(stage, path, name)
             part.info = PartInfo(name, len(part.keys), frames, digest)
+            faults.reached("part")
         finally:
             shutil.rmtree(stage, ignore_errors=True)
 

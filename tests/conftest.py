@@ -96,6 +96,15 @@ def assert_same_weights(a: Path, b: Path, rtol: float, atol: float) -> None:
         torch.testing.assert_close(wa[key], wb[key], rtol=rtol, atol=atol, msg=key)
 
 
+def dead_pid() -> int:
+    """A process id no process can have on this host (above the kernel's largest): a test's
+    "dead writer", which, unlike the pid of a process that has ended, the host never reuses."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    except OSError:
+        return 2**22 + 1  # Linux's upper bound for pid_max
+
+
 def write_params(path: Path, params: dict) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

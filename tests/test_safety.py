@@ -5,7 +5,6 @@ import json
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import tarfile
 import types
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import store, tiny_params, write_params
+from conftest import dead_pid, store, tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -120,10 +119,8 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(tiny_c
     _one_line_error(result, "another run is writing it", f"pid {os.getpid()}")
     assert not out.exists()
 
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
     lock = tmp_path / ".cache.lock"
-    lock.write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "start": None}))
+    lock.write_text(json.dumps({"pid": dead_pid(), "host": os.uname().nodename, "start": None}))
     result = runner.invoke(app, ["cache-teacher", "--out", str(out), *args])
     assert result.exit_code == 0, result.output
     assert not lock.exists() and verify_cache(out) == []
@@ -512,8 +509,10 @@ def test_a_lock_silent_past_its_lease_is_taken_over_from_any_host(tmp_path, monk
     monkeypatch.setenv("HUBERT_KD_LOCK_LEASE", "0.2")  # the heartbeat renews a held lock
     with output_lock(tmp_path / "out"):
         first = json.loads(lock.read_text())["beat"]
-        time.sleep(0.5)
-        assert json.loads(lock.read_text())["beat"] > first
+        deadline = time.monotonic() + 120  # a renewal every 0.05 s: only a stalled host waits
+        while json.loads(lock.read_text())["beat"] == first:
+            assert time.monotonic() < deadline, "the heartbeat never renewed the lock"
+            time.sleep(0.01)
 
 
 def test_a_lock_is_created_holding_its_owner_and_an_ownerless_one_expires(tmp_path, monkeypatch):
@@ -551,9 +550,8 @@ def test_a_finished_cache_holds_nothing_a_killed_writer_left(tiny_corpus, tiny_c
     cache = _copy_cache(tiny_cache, tmp_path)
     before = _snapshot(cache)
     host, part = socket.gethostname(), read_header(cache).parts[0].name
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    owner = {"pid": int(gone), "host": host, "start": None, "since": "then", "beat": time.time()}
+    gone = dead_pid()
+    owner = {"pid": gone, "host": host, "start": None, "since": "then", "beat": time.time()}
     parts = cache / "parts"
     (parts / f".{part}.lock").write_text(json.dumps(owner))
     (parts / f".{part}.lock.1.tmp-{host}-{gone}").write_text(json.dumps(owner))

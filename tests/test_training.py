@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from pipeline.core.config import section
+from pipeline.core.faults import FAULT
 from pipeline.students import grid_students, parse_students
 from pipeline.training.config import TrainConfig
 from stages import train_student
@@ -97,31 +97,17 @@ def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tm
     assert reference.exit_code == 0, reference.output
 
     out = tmp_path / "killed"
-    cmd = [
-        PIPELINE,
-        "train-student",
-        "kd",
-        *common,
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.Popen(cmd, env={**os.environ, "HUBERT_KD_NO_PROGRESS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 120
-    while not (out / train_student.STATE).exists():
-        assert proc.poll() is None and time.time() < deadline, (
-            "training ended before it could be killed"
-        )
-        time.sleep(0.01)
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    cmd = [PIPELINE, "train-student", "kd", *common, "--out", str(out)]
+    env = {**os.environ, "HUBERT_KD_NO_PROGRESS": "1", FAULT: "checkpoint:9"}
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert (out / train_student.STATE).exists()
     assert not (out / "model.pt").exists()
     resumed = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
     _assert_same(tmp_path / "ref" / "model.pt", out / "model.pt")
     metrics = (out / "metrics.json").read_text()
-    assert '"resumed_from_step": 0' not in metrics
+    assert '"resumed_from_step": 9' in metrics
     assert (tmp_path / "ref" / "curve.json").read_text() == (out / "curve.json").read_text()
 
 

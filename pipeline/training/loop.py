@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.core import faults
 from pipeline.core.io import atomic_file
 from pipeline.core.progress import progress_bar
 from pipeline.core.safe_load import load_weights
@@ -109,3 +110,4 @@ def _checkpoint(runs: list[Run], stream: StreamSet, path: Path, key: str, step: 
         with atomic_file(path) as tmp:
             torch.save(payload, tmp)
     distributed.barrier()
+    faults.reached("checkpoint", step)
