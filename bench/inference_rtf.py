@@ -4,7 +4,8 @@ exported form, on raw audio, in one run (issue 17's table).
 Teacher: HuBERT Base size (random weights, 500-cluster head) or any ``--teacher`` source.
 Students: the paper's `dkd_b4` (4 x 384 BiLSTM, configs/paper.yaml) with the teacher's conv
 stack (``conv``) and with the light ``fbank`` front end, each as PyTorch, ONNX (onnxruntime),
-int8 ONNX and int8 TorchScript. Speed does not depend on the weights, so they are random here;
+int8 ONNX (each utterance run alone, so its outputs never depend on the batch) and
+TorchScript. Speed does not depend on the weights, so they are random here;
 the top-1 agreement of int8 with fp32 needs trained weights and real speech, so it is read
 from the demo's exports (``exports/<name>/export.json``, written by `dvc repro`) when present.
 Goal: the fbank student's int8 or ONNX form >= 10x faster than the teacher, with int8 top-1
@@ -38,8 +39,7 @@ from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import build_teacher, save_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-FORMS = {"PyTorch": None, "ONNX": "onnx", "ONNX int8": "onnx-int8", "TorchScript int8":
-         "torchscript-int8"}  # fmt: skip
+FORMS = {"PyTorch": None, "ONNX": "onnx", "ONNX int8": "onnx-int8", "TorchScript": "torchscript"}
 
 
 def seconds_per_call(run, wav, lengths, repeats: int) -> float:

@@ -4,8 +4,8 @@ loaded back and checked against the PyTorch student before the folder is kept.
 Output folder (written whole, then renamed into place)::
 
     hf/                  config.json, model.safetensors, preprocessor_config.json
-    model.onnx           model.int8.onnx       (the int8 forms with quantize: int8)
-    model.ts.pt          model.int8.ts.pt
+    model.onnx           model.int8.onnx       (the int8 form with quantize: int8)
+    model.ts.pt
     export.json          per form: its file and max |difference| from PyTorch on test audio;
                          int8 top-1 agreement with fp32 on a split; whether it streams
 """

@@ -10,7 +10,7 @@ from pipeline.export.hf import export_hf
 from pipeline.export.portable import export_onnx, export_torchscript, quantize_onnx
 
 FILES = {"hf": "hf", "onnx": "model.onnx", "torchscript": "model.ts.pt"}
-INT8 = {"onnx": "model.int8.onnx", "torchscript": "model.int8.ts.pt"}
+INT8 = {"onnx": "model.int8.onnx"}
 
 
 def kind_of(form: str) -> str:
@@ -19,8 +19,8 @@ def kind_of(form: str) -> str:
 
 
 def write_forms(student: nn.Module, formats: list[str], quantize: str, folder: Path) -> dict:
-    """Write each of ``formats`` (and, with ``quantize: int8``, int8 copies of the ONNX and
-    TorchScript forms) into ``folder``; returns ``{form: file name}`` (``onnx-int8``, ...)."""
+    """Write each of ``formats`` (and, with ``quantize: int8``, an int8 copy of the ONNX form)
+    into ``folder``; returns ``{form: file name}`` (``onnx-int8``, ...)."""
     forms = {}
     for form in formats:
         path = folder / FILES[form]
@@ -32,10 +32,6 @@ def write_forms(student: nn.Module, formats: list[str], quantize: str, folder: P
             export_torchscript(student, path)
         forms[form] = FILES[form]
         if quantize and form in INT8:
-            int8 = folder / INT8[form]
-            if form == "onnx":
-                quantize_onnx(path, int8)
-            else:
-                export_torchscript(student, int8, quantize=True)
+            quantize_onnx(path, folder / INT8[form], student.frames)
             forms[f"{form}-int8"] = INT8[form]
     return forms

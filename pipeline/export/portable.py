@@ -1,5 +1,6 @@
-"""ONNX and TorchScript forms of a student (dynamic batch and time axes), and int8 copies of
-them (dynamic quantisation of the LSTM and linear layers, for CPUs)."""
+"""ONNX and TorchScript forms of a student (dynamic batch and time axes), and an int8 copy of
+the ONNX form (dynamic quantisation of the LSTM and linear layers, for CPUs), which runs each
+utterance of a batch alone so that its outputs never depend on the batch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.audio.frames import FrameSpec
+from pipeline.core.io import atomic_file
 from pipeline.export.inference import Inference
+from pipeline.export.per_utterance import per_utterance
 
 AXES = {"wav": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
         "outputs": {0: "batch", 1: "frames"}, "frame_lengths": {0: "batch"}}  # fmt: skip
@@ -56,29 +60,31 @@ def export_onnx(student: nn.Module, path: Path) -> Path:
     return path
 
 
-def quantize_onnx(source: Path, path: Path) -> Path:
+def quantize_onnx(source: Path, path: Path, frames: FrameSpec) -> Path:
     """An int8 copy of the ONNX student at ``source``: LSTM, MatMul and Gemm weights in int8,
-    activations quantised on the fly (onnxruntime's dynamic quantisation)."""
+    activations quantised on the fly (onnxruntime's dynamic quantisation), each utterance run
+    alone (:func:`~pipeline.export.per_utterance.per_utterance`): an activation's range is
+    the utterance's own, never its neighbours' or the padding's. ``frames``: the student's."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process: no gain here
     try:
-        quantize_dynamic(str(source), str(path), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gemm", "LSTM"])  # fmt: skip
+        with atomic_file(path) as tmp:
+            quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm", "LSTM"])  # fmt: skip
+            onnx.save(per_utterance(onnx.load(str(tmp)), frames), str(tmp))
     finally:
         logging.getLogger().setLevel(level)
     return path
 
 
-def export_torchscript(student: nn.Module, path: Path, quantize: bool = False) -> Path:
+def export_torchscript(student: nn.Module, path: Path) -> Path:
     """``path`` (``.pt``, ``torch.jit.load``): ``(wav, lengths) -> (outputs, frame_lengths)``."""
     model = Inference(student).eval()
     with traceable(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        if quantize:
-            model = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear}, torch.qint8)
         traced = torch.jit.trace(model, example(), check_trace=False)
     traced.save(str(path))
     return path
