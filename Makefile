@@ -6,7 +6,7 @@ export HUBERT_KD_VENV ?= $(CURDIR)/.venv
 export PATH := $(HUBERT_KD_VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: demo test test-fast bootstrap
+.PHONY: demo test test-fast bootstrap lock
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -20,3 +20,9 @@ test: bootstrap
 
 test-fast: bootstrap
 	python -m pytest
+
+# Re-resolve every dependency of the bootstrap into constraints.txt (after changing pyproject.toml
+# or constraints.in); the local wheel folder of this machine kind (PIP_FIND_LINKS) is searched too.
+lock: bootstrap
+	UV_FIND_LINKS="$${PIP_FIND_LINKS:-https://download.pytorch.org/whl/cpu/torch/}" uv pip compile \
+	  pyproject.toml constraints.in --extra dev --python-version 3.11 --quiet -o constraints.txt

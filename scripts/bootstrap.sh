@@ -7,6 +7,7 @@ venv="${HUBERT_KD_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.hubert-kd-stamp"
 want="$(cat "$root/pyproject.toml" "$root/constraints.txt" "$root/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
+lock="$root/constraints.txt"  # every package pinned (`make lock` writes it)
 
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$venv/bin/pipeline" ]]; then
   exit 0
@@ -14,8 +15,10 @@ fi
 
 echo "bootstrap: installing hubert-kd into $venv (first run takes a few minutes)" >&2
 [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[dev]"
+# The locked pip and build backend first, then the project without build isolation, so that
+# nothing installed, the build backend included, floats.
+"$venv/bin/python" -m pip install --quiet -c "$lock" pip setuptools
+"$venv/bin/python" -m pip install --quiet --no-build-isolation -c "$lock" -e "$root[dev]"
 
 # torchaudio's PyPI wheels link against CUDA torch. On a CPU build of torch their compiled
 # extensions fail to load, so remove them: the pure-Python parts this project uses
