@@ -85,20 +85,27 @@ def report_cmd(
     out: Path = typer.Option(Path("eval"), help="folder: metrics.json, report.md, report.png"),
     models: Path = typer.Option(MODELS, help="folder of the per-model metrics"),
     students_dir: Path = typer.Option(Path("students"), help="folder of trained students"),
+    sweep_log: Path = typer.Option(
+        Path("sweeps/training"), help="the training log of the params `sweep` (its curves)"
+    ),
     params: Path = PARAMS,
 ) -> None:
-    """Gather the teacher, the baselines and every student in params into one report."""
+    """Gather the teacher, the baselines, every student and every sweep student in params into
+    one report."""
     from pipeline.evaluation.scoring import EvaluateConfig
-    from pipeline.students import parse_students
-    from pipeline.students.checkpoint import CURVE
+    from pipeline.students import parse_students, sweep_students
+    from pipeline.training.live import read_curve
     from stages import report
 
     with reported():
         raw = load_params(params)
         cfg = section(raw, "evaluate", EvaluateConfig)
         students = list(parse_students(raw))
-        curves = {n: students_dir / n / CURVE for n in students}
-        metrics = report.run(cfg, ["teacher", *cfg.baselines, *students], models, curves, out)
+        swept = list(sweep_students(raw)) if "sweep" in raw else []
+        curves = {n: read_curve(students_dir / n) for n in students}
+        curves |= {n: read_curve(sweep_log, n) for n in swept}
+        names = ["teacher", *cfg.baselines, *students, *swept]
+        metrics = report.run(cfg, names, models, curves, out)
     typer.echo(f"report: {out / 'report.md'}  metrics: {out / report.METRICS}")
     for split in metrics["splits"]:
         for name, m in metrics["models"].items():

@@ -38,6 +38,7 @@ def train_student_cmd(
             cache,
             {name: out},
             out / train_student.STATE,
+            log_dir=out,
         )
     if name in metrics:  # rank 0
         typer.echo(f"student {name}: {metrics[name]['final']}")
@@ -45,11 +46,16 @@ def train_student_cmd(
 
 @app.command("sweep")
 def sweep_cmd(
-    base: str = typer.Argument(..., help="the student in params `students` to vary"),
+    base: str = typer.Argument(
+        None, help="the student in params `students` to vary (default: the params `sweep`)"
+    ),
     grid: list[str] = typer.Option(
-        ..., help="KEY=V1,V2,... inside the student, e.g. losses.dkd.beta=1,4,8 (repeatable)"
+        None, help="KEY=V1,V2,... inside the student, e.g. losses.dkd.beta=1,4,8 (repeatable)"
     ),
     out: Path = typer.Option(Path("sweeps"), help="folder for one sub-folder per student"),
+    log: Path = typer.Option(
+        None, help="the training log (dvclive folder) of the sweep (default: <out>/training)"
+    ),
     manifest: Path = MANIFEST,
     cache: str = CACHE,
     params: Path = PARAMS,
@@ -59,27 +65,38 @@ def sweep_cmd(
         "workers, each training its share in one pass (paths must be shared)",
     ),
 ) -> None:
-    """Train a grid of students in one pass over the cache (each batch read once for all), or
-    spread over a dask cluster's workers."""
-    from pipeline.students import grid_students, parse_grid, parse_student
+    """Train several students in one pass over the cache (each batch read once for all): a
+    grid around BASE, or the students of the params `sweep` section; or spread them over a
+    dask cluster's workers."""
+    from pipeline.students import grid_students, parse_grid, parse_student, sweep_students
     from pipeline.training.config import TrainConfig
     from stages import train_student
 
     with reported():
         raw = load_params(params)
-        if base not in raw.get("students", {}):
+        if (base is None) != (not grid):
+            raise ConfigError("give a student and --grid, or neither (the params `sweep`)")
+        if base is None:
+            students = sweep_students(raw)
+        elif base not in raw.get("students", {}):
             raise ConfigError(f"no student {base!r} in params `students`")
-        raws = grid_students(base, raw["students"][base], parse_grid(grid))
-        students = {name: parse_student(cfg, f"sweep {name}") for name, cfg in raws.items()}
+        else:
+            raws = grid_students(base, raw["students"][base], parse_grid(grid))
+            students = {name: parse_student(cfg, f"sweep {name}") for name, cfg in raws.items()}
         dirs = {name: out / name for name in students}
+        out.mkdir(parents=True, exist_ok=True)  # there even for a sweep of no students
         train_cfg = section(raw, "train", TrainConfig)
         if scheduler:
             metrics = train_student.run_on_cluster(
                 scheduler, students, train_cfg, manifest, cache, dirs, out
             )
         else:
-            state = out / "sweep_state.pt"
-            metrics = train_student.run(students, train_cfg, manifest, cache, dirs, state)
+            log = log or out / "training"
+            if log in dirs.values():
+                raise ConfigError(f"--log {log}: the folder of student {log.name!r}")
+            metrics = train_student.run(
+                students, train_cfg, manifest, cache, dirs, out / "sweep_state.pt", log, sweep=True
+            )
     for name, m in metrics.items():
         typer.echo(f"{name}: {m['final']}")
 

@@ -15,10 +15,14 @@ METRICS = "metrics.json"
 
 
 def run(
-    cfg: EvaluateConfig, names: list[str], models_dir: Path, curves: dict[str, Path], out: Path
+    cfg: EvaluateConfig,
+    names: list[str],
+    models_dir: Path,
+    curves: dict[str, list[dict]],
+    out: Path,
 ) -> dict:
     """Gather ``models_dir/<name>.json`` for ``names`` (in report order) and the students'
-    ``curves`` (name -> curve.json) into the report in ``out``.
+    training ``curves`` (name -> logged points) into the report in ``out``.
 
     Raises:
         ManifestError: a model's metrics are missing (its evaluation stage has not run).
@@ -30,6 +34,5 @@ def run(
     models = {n: json.loads((models_dir / f"{n}.json").read_text()) for n in names}
     metrics = gather(models, cfg.probe.describe(), list(cfg.splits))
     write_json(out / METRICS, metrics)
-    loaded = {n: json.loads(p.read_text()) for n, p in curves.items() if p.is_file()}
-    write_report(metrics, loaded, out)
+    write_report(metrics, {n: c for n, c in curves.items() if c}, out)
     return metrics

@@ -19,6 +19,7 @@ from pipeline.training.students import (
     identity,
     save_outputs,
     student_runs,
+    training_log,
 )
 from storage import open_cache, read_frontend
 
@@ -32,22 +33,27 @@ def run(
     cache: str | Path,
     out_dirs: dict[str, Path],
     state_path: Path,
+    log_dir: Path | None = None,
+    sweep: bool = False,
 ) -> dict[str, dict]:
-    """Train students on the train split, side by side on the same batches (each batch read and
-    decoded once), from the cache only; write each one's checkpoint, metrics and curve.
+    """Train students on the train split, side by side on the same batches (each read once),
+    from the cache only; write each checkpoint into ``out_dirs[name]``, the run's curves and
+    figures into the dvclive folder ``log_dir`` if given (by student name for a ``sweep``).
 
-    One student is `train-student`; several are a sweep. Each is initialised and draws dropout
-    exactly as it would alone, so a sweep gives the students separate runs give. Under
-    ``torchrun`` the ranks split the data streams (DistributedDataParallel) and rank 0 writes.
-    A checkpoint at ``state_path`` every ``train.checkpoint_every`` steps lets a killed run
-    resume exactly, on any number of ranks; one made for other settings is discarded. Only one
-    run trains into ``state_path`` at a time (a lock beside it).
+    Each student is initialised and draws dropout exactly as it would alone, so a sweep gives
+    the students separate runs give. Under ``torchrun`` the ranks split the data streams
+    (DistributedDataParallel) and rank 0 writes. A checkpoint at ``state_path`` every
+    ``train.checkpoint_every`` steps lets a killed run resume exactly, on any number of ranks;
+    one made for other settings is discarded. Only one run trains into ``state_path`` at a time.
 
     Raises:
-        CacheFormatError: the cache is incomplete, damaged (named), of another schema or teacher,
-            or does not match the audio.
+        CacheFormatError: the cache is incomplete, damaged (named), of another schema or teacher.
         OutputError: another run trains into the same place.
     """
+    if not students:  # an empty sweep: an empty training log, so that its outputs exist
+        if (log := training_log(log_dir, [], sweep)) is not None:
+            log.finish({}, {})
+        return {}
     device = distributed.setup(train_cfg.device, "train.device")
     torch.set_num_threads(train_cfg.threads)
     try:
@@ -58,13 +64,14 @@ def run(
             if not utts:
                 raise ValueError(f"{manifest}: no utterances in the train split")
             stream = cache_streams(cache, utts, manifest, train_cfg)
-            runs = student_runs(students, header, read_frontend(cache), train_cfg, device)
+            log = training_log(log_dir, list(students), sweep)
+            runs = student_runs(students, header, read_frontend(cache), train_cfg, device, log)
             about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
             summary = train(runs, stream, train_cfg, state_path,
                             identity(students, train_cfg, header), f"train {about}")  # fmt: skip
             if not distributed.is_main():
                 return {}
-            results = save_outputs(runs, students, header, train_cfg, summary, out_dirs)
+            results = save_outputs(runs, students, header, train_cfg, summary, out_dirs, log)
             state_path.unlink(missing_ok=True)
             return results
     finally:
@@ -83,19 +90,21 @@ def run_on_cluster(
     """A sweep spread over the workers of the dask.distributed cluster at ``scheduler``: each
     worker trains its share of the students in one pass over the cache (:func:`run`), writing
     every student's outputs exactly as a local run would (paths must be shared). A worker that
-    dies has its share rerun elsewhere, resuming from that share's last checkpoint."""
+    dies has its share rerun elsewhere, resuming from that share's last checkpoint. Share ``i``
+    logs its students' curves in ``state_dir/training-<i>``."""
     from distributed import Client
 
     with Client(scheduler) as client:
         count = max(1, len(client.scheduler_info()["workers"]))
         names = list(students)
         shares = [names[i::count] for i in range(min(count, len(names)))]
+        state_dir = Path(state_dir).resolve()
         futures = [
             client.submit(
                 run, {n: students[n] for n in share}, train_cfg, Path(manifest).resolve(),
                 cache if "://" in str(cache) else Path(cache).resolve(),
                 {n: Path(out_dirs[n]).resolve() for n in share},
-                (state_dir / f"sweep_state-{i}.pt").resolve(),
+                state_dir / f"sweep_state-{i}.pt", state_dir / f"training-{i}", True,
                 key=f"sweep-share-{i}", pure=False, retries=2,
             )
             for i, share in enumerate(shares)

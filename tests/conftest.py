@@ -49,7 +49,7 @@ def tiny_params() -> dict:
         log_every=2, model=dict(TINY_HUBERT),
     )  # fmt: skip
     p["cache_teacher"]["features"] = ["conv", "layer_1", "layer_2"]  # the tiny teacher has 2
-    for student in p["students"].values():
+    for student in [*p["students"].values(), p["sweep"]["base"]]:
         if student["arch"] == "lstm":
             student["model"] = {**TINY_MODEL, "frontend": student["model"]["frontend"]}
         else:

@@ -8,6 +8,7 @@ from conftest import ROOT, tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
+from pipeline.training.live import read_curve
 
 runner = CliRunner()
 
@@ -28,7 +29,7 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = tiny_params()
     params["students"] = {k: params["students"][k] for k in ("ce", "dkd_b4")}
-    write_params(tmp_path / "params.yaml", params)
+    params["sweep"]["students"] = {"dkd_b8": {"losses.dkd.beta": 8.0}}
     params["evaluate"]["baselines"] = ["fbank"]
     write_params(tmp_path / "params.yaml", params)
     for args in (
@@ -36,25 +37,30 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
         ["cache-teacher"],
         ["train-student", "ce"],
         ["train-student", "dkd_b4"],
+        ["sweep", "--out", "sweeps/models", "--log", "sweeps/training"],
         ["evaluate-teacher"],
         ["evaluate-baseline", "fbank"],
         ["evaluate-student", "ce"],
         ["evaluate-student", "dkd_b4"],
+        ["evaluate-student", "dkd_b8", "--checkpoint", "sweeps/models/dkd_b8/model.pt"],
         ["report"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"teacher", "fbank", "ce", "dkd_b4"}
-    for name in ("ce", "dkd_b4"):
+    assert set(metrics["models"]) == {"teacher", "fbank", "ce", "dkd_b4", "dkd_b8"}
+    assert read_curve(tmp_path / "sweeps" / "training", "dkd_b8")  # the sweep's training log
+    for name in ("ce", "dkd_b4", "dkd_b8"):
         values = metrics["models"][name]["splits"]["test"]
         assert (
             0.0 <= values["top1_agreement"] <= 1.0 and values["kl"] >= 0.0 and values["frames"] > 0
         )
+    # the training log is dvclive's: the latest terms and the run's figures, and every point
     student = json.loads((tmp_path / "students" / "dkd_b4" / "metrics.json").read_text())
-    assert {"ce", "dkd", "tckd", "nckd", "loss"} <= set(student["final"])
-    curve = json.loads((tmp_path / "students" / "dkd_b4" / "curve.json").read_text())
-    assert [p["step"] for p in curve] == [2, 3]
+    assert {"ce", "dkd", "tckd", "nckd", "loss", "parameters", "seconds"} <= set(student)
+    assert student["step"] == 3
+    curve = read_curve(tmp_path / "students" / "dkd_b4")
+    assert [p["step"] for p in curve] == [2, 3] and curve[-1]["loss"] == student["loss"]
 
 
 def test_config_errors_exit_2_and_name_the_key(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from pipeline.core.config import ConfigError, from_dict, load_params, override, 
 from pipeline.corpus.demo import DemoConfig
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.export.config import ExportConfig
-from pipeline.students import parse_students
+from pipeline.students import SweepConfig, parse_students, sweep_students
 from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.pretrain import PretrainConfig
 from pipeline.training.config import TrainConfig
@@ -20,6 +20,7 @@ SECTIONS = {
     "evaluate": EvaluateConfig,
     "pretrain_teacher": PretrainConfig,
     "export": ExportConfig,
+    "sweep": SweepConfig,
 }
 
 
@@ -64,6 +65,31 @@ def test_repository_params_load():
     students = parse_students(params)
     assert {"ce", "kd", "dkd_b4", "distilhubert", "dkd_b4_fbank"} <= set(students)
     assert students["dkd_b4"].losses["dkd"].beta == 4.0
+    swept = sweep_students(params)
+    assert {n: s.losses["dkd"].beta for n, s in swept.items()} == {"dkd_b1": 1.0, "dkd_b8": 8.0}
+    assert params["sweep"]["base"] == params["students"]["dkd_b4"]  # the demo sweeps dkd_b4
+
+
+KD = object()  # stands for the kd student's settings
+
+
+@pytest.mark.parametrize(
+    ("sweep", "message"),
+    [
+        ({"base": {"arch": "lstm"}, "students": {}}, "missing key sweep.base.model"),
+        ({"base": KD, "students": {"ce": {}}}, "sweep.students.ce: already the name"),
+        ({"base": KD, "students": {"k": {"losses.kd.tua": 2}}}, "sweep.students.k.losses.kd"),
+        ({"base": KD, "students": {"a.b": {}}}, "names may hold"),
+        ({"base": KD}, "missing key sweep.students"),
+    ],
+)
+def test_sweep_errors_name_the_key(sweep, message):
+    if sweep["base"] is KD:
+        sweep = {**sweep, "base": tiny_params()["students"]["kd"]}
+    params = tiny_params()
+    params["sweep"] = sweep
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        sweep_students(params)
 
 
 def test_student_loss_typo_is_named():

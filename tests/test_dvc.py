@@ -35,8 +35,10 @@ def repo(tmp_path):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "assets", repo / "assets")  # a cache_teacher dependency
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copy(ROOT / ".gitignore", repo / ".gitignore")
     params = tiny_params()
     params["students"] = {k: params["students"][k] for k in ("ce", "kd", "dkd_b4")}
+    params["sweep"]["students"] = {"dkd_b8": {"losses.dkd.beta": 8.0}}
     write_params(repo / "params.yaml", params)
     env = {
         **os.environ,
@@ -49,14 +51,14 @@ def repo(tmp_path):
     }  # fmt: skip
     _run(["git", "init", "-q"], repo, env)
     _run(["dvc", "init", "-q"], repo, env)
-    (repo / ".gitignore").write_text("__pycache__/\n")
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")  # hard-linked outputs
     return repo, env
 
 
 def _expanded(stage: str, params: dict) -> set[str]:
     """The names DVC gives a stage of dvc.yaml (one per foreach item)."""
     items = {"train": params["students"], "evaluate_student": params["students"],
-             "export": params["students"],
+             "export": params["students"], "evaluate_sweep": params["sweep"]["students"],
              "evaluate_baseline": params["evaluate"]["baselines"]}.get(stage)  # fmt: skip
     return {stage} if items is None else {f"{stage}@{item}" for item in items}
 
@@ -69,7 +71,8 @@ def test_repro_then_one_change_reruns_exactly_what_depends_on_it(repo):
     first = _run(["dvc", "repro"], repo, env)
     assert _ran(first) == everything
     metrics = yaml.safe_load((repo / "eval" / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"teacher", "fbank", "random_teacher", "ce", "kd", "dkd_b4"}
+    assert set(metrics["models"]) == {"teacher", "fbank", "random_teacher", "ce", "kd", "dkd_b4",
+                                      "dkd_b8"}  # fmt: skip
     assert (repo / "eval" / "report.md").is_file() and (repo / "eval" / "report.png").is_file()
     exported = json.loads((repo / "exports" / "dkd_b4" / "export.json").read_text())
     assert set(exported["forms"]) == {"hf", "onnx", "onnx-int8"}
@@ -103,5 +106,49 @@ def test_repro_then_one_change_reruns_exactly_what_depends_on_it(repo):
     for name, command, _ in stages(dvc):
         if any(p.relative_to(ROOT).as_posix() == edited for p in command_closure(ROOT, command)):
             importers |= _expanded(name, params)
-    assert importers == {f"train@{n}" for n in params["students"]}
+    assert importers == {f"train@{n}" for n in params["students"]} | {"sweep"}
     assert set(status) == importers
+
+
+def _experiments(shown: list[dict]) -> dict[str, dict]:
+    """``dvc exp show --json`` -> {experiment name: its metrics, file -> values}."""
+    out = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment["revs"]:
+                metrics = (rev.get("data") or {}).get("metrics") or {}
+                out[rev["name"]] = {f: m.get("data", {}) for f, m in metrics.items()}
+    return out
+
+
+def test_queued_experiments_never_run_the_teacher_and_keep_their_metrics(repo):
+    """`dvc exp run --queue` twice, then the queue (`--run-all` runs it in the foreground, in
+    temporary workspaces as `dvc queue start` does): the teacher cache reaches them through
+    DVC's cache, hard-linked, so stage one runs in neither, and `dvc exp show` holds each
+    experiment's student metrics, evaluation and training log."""
+    repo, env = repo
+    _run(["dvc", "repro"], repo, env)
+    header = repo / "cache" / "header.json"
+    assert header.stat().st_nlink == 2  # the workspace's cache is a hard link into .dvc/cache
+    assert (repo / "students" / "dkd_b4" / "plots" / "metrics" / "loss.tsv").is_file()  # dvclive
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "baseline"], repo, env)
+    for beta in (2, 16):
+        _run(["dvc", "exp", "run", "--queue", "--name", f"beta{beta}", "-S",
+              f"students.dkd_b4.losses.dkd.beta={beta}"], repo, env)  # fmt: skip
+    output = _run(["dvc", "exp", "run", "--run-all"], repo, env)
+    assert "Running stage 'cache_teacher'" not in output
+    assert output.count("Running stage 'train@dkd_b4'") == 2
+    assert output.count("Stage 'cache_teacher' didn't change, skipping") == 2
+
+    experiments = _experiments(json.loads(_run(["dvc", "exp", "show", "--json"], repo, env)))
+    assert {"beta2", "beta16"} <= set(experiments)
+    for name in ("beta2", "beta16"):
+        metrics = experiments[name]
+        test = metrics["eval/models/dkd_b4.json"]["splits"]["test"]
+        assert {"wer", "cer", "per", "top1_agreement", "kl"} <= set(test)
+        trained = metrics["students/dkd_b4/metrics.json"]
+        assert {"loss", "dkd", "parameters", "seconds"} <= set(trained)
+        assert "dkd_b8" in metrics["sweeps/training/metrics.json"]  # the sweep's students too
+    trained = [experiments[n]["students/dkd_b4/metrics.json"]["loss"] for n in ("beta2", "beta16")]
+    assert trained[0] != trained[1]  # each experiment keeps its own numbers

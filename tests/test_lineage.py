@@ -70,11 +70,14 @@ def test_each_stage_declares_the_params_sections_its_command_loads():
         "prepare": ["prepare"],
         "cache_teacher": ["cache_teacher"],
         "train": ["train", "students.${key}"],
+        "sweep": ["train", "sweep"],
         "evaluate_teacher": ["evaluate", "cache_teacher.teacher"],
         "evaluate_baseline": ["evaluate", "cache_teacher.teacher"],
         "evaluate_student": ["evaluate"],
-        "report": ["evaluate", "students"],
+        "evaluate_sweep": ["evaluate"],
+        "report": ["evaluate", "students", "sweep"],
         "export": ["export"],
     }
     assert dvc["train"]["foreach"] == dvc["evaluate_student"]["foreach"] == "${students}"
+    assert dvc["evaluate_sweep"]["foreach"] == "${sweep.students}"
     assert dvc["evaluate_baseline"]["foreach"] == "${evaluate.baselines}"

@@ -22,8 +22,9 @@ from pipeline.evaluation.probe import (
 )
 from pipeline.evaluation.report import markdown, overlapping, write_report
 from pipeline.evaluation.scoring import EvaluateConfig
-from pipeline.students.checkpoint import CHECKPOINT, CURVE
+from pipeline.students.checkpoint import CHECKPOINT
 from pipeline.teacher.config import TeacherConfig
+from pipeline.training.live import read_curve
 from stages import evaluate_baseline, evaluate_student, evaluate_teacher, report
 
 
@@ -176,7 +177,7 @@ def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
     chosen = {k: students[k] for k in ("ce", "distilhubert")}
     dirs = {k: tmp_path / "students" / k for k in chosen}
     train_student.run(chosen, section(params, "train", TrainConfig), tiny_corpus, tiny_cache,
-                      dirs, tmp_path / "state.pt")  # fmt: skip
+                      dirs, tmp_path / "state.pt", tmp_path / "log", sweep=True)  # fmt: skip
     out = tmp_path / "eval" / "models"
     evaluate_teacher.run(cfg, teacher, tiny_corpus, out / "teacher.json")
     evaluate_baseline.run(cfg, "fbank", teacher, tiny_corpus, out / "fbank.json")
@@ -185,7 +186,7 @@ def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
                              out / f"{name}.json")  # fmt: skip
     assert not list(out.glob(".*"))  # the probe feature stores are gone
     names = ["teacher", "fbank", "ce", "distilhubert"]
-    curves = {n: dirs[n] / CURVE for n in dirs}
+    curves = {n: read_curve(tmp_path / "log", n) for n in dirs}
     metrics = report.run(cfg, names, out, curves, tmp_path / "eval")
     assert list(metrics["models"]) == names and metrics["splits"] == ["test"]
     for name, row in metrics["models"].items():

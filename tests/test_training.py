@@ -1,5 +1,6 @@
 """Stage two: sweeps equal separate runs, and a killed run resumes to the same weights."""
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pipeline.core.config import section
 from pipeline.core.faults import FAULT
 from pipeline.students import grid_students, parse_students
 from pipeline.training.config import TrainConfig
+from pipeline.training.live import read_curve
 from stages import train_student
 
 
@@ -46,13 +48,17 @@ def test_sweep_students_equal_separately_trained_ones(tiny_corpus, tiny_cache, t
             tiny_cache,
             {name: tmp_path / "alone" / name},
             tmp_path / "s",
+            tmp_path / "alone" / name,
         )
     dirs = {n: tmp_path / "sweep" / n for n in chosen}
+    log = tmp_path / "sweep" / "training"
     train_student.run(
-        chosen, train_cfg, tiny_corpus, tiny_cache, dirs, tmp_path / "sweep" / "state.pt"
-    )
+        chosen, train_cfg, tiny_corpus, tiny_cache, dirs, tmp_path / "sweep" / "state.pt", log,
+        sweep=True,
+    )  # fmt: skip
     for name in chosen:
         _assert_same(tmp_path / "alone" / name / "model.pt", dirs[name] / "model.pt")
+        assert read_curve(log, name) == read_curve(tmp_path / "alone" / name)
 
 
 def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
@@ -65,12 +71,12 @@ def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     made = sorted(p.name for p in (tmp_path / "sweeps").iterdir())
-    assert made == [
-        "dkd_b4-beta1-tau1",
-        "dkd_b4-beta1-tau2",
-        "dkd_b4-beta8-tau1",
-        "dkd_b4-beta8-tau2",
-    ]
+    names = ["dkd_b4-beta1-tau1", "dkd_b4-beta1-tau2", "dkd_b4-beta8-tau1", "dkd_b4-beta8-tau2"]
+    assert made == [*names, "training"]  # the students' checkpoints, the sweep's training log
+    logged = json.loads((tmp_path / "sweeps" / "training" / "metrics.json").read_text())
+    assert set(logged) == {*names, "step", "steps", "seconds", "frames_per_second",
+                           "resumed_from_step"}  # fmt: skip
+    assert all(read_curve(tmp_path / "sweeps" / "training", n) for n in names)
     result = CliRunner().invoke(app, [*args[:2], "--grid", "losses.dkd.betta=1", *args[6:]])
     assert result.exit_code == 2 and "unknown key" in result.output
 
@@ -106,9 +112,9 @@ def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tm
     resumed = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
     _assert_same(tmp_path / "ref" / "model.pt", out / "model.pt")
-    metrics = (out / "metrics.json").read_text()
-    assert '"resumed_from_step": 9' in metrics
-    assert (tmp_path / "ref" / "curve.json").read_text() == (out / "curve.json").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == 9
+    assert read_curve(out) == read_curve(tmp_path / "ref")  # no point logged twice or lost
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu_at_toy_sizes():

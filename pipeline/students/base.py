@@ -59,9 +59,50 @@ def parse_students(params: Mapping[str, Any]) -> dict[str, StudentConfig]:
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError("params needs a non-empty `students` mapping (name -> student)")
     for name in raw:
-        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(f"students.{name}: names may hold letters, digits, '_' and '-' only")
+        _check_name(name, "students")
     return {name: parse_student(cfg, f"students.{name}") for name, cfg in raw.items()}
+
+
+def _check_name(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"{where}.{name}: names may hold letters, digits, '_' and '-' only")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The ``sweep`` section of params.yaml: students the ``sweep`` stage trains together, in
+    one pass over the cache, each then evaluated by its own stage.
+
+    Attributes:
+        base: the student they vary, written out as a ``students`` entry is (its own copy,
+            so that changing a student of ``students`` never re-runs the sweep).
+        students: name -> the dotted keys inside ``base`` they change, with their values
+            (``{losses.dkd.beta: 8.0}``); names must not be those of ``students``.
+    """
+
+    base: dict[str, Any]
+    students: dict[str, dict[str, Any]]
+
+
+def sweep_students(params: Mapping[str, Any]) -> dict[str, StudentConfig]:
+    """The students of the ``sweep`` section of loaded params, each checked like a student.
+
+    Raises:
+        ConfigError: a bad base, a name taken by ``students``, a bad changed key (named).
+    """
+    from pipeline.core.config import override
+
+    cfg = from_dict(SweepConfig, params.get("sweep"), "sweep")
+    parse_student(cfg.base, "sweep.base")
+    for name in cfg.students:
+        _check_name(name, "sweep.students")
+    taken = sorted(set(cfg.students) & set(params.get("students") or {}))
+    if taken:
+        raise ConfigError(f"sweep.students.{taken[0]}: already the name of a student")
+    return {
+        name: parse_student(override(cfg.base, changes), f"sweep.students.{name}")
+        for name, changes in cfg.students.items()
+    }
 
 
 def grid_students(

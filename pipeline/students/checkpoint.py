@@ -15,9 +15,7 @@ from pipeline.core.io import atomic_file
 from pipeline.core.safe_load import load_weights
 from pipeline.students.base import STUDENTS, StudentConfig
 
-CHECKPOINT = "model.pt"  # in students/<name>/, beside:
-METRICS = "metrics.json"  # parameters, training summary, final losses
-CURVE = "curve.json"  # the logged training curve
+CHECKPOINT = "model.pt"  # in students/<name>/, beside its training log (pipeline.training.live)
 
 
 def build_student(

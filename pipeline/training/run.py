@@ -45,7 +45,8 @@ class Run:
     ``model.train_outputs(batch)`` gives what the ``losses`` (name -> registered loss, called as
     ``loss(outputs, batch) -> {terms}``) score; the total is their weighted sum, distillation
     terms scaled up over ``distill_warmup_steps``. Loss values stay on the device and are read
-    every ``log_every`` steps.
+    every ``log_every`` steps into the curve, each point also given to ``on_point`` (a logger);
+    a curve restored from a checkpoint is given to it again, point by point.
     """
 
     def __init__(
@@ -56,8 +57,10 @@ class Run:
         cfg: LoopConfig,
         device: torch.device,
         distill_warmup_steps: int = 0,
+        on_point: Callable[[dict], None] | None = None,
     ) -> None:
         self.name = name
+        self.on_point = on_point
         self.device = device
         self.model = model.to(device)
         self.module = distributed.wrap(TrainOutputs(self.model), device)
@@ -130,6 +133,8 @@ class Run:
         lr = self.schedule.get_last_lr()[0]
         self.curve.append({"step": step + 1, "lr": lr, **dict(zip(keys, means, strict=True))})
         self.window, self.window_steps = {}, 0
+        if self.on_point is not None:
+            self.on_point(self.curve[-1])
 
     @property
     def last_loss(self) -> float | None:
@@ -154,6 +159,8 @@ class Run:
         self.curve = state["curve"]
         self.window = {k: v.to(self.device) for k, v in state["window"].items()}
         self.window_steps = state["window_steps"]
+        for point in self.curve if self.on_point is not None else ():
+            self.on_point(point)
 
 
 def _float(outputs: dict) -> dict:

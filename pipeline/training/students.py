@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import logging
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -14,12 +15,13 @@ from torch.utils.data import DataLoader
 from pipeline.audio.frames import FrameSpec
 from pipeline.core.config import to_dict
 from pipeline.core.errors import CacheFormatError
-from pipeline.core.io import write_json
 from pipeline.corpus.manifest import Utterance
 from pipeline.losses import LOSSES
 from pipeline.students import StudentConfig
-from pipeline.students.checkpoint import CHECKPOINT, CURVE, METRICS, build_student, save_student
+from pipeline.students.checkpoint import CHECKPOINT, build_student, save_student
+from pipeline.training import distributed
 from pipeline.training.config import TrainConfig
+from pipeline.training.live import TrainingLog
 from pipeline.training.run import Run
 from pipeline.training.stream import CacheBatches
 from pipeline.training.streams import EpochStream, StreamSet
@@ -68,8 +70,10 @@ def student_runs(
     teacher_frontend,
     cfg: TrainConfig,
     device: torch.device,
+    training_log: TrainingLog | None = None,
 ) -> list[Run]:
-    """One run per student, each initialised exactly as it would be alone."""
+    """One run per student, each initialised exactly as it would be alone, logging its curve
+    to ``training_log`` (rank 0's)."""
     frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
     dims = {f: spec["dim"] for f, spec in header.features.items()}
     runs = []
@@ -80,8 +84,21 @@ def student_runs(
         params = sum(p.numel() for p in model.parameters())
         log.info("student %s: %s, %.2fM parameters, losses %s", name, student.arch,
                  params / 1e6, list(losses))  # fmt: skip
-        runs.append(Run(name, model, losses, cfg, device, cfg.distill_warmup_steps))
+        on_point = None if training_log is None else partial(_log_point, training_log, name)
+        runs.append(Run(name, model, losses, cfg, device, cfg.distill_warmup_steps, on_point))
     return runs
+
+
+def training_log(log_dir: Path | None, names: list[str], sweep: bool) -> TrainingLog | None:
+    """The run's training log in ``log_dir`` (rank 0 writes it); None without a folder."""
+    if log_dir is None or not distributed.is_main():
+        return None
+    return TrainingLog(log_dir, names, by_name=sweep)
+
+
+def _log_point(training_log: TrainingLog, name: str, point: dict) -> None:
+    training_log.log(name, point)
+    training_log.flush()
 
 
 def identity(students: dict[str, StudentConfig], cfg: TrainConfig, header: CacheHeader) -> dict:
@@ -105,8 +122,10 @@ def save_outputs(
     cfg: TrainConfig,
     summary: dict,
     out_dirs: dict[str, Path],
+    training_log: TrainingLog | None,
 ) -> dict[str, dict]:
-    """Each student's checkpoint, metrics and curve; returns the metrics by name."""
+    """Each student's checkpoint, and the run's figures in its training log (if any); returns
+    each student's figures (parameters, final loss terms) and the run's (time, throughput)."""
     results = {}
     for run in runs:
         out = out_dirs[run.name]
@@ -115,8 +134,9 @@ def save_outputs(
                       "train": to_dict(cfg)}  # fmt: skip
         save_student(out / CHECKPOINT, run.model, students[run.name], provenance)
         final = {k: v for k, v in run.curve[-1].items() if k not in ("step", "lr")}
-        params = sum(p.numel() for p in run.model.parameters())
-        results[run.name] = {"parameters": params, **summary, "final": final}
-        write_json(out / CURVE, run.curve)
-        write_json(out / METRICS, results[run.name])
+        results[run.name] = {"parameters": sum(p.numel() for p in run.model.parameters()),
+                             **summary, "final": final}  # fmt: skip
+    if training_log is not None:
+        figures = {r.name: {"parameters": results[r.name]["parameters"]} for r in runs}
+        training_log.finish(figures, summary)
     return results

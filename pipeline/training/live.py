@@ -1,0 +1,82 @@
+"""Training curves through dvclive, DVC's own logger: the one record of every logged point.
+
+A training run writes one dvclive folder: ``metrics.json`` (the latest value of each term, the
+step, and at the end the run's figures) and ``plots/metrics/<term>.tsv`` (every logged point),
+which ``dvc exp show``, ``dvc plots`` and DVC's VS Code extension read while the run goes on.
+A sweep's log holds each student's terms under its name (``plots/metrics/<name>/loss.tsv``,
+``{"<name>": {"loss": ...}}``).
+
+The folder is rewritten from the checkpointed curve when a killed run resumes, so it never
+holds points that were logged after the checkpoint and are computed again.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+PLOTS = Path("plots") / "metrics"  # dvclive's layout inside its folder
+SUMMARY = "metrics.json"
+
+
+class TrainingLog:
+    """The dvclive folder ``folder`` of one training run over ``names`` (its students), each
+    one's terms under its name when ``by_name`` (a sweep), else as they are (one student)."""
+
+    def __init__(self, folder: Path, names: list[str], by_name: bool) -> None:
+        from dvclive import Live
+
+        class DeclaredLive(Live):
+            def _init_dvc(self) -> None:
+                """Nothing: dvc.yaml declares these files as the stage's metrics and plots, so
+                dvclive's own DVC integration (saving experiments, writing dvc.yaml) has no
+                work; it would open the git repository around the folder (failing in one
+                without commits) or even `dvc init` one that is not DVC's."""
+
+        logging.getLogger("dvclive").setLevel(logging.WARNING)
+        folder.mkdir(parents=True, exist_ok=True)
+        # resume=False: a fresh folder (a resumed run replays its checkpointed curve into it);
+        # no dvc.yaml or report of its own (dvc.yaml declares the files), no experiment saved
+        self._live = DeclaredLive(str(folder), resume=False, report=None, save_dvc_exp=False,
+                                  dvcyaml=None)  # fmt: skip
+        (folder / PLOTS).mkdir(parents=True, exist_ok=True)  # there even before a first point
+        if len(names) > 1 and not by_name:
+            raise ValueError("a training log of several students holds them by name")
+        self._prefix = {n: f"{n}/" if by_name else "" for n in names}
+        self._step = 0
+
+    def log(self, name: str, point: dict) -> None:
+        """One curve point ``{"step": s, term: value, ...}`` of student ``name``."""
+        self._step = self._live.step = point["step"]
+        for term, value in point.items():
+            if term != "step":
+                self._live.log_metric(f"{self._prefix[name]}{term}", value)
+
+    def flush(self) -> None:
+        """Write the summary, and tell DVC (and its VS Code extension) a step is done."""
+        self._live.next_step()
+
+    def finish(self, figures: dict[str, dict], shared: dict) -> None:
+        """End the run: each student's ``figures`` (under its name when there are several)
+        and the ``shared`` ones (time, throughput) join the latest values in the summary."""
+        summary = self._live.summary
+        for name, values in figures.items():
+            target = summary.setdefault(name, {}) if self._prefix[name] else summary
+            target.update(values)
+        summary.update(shared)
+        self._live.step = self._step  # next_step() counted one past the last point
+        self._live.end()
+
+
+def read_curve(folder: Path, name: str = "") -> list[dict]:
+    """The points dvclive logged in ``folder`` (for student ``name`` of a sweep's folder):
+    ``[{"step": s, term: value, ...}]`` in step order; ``[]`` if there are none."""
+    root = Path(folder) / PLOTS / name
+    points: dict[int, dict] = {}
+    for tsv in sorted(root.glob("*.tsv")):
+        with open(tsv, newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                step = int(row["step"])
+                points.setdefault(step, {"step": step})[tsv.stem] = float(row[tsv.stem])
+    return [points[s] for s in sorted(points)]
