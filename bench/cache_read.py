@@ -1,9 +1,11 @@
 """Cache read throughput vs what a student consumes.
 
-For each backend x codec (rewritten from the same cache), prints frames/s read and decoded when
-streaming block by block (the training path) and with random access by utterance id; then the
-training stream as a whole (cache + audio + batching, ``CacheBatches``) and the frames/s the
-configured student consumes in training steps on this machine. Goal: reading >= 10x consumption.
+For each backend x codec (stage one rerun on the same corpus, logits and targets only), prints
+frames/s read and decoded when streaming block by block (the training path: each block's
+logits decoded as one batch, as the student's device does) and with random access by
+utterance id; then the training stream as a whole (cache + audio + batching + decoding,
+``CacheBatches``) and the frames/s the configured student consumes in training steps on this
+machine. Goal: reading >= 10x consumption.
 
     .venv/bin/python bench/cache_read.py [--cache cache] [--manifest data/manifest.jsonl]
 """
@@ -11,7 +13,6 @@ configured student consumes in training steps on this machine. Goal: reading >= 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import random
 import tempfile
@@ -28,14 +29,13 @@ from pipeline.corpus.manifest import read_manifest
 from pipeline.losses import LOSSES
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import build_student
-from pipeline.training.batches import Batch
+from pipeline.teacher.caching import CacheTeacherConfig
+from pipeline.training.batches import Batch, teacher_decoder
 from pipeline.training.config import TrainConfig
 from pipeline.training.run import Run
 from pipeline.training.stream import CacheBatches
-from storage import finalize, open_cache, open_part, prepare_location, read_frontend
-from storage.codecs import CODECS, FullConfig, TopKConfig
-from storage.wds_store import WdsConfig
-from storage.zarr_store import ZarrConfig
+from stages import cache_teacher
+from storage import open_cache, read_frontend
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,25 +43,29 @@ ROOT = Path(__file__).resolve().parents[1]
 def read_rates(path: Path) -> tuple[float, float]:
     """(streamed, random-access) frames/s, reading and decoding every utterance once."""
     reader = open_cache(path)
+    codec, fields_of = reader.codec, list(reader.codec.fields(reader.header.num_classes))
     start, frames = time.perf_counter(), 0
     for block in reader.blocks():
-        for _, fields in reader.read_block(block):
-            frames += len(reader.header.decode(fields)[1])
+        rows = [fields for _, fields in reader.read_block(block)]
+        joined = {k: np.concatenate([r[k] for r in rows]) for k in fields_of}
+        frames += len(codec.decode(joined))
     streamed = frames / (time.perf_counter() - start)
     keys = reader.keys()
     random.Random(0).shuffle(keys)
     start = time.perf_counter()
     for key in keys:
-        reader.header.decode(reader.read(key))
+        codec.decode(reader.read(key))
     return streamed, frames / (time.perf_counter() - start)
 
 
 def stream_rate(cache: Path, manifest: Path) -> float:
-    """Frames/s of the whole training stream: cache blocks + audio + length batches."""
+    """Frames/s of the whole training stream: cache blocks + audio + length batches, the
+    teacher logits decoded as training decodes them."""
     utts = read_manifest(manifest)
     dataset = CacheBatches(cache, utts, manifest, batch_seconds=16.0, seed=0, shuffle=True, pool=64)
+    decode = teacher_decoder(dataset.codec, dataset.argmax_targets, torch.device("cpu"))
     start = time.perf_counter()
-    frames = sum(batch.num_frames for batch in dataset)
+    frames = sum(decode(batch).num_frames for batch in dataset)
     return frames / (time.perf_counter() - start)
 
 
@@ -99,32 +103,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    source = open_cache(args.cache)
-    classes = source.header.num_classes
-    items = [(k, source.header.decode(source.read(k))) for k in source.keys()]
-    frames = source.header.num_frames
-    print(f"cache {args.cache}: {len(items)} utterances, {frames} frames, C={classes}")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    header = open_cache(args.cache).header
+    print(f"cache {args.cache}: {header.num_utterances} utterances, {header.num_frames} frames, "
+          f"C={header.num_classes}")  # fmt: skip
     codecs = {
-        "full-fp16": CODECS["full"](FullConfig("float16")),
-        "topk-16": CODECS["topk"](TopKConfig(16)),
+        "full-fp16": {"kind": "full", "dtype": "float16"},
+        "pq-62": {"kind": "pq", "bytes": 62},
     }
     backends = {
-        "zarr": ZarrConfig(chunk_frames=4096, zstd_level=3),
-        "webdataset": WdsConfig(shard_utterances=200),
+        "zarr": {"kind": "zarr", "chunk_frames": 4096, "zstd_level": 3},
+        "webdataset": {"kind": "webdataset", "shard_utterances": 200},
     }
     with tempfile.TemporaryDirectory() as tmp:
         for backend, backend_cfg in backends.items():
             for codec_name, codec in codecs.items():
-                header = dataclasses.replace(  # logits and targets only
-                    source.header, backend=backend, codec=codec.header(), features={}
-                )
+                stage = dict(params["cache_teacher"], backend=backend_cfg, codec=codec, features=[])
+                cfg = section({"cache_teacher": stage}, "cache_teacher", CacheTeacherConfig)
                 out = Path(tmp) / f"{backend}-{codec_name}"
-                prepare_location(out)
-                with open_part(out, "part-0", header, backend_cfg) as part:
-                    for key, (logits, targets) in items:
-                        fields = codec.encode(logits, targets)
-                        part.write(key, {"targets": targets.astype(np.int32), **fields})
-                finalize(out, header, ["part-0"], None)
+                cache_teacher.run(cfg, Path(args.manifest), out)
                 streamed, random_access = read_rates(out)
                 print(
                     f"read + decode {backend:>10} {codec_name:>9}: {streamed:>10,.0f} frames/s "

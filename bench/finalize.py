@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from storage import CacheHeader, finalize, open_part, prepare_location
-from storage.codecs import encode_feature
+from storage.features import encode_feature
 from storage.header import SCHEMA_VERSION
 from storage.location import files
 from storage.zarr_store import ZarrConfig

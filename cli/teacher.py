@@ -39,6 +39,12 @@ def cache_teacher_cmd(
     finalize: bool = typer.Option(
         False, "--finalize", help="only write the header, once every part is committed"
     ),
+    fit_only: bool = typer.Option(
+        False,
+        "--fit-only",
+        help="only fit what every part shares (k-means centroids, a learned codec) and keep it "
+        "in the cache folder: run it once before --shard jobs, which never fit",
+    ),
 ) -> None:
     """Run the teacher once over the corpus and cache per-frame logits and targets."""
     from pipeline.teacher.caching import CacheTeacherConfig
@@ -52,8 +58,10 @@ def cache_teacher_cmd(
         }
         cfg = section(override(load_params(params), changes), "cache_teacher", CacheTeacherConfig)
         part = cache_teacher.parse_shard(shard) if shard else None
-        header = cache_teacher.run(cfg, manifest, out, part, compute=not finalize)
-    if header is None:
+        header = cache_teacher.run(cfg, manifest, out, part, not finalize, fit_only)
+    if fit_only:
+        typer.echo(f"cache: {out}  fitted; now run the shard jobs")
+    elif header is None:
         typer.echo(f"cache: {out}  parts written; other shards still missing")
     else:
         typer.echo(f"cache: {out}  {header.num_utterances} utterances, {header.num_frames} frames")

@@ -8,20 +8,18 @@ from pathlib import Path
 import torch
 
 from pipeline.core.locks import output_lock
-from pipeline.corpus.manifest import read_manifest
 from pipeline.students import StudentConfig
 from pipeline.training import distributed
 from pipeline.training.config import TrainConfig
 from pipeline.training.loop import train
 from pipeline.training.students import (
-    cache_streams,
-    check_teacher,
     identity,
     save_outputs,
     student_runs,
+    training_data,
     training_log,
 )
-from storage import open_cache, read_frontend
+from storage import read_frontend
 
 STATE = "train_state.pt"
 
@@ -58,17 +56,12 @@ def run(
     torch.set_num_threads(train_cfg.threads)
     try:
         with output_lock(state_path) if distributed.is_main() else nullcontext():
-            header = open_cache(cache).header
-            check_teacher(header, train_cfg, cache)
-            utts = read_manifest(manifest, split="train")
-            if not utts:
-                raise ValueError(f"{manifest}: no utterances in the train split")
-            stream = cache_streams(cache, utts, manifest, train_cfg)
+            header, stream, decode = training_data(cache, manifest, train_cfg, device)
             log = training_log(log_dir, list(students), sweep)
             runs = student_runs(students, header, read_frontend(cache), train_cfg, device, log)
             about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
-            summary = train(runs, stream, train_cfg, state_path,
-                            identity(students, train_cfg, header), f"train {about}")  # fmt: skip
+            summary = train(runs, stream, train_cfg, state_path, identity(students, train_cfg,
+                            header), f"train {about}", decode)  # fmt: skip
             if not distributed.is_main():
                 return {}
             results = save_outputs(runs, students, header, train_cfg, summary, out_dirs, log)

@@ -3,9 +3,16 @@ one Writer/Reader protocol per registered backend (zarr, webdataset), logit code
 
 from storage import wds_store, zarr_store  # noqa: F401  (register the backends)
 from storage.base import BACKENDS
-from storage.cache import committed, finalize, open_part, prepare_location, prune
+from storage.cache import committed, finalize, open_part, prepare_location, prune, put_atomic
 from storage.header import CacheFormatError, CacheHeader, read_header
-from storage.reader import CacheReader, cache_summary, open_cache, read_frontend, verify_cache
+from storage.reader import (
+    CacheReader,
+    cache_summary,
+    open_cache,
+    read_codec,
+    read_frontend,
+    verify_cache,
+)
 
 __all__ = [
     "BACKENDS",
@@ -19,6 +26,8 @@ __all__ = [
     "open_part",
     "prepare_location",
     "prune",
+    "put_atomic",
+    "read_codec",
     "read_frontend",
     "read_header",
     "verify_cache",

@@ -31,6 +31,8 @@ from pipeline.core.locks import clear_dead, output_lock, temp_suffix
 from storage.base import BACKENDS, PartWriter
 from storage.header import (
     CHECKSUMS,
+    FITTED,
+    FITTED_RECIPE,
     FRONTEND,
     HEADER,
     KEYS,
@@ -162,11 +164,17 @@ def _commit(stage: Path, path: str | Path, name: str) -> None:
 
 
 def finalize(
-    path: str | Path, header: CacheHeader, names: list[str], frontend: bytes | None
+    path: str | Path,
+    header: CacheHeader,
+    names: list[str],
+    frontend: bytes | None,
+    written: dict[str, str] | None = None,
 ) -> CacheHeader:
     """Write the header of the cache at ``path`` listing parts ``names`` (in storage order),
-    with the teacher's conv stack beside them; remove parts no longer listed. Reads only each
-    part's ``part.json``. The caller holds the cache's lock.
+    with the teacher's conv stack beside them and the checksums of the cache's other files
+    already ``written`` (name -> sha256 taken as they were written: the fitted state); remove
+    parts no longer listed. Reads only each part's ``part.json``. The caller holds the cache's
+    lock.
 
     Raises:
         CacheFormatError: a part is not committed yet, or its ``part.json`` is damaged.
@@ -184,7 +192,7 @@ def finalize(
         part = read_signed(part_location(path, name), PART, PartHeader, expect_digest=digest)
         infos.append(PartInfo(name, part.num_utterances, part.num_frames, digest))
     fs, root = filesystem(path)
-    checksums = {}
+    checksums = dict(written or {})
     if frontend is not None:
         fs.pipe_file(f"{root}/{FRONTEND}", frontend)
         checksums[FRONTEND] = sha256_bytes(frontend)
@@ -193,12 +201,17 @@ def finalize(
         num_utterances=sum(i.num_utterances for i in infos),
         num_frames=sum(i.num_frames for i in infos),
     )  # fmt: skip
-    _put_atomic(path, HEADER, signed_json(header)[0])
+    put_atomic(path, HEADER, signed_json(header)[0])
+    for stale in {FITTED, FITTED_RECIPE} - set(checksums):  # fitted for an earlier setting
+        if fs.exists(f"{root}/{stale}"):
+            fs.rm_file(f"{root}/{stale}")
     prune(path, keep=names)
     return header
 
 
-def _put_atomic(path: str | Path, name: str, data: bytes) -> None:
+def put_atomic(path: str | Path, name: str, data: bytes) -> None:
+    """Write file ``name`` of the cache at ``path`` whole: a temp file renamed into place
+    locally, one object put at a URL."""
     if is_url(path):
         fs, root = filesystem(path)
         fs.pipe_file(f"{root}/{name}", data)

@@ -18,20 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pipeline.core.config import from_dict
 from pipeline.core.errors import CacheFormatError, ConfigError
-from storage.codecs import codec_from_header, decode_feature, feature_fields, field_bytes
+from storage.codecs import codec_from_header, field_bytes
+from storage.features import decode_feature, feature_fields
 from storage.integrity import check_bytes, sha256_bytes
 from storage.location import filesystem, read_bytes
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6  # 6: logits shifted per frame, learned codecs, int16 targets (C < 32768)
 HEADER = "header.json"
 PART = "part.json"
 KEYS = "keys.json"
 CHECKSUMS = "checksums.json"
 PARTS = "parts"
 FRONTEND = "frontend.safetensors"
+FITTED = "fitted.safetensors"  # what stage one fitted once for all parts (k-means, codec)
+FITTED_RECIPE = "fitted.json"  # what it was fitted for, and the tensors' sha256
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ class CacheHeader:
         frame_kernels: conv kernels of the teacher's frame stack (students must match).
         frame_strides: conv strides of the teacher's frame stack.
         codec: how logits are stored, e.g. ``{"name": "full", "dtype": "float16"}`` or
-            ``{"name": "topk", "k": 64, "value_dtype": "float16"}`` (see ``storage.codecs``);
+            ``{"name": "pq", "bytes": 62, "groups": [...], "constants": <sha256>}`` (see
+            ``storage.codecs``; a learned codec's constants are in ``fitted.safetensors``);
             None for a store of features only (no logits, no targets), such as the
             evaluation's per-model probe features.
         target_source: how per-frame targets were made (``argmax`` of the teacher's logits).
@@ -142,7 +147,7 @@ class CacheHeader:
         """Per-frame fields stored for each utterance: name -> (shape after frames, dtype)."""
         fields = {}
         if self.codec is not None:
-            fields["targets"] = ((), "int32")
+            fields["targets"] = ((), self.target_dtype)
             fields.update(codec_from_header(self.codec).fields(self.num_classes))
         for name, spec in self.features.items():
             fields.update(feature_fields(name, spec["dim"], spec["encoding"]))
@@ -152,12 +157,18 @@ class CacheHeader:
         """Uncompressed bytes per frame (targets + encoded logits + features)."""
         return field_bytes(self.fields())
 
-    def decode(self, fields: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Stored fields -> ``(logits (n, C) float32, targets (n,) int64)``."""
-        logits = codec_from_header(self.codec).decode(fields, self.num_classes)
-        return logits, fields["targets"].astype(np.int64)
+    @property
+    def target_dtype(self) -> str:
+        """How targets are stored: int16 while the classes fit (C < 32768), else int32."""
+        return "int16" if self.num_classes <= np.iinfo(np.int16).max else "int32"
 
-    def decode_features(self, fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    @property
+    def argmax_targets(self) -> bool:
+        """Whether each frame's target is the argmax of its logits (exact side information a
+        decoder can restore the argmax from)."""
+        return self.target_source == "argmax"
+
+    def decode_features(self, fields: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """Stored fields -> each cached teacher feature ``(n, D)`` float32."""
         return {
             name: decode_feature(name, fields, spec["encoding"])

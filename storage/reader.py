@@ -13,6 +13,7 @@ from pipeline.core.io import MARKER
 from storage.base import BACKENDS, PartReader
 from storage.header import (
     CHECKSUMS,
+    FITTED,
     FRONTEND,
     HEADER,
     KEYS,
@@ -63,8 +64,15 @@ class CacheReader:
         """Utterance ids in storage order (part by part)."""
         return [k for part in self._parts.values() for k in part.keys]
 
+    @property
+    def codec(self):
+        """The cache's logit codec, with its fitted constants (read and checked once)."""
+        if "_codec" not in self.__dict__:
+            self._codec = read_codec(self.path, self.header)
+        return self._codec
+
     def read(self, key: str, frames: slice | None = None) -> dict[str, np.ndarray]:
-        """The stored fields of ``key``; decode them with ``header.decode``."""
+        """The stored fields of ``key`` (logits decoded by :attr:`codec`)."""
         return self._reader(self._part_of(key)).read(key, frames)
 
     def blocks(self, part: str | None = None) -> list[list[str]]:
@@ -122,7 +130,8 @@ def verify_cache(path: str | Path) -> list[str]:
 
 def cache_summary(path: str | Path) -> dict[str, Any]:
     """What a committed cache holds, for ``pipeline cache-info``."""
-    from storage.codecs import feature_fields, field_bytes
+    from storage.codecs import field_bytes
+    from storage.features import feature_fields
 
     header = read_header(path)
     on_disk = sum(size for name, size in files(path).items() if name not in (HEADER, MARKER))
@@ -153,6 +162,34 @@ def cache_summary(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _checked(path: str | Path, name: str, expected: str) -> bytes:
+    try:
+        data = read_bytes(path, name)
+    except FileNotFoundError:
+        data = None
+    return check_bytes(f"{path}/{name}", data, expected)
+
+
+def read_codec(path: str | Path, header=None):
+    """The logit codec of the cache at ``path``, a learned one with the constants fitted for it
+    (``fitted.safetensors``, checked against the header).
+
+    Raises:
+        CacheFormatError: the constants are missing or damaged.
+    """
+    from safetensors.torch import load
+
+    from storage.codecs import codec_from_header
+
+    header = header or read_header(path)
+    if "constants" not in header.codec:
+        return codec_from_header(header.codec)
+    tensors = load(_checked(path, FITTED, header.checksums.get(FITTED, "")))
+    prefix = f"codec/{header.codec['name']}/"
+    constants = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return codec_from_header(header.codec, constants)
+
+
 def read_frontend(path: str | Path) -> tuple[dict[str, Any], dict] | None:
     """The teacher's conv stack carried by a cache: ``(spec, state_dict)``, or None.
 
@@ -164,9 +201,4 @@ def read_frontend(path: str | Path) -> tuple[dict[str, Any], dict] | None:
     header = read_header(path)
     if header.frontend is None:
         return None
-    try:
-        data = read_bytes(path, FRONTEND)
-    except FileNotFoundError:
-        data = None
-    expected = header.checksums.get(FRONTEND, "")
-    return header.frontend, load(check_bytes(f"{path}/{FRONTEND}", data, expected))
+    return header.frontend, load(_checked(path, FRONTEND, header.checksums.get(FRONTEND, "")))

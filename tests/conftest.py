@@ -41,6 +41,7 @@ def tiny_params() -> dict:
     teacher["source"] = "random"  # not the shipped teacher: seconds, not minutes
     teacher["random"] = dict(TINY_HUBERT)
     p["cache_teacher"]["backend"]["chunk_frames"] = 64
+    p["cache_teacher"]["fit_utterances"] = 6
     p["train"].update(steps=3, warmup_steps=1, batch_seconds=8.0, log_every=2)
     p["evaluate"].update(efficiency_seconds=1.0)
     p["evaluate"]["probe"].update(hidden=8, layers=1, epochs=2)
@@ -63,7 +64,8 @@ STORES = {
     "zarr": {"kind": "zarr", "chunk_frames": 64, "zstd_level": 3},
     "webdataset": {"kind": "webdataset", "shard_utterances": 1000},
     "full": {"kind": "full", "dtype": "float16"},
-    "topk": {"kind": "topk", "k": 16},
+    "pq": {"kind": "pq", "bytes": 8},
+    "projection": {"kind": "projection"},
 }
 
 

@@ -14,11 +14,10 @@ from typer.testing import CliRunner
 from cli.main import app
 from pipeline.core.config import section
 from pipeline.core.faults import FAULT
-from pipeline.losses import dkd_loss, kd_loss
+from pipeline.corpus.manifest import read_manifest
 from pipeline.teacher.caching import CacheTeacherConfig
 from stages import cache_teacher
 from storage import open_cache, read_header, verify_cache
-from storage.codecs import CODECS, TopKConfig
 
 
 def _cfg(**overrides) -> CacheTeacherConfig:
@@ -143,8 +142,8 @@ def test_cache_info_reports_sizes(tiny_cache):
         assert field in result.output
 
 
-@pytest.mark.parametrize(("backend", "codec"), [("webdataset", "topk"), ("zarr", "topk")])
-def test_students_train_from_either_backend_and_codec(
+@pytest.mark.parametrize(("backend", "codec"), [("webdataset", "pq"), ("zarr", "projection")])
+def test_students_train_from_either_backend_and_a_learned_codec(
     tiny_corpus, tmp_path, monkeypatch, backend, codec
 ):
     monkeypatch.chdir(tmp_path)
@@ -156,32 +155,61 @@ def test_students_train_from_either_backend_and_codec(
     for args in (["cache-teacher"], ["train-student", "dkd_b4"], ["evaluate-student", "dkd_b4"]):
         result = runner.invoke(app, [*args, "--manifest", str(tiny_corpus)])
         assert result.exit_code == 0, (args, result.output)
-    assert read_header(tmp_path / "cache").backend == backend
+    header = read_header(tmp_path / "cache")
+    assert header.backend == backend and header.codec["name"] == codec
+    assert header.codec["constants"] == header.checksums["fitted.safetensors"]
+    assert verify_cache(tmp_path / "cache") == []
 
 
-def test_topk_fidelity_properties_on_teacher_logits(tiny_cache):
-    """What top-k guarantees on real teacher logits: the target's probability, hence TCKD, is
-    exact at tau = 1 (the left-out mass is kept); errors shrink as k grows and vanish at k = C.
-    bench/cache_fidelity.py measures the KD/DKD budget itself."""
-    reader = open_cache(tiny_cache)
-    teacher = np.concatenate([reader.header.decode(reader.read(k))[0] for k in reader.keys()])
-    targets = teacher.argmax(-1)
-    classes = teacher.shape[1]
-    rng = np.random.default_rng(0)
-    student = torch.from_numpy(teacher + rng.normal(size=teacher.shape).astype(np.float32))[None]
-    ref = torch.from_numpy(teacher)[None]
-    y, mask = torch.from_numpy(targets)[None], torch.ones(1, len(targets), dtype=torch.bool)
-    errors = []
-    for k in (4, 8, 12, 16, classes):
-        codec = CODECS["topk"](TopKConfig(k=k))
-        decoded = torch.from_numpy(codec.decode(codec.encode(teacher, targets), classes))[None]
-        assert (decoded.argmax(-1) == y).all()  # the target (here the argmax) is always kept
-        exact = dkd_loss(student, ref, y, mask, alpha=1.0, beta=1.0, tau=1.0)
-        approx = dkd_loss(student, decoded, y, mask, alpha=1.0, beta=1.0, tau=1.0)
-        assert float(approx["tckd"]) == pytest.approx(float(exact["tckd"]), rel=2e-3)
-        kd = [float(kd_loss(student, t, mask, tau=4.0)["kd"]) for t in (ref, decoded)]
-        errors.append(abs(kd[1] / kd[0] - 1))
-    assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-3
+def test_a_learned_codec_decodes_the_teacher_where_the_student_trains(tiny_corpus, tmp_path):
+    """The projection codec is exact for the tiny teacher's cosine head: its cached logits,
+    decoded batch by batch as training decodes them, are the full codec's."""
+    from pipeline.training.stream import CacheBatches
+
+    for codec in ("full", "projection"):
+        cache_teacher.run(_cfg(codec=codec), tiny_corpus, tmp_path / codec)
+    utts = read_manifest(tiny_corpus, split="train")
+    decoded = {}
+    for codec in ("full", "projection"):
+        batches = CacheBatches(tmp_path / codec, utts, tiny_corpus, batch_seconds=4.0, seed=0,
+                               shuffle=False, pool=0)  # fmt: skip
+        decoded[codec] = {}
+        for batch in batches:
+            batch = batch.decode_teacher(batches.codec, batches.argmax_targets)
+            for i, key in enumerate(batch.ids):
+                n = int(batch.frame_mask[i].sum())
+                logits = batch.teacher_logits[i, :n]
+                decoded[codec][key] = logits - logits.mean(-1, keepdim=True)
+    rank = read_header(tmp_path / "projection").codec["rank"]
+    assert rank == tiny_params()["cache_teacher"]["teacher"]["random"]["proj_dim"]
+    for key, full in decoded["full"].items():
+        torch.testing.assert_close(decoded["projection"][key], full, rtol=0, atol=5e-3)
+
+
+@pytest.mark.slow
+def test_shard_jobs_share_one_fitted_kmeans_and_codec(tiny_corpus, tmp_path):
+    """k-means targets and a learned codec are fitted once: a shard job without them refuses,
+    naming the command that fits them; after it, two shard jobs make the one-run cache."""
+    params = store(tiny_params(), codec="pq", shard_utterances=3)
+    with_kmeans(params, logits="kmeans", targets="kmeans")
+    write_params(tmp_path / "params.yaml", params)
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
+    cache_teacher.run(cfg, tiny_corpus, tmp_path / "one")
+
+    def command(*extra):
+        return ["cache-teacher", "--params", str(tmp_path / "params.yaml"), "--manifest",
+                str(tiny_corpus), "--out", str(tmp_path / "sharded"), *extra]  # fmt: skip
+
+    refused = CliRunner().invoke(app, command("--shard", "0/2"))
+    assert refused.exit_code == 1 and "--fit-only" in refused.output
+    assert not list((tmp_path / "sharded").glob("parts/*"))
+    fitted = CliRunner().invoke(app, command("--fit-only"))
+    assert fitted.exit_code == 0, fitted.output
+    for shard in ("0/2", "1/2"):
+        result = CliRunner().invoke(app, command("--shard", shard))
+        assert result.exit_code == 0, result.output
+    _same_cache(tmp_path / "one", tmp_path / "sharded")
+    assert read_header(tmp_path / "one").target_source == "kmeans(layer=1)"
 
 
 @pytest.mark.parametrize("backend", ["zarr", "webdataset"])

@@ -41,7 +41,11 @@ def test_batches_respect_the_padded_audio_budget(tiny_corpus, tiny_cache):
     for batch in dataset:
         longest = int(batch.lengths.max()) / 16_000
         assert len(batch.ids) == 1 or len(batch.ids) * longest <= 6.0
-        assert batch.teacher_logits.shape[:2] == batch.frame_mask.shape == batch.targets.shape
+        assert batch.teacher_logits is None  # encoded until the student's device decodes them
+        assert batch.teacher_fields["logits"].shape[:2] == batch.frame_mask.shape
+        decoded = batch.decode_teacher(dataset.codec, dataset.argmax_targets)
+        assert decoded.teacher_logits.shape[:2] == batch.frame_mask.shape == batch.targets.shape
+        assert not decoded.teacher_logits[~batch.frame_mask].any()  # zero on padding
         assert int(batch.frame_mask.sum()) == batch.num_frames
 
 

@@ -18,7 +18,7 @@ from pipeline.training.config import TrainConfig
 from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 from storage import open_cache, read_frontend
-from storage.codecs import decode_feature, encode_feature
+from storage.features import decode_feature, encode_feature
 
 FEATURES = ["conv", "layer_1", "layer_2"]
 
@@ -40,11 +40,11 @@ def test_int8_round_trip_error_is_within_half_a_step():
     rng = np.random.default_rng(0)
     x = (rng.normal(size=(200, 64)) * rng.uniform(0.01, 50, size=(200, 1))).astype(np.float32)
     x[3] = 0.0  # an all-zero frame
-    decoded = decode_feature("conv", encode_feature("conv", x, "int8"), "int8")
+    decoded = decode_feature("conv", encode_feature("conv", x, "int8"), "int8").numpy()
     step = np.abs(x).max(axis=1, keepdims=True) / 127
     assert (np.abs(decoded - x) <= step / 2 + 1e-6).all()
     assert (decoded[3] == 0).all()
-    fp16 = decode_feature("conv", encode_feature("conv", x, "float16"), "float16")
+    fp16 = decode_feature("conv", encode_feature("conv", x, "float16"), "float16").numpy()
     assert np.abs(fp16 - x).max() <= np.abs(x).max() * 2**-10
     with pytest.raises(ValueError, match="NaN or Inf"):
         encode_feature("conv", np.full((2, 3), np.nan, np.float32), "int8")
@@ -59,8 +59,8 @@ def test_cached_features_are_the_teachers_layers(fp16_cache, tiny_corpus):
     header = reader.header
     assert header.features["conv"] == {"dim": 16, "encoding": "float16"}
     assert header.features["layer_2"]["dim"] == 32
-    # 2 bytes x (16 + 32 + 32) for features on top of targets + fp16 logits
-    assert header.bytes_per_frame() == 4 + 2 * 20 + 2 * (16 + 32 + 32)
+    # 2 bytes x (16 + 32 + 32) for features on top of int16 targets + fp16 logits
+    assert header.bytes_per_frame() == 2 + 2 * 20 + 2 * (16 + 32 + 32)
     teacher = build_teacher(
         from_dict(TeacherConfig, tiny_params()["cache_teacher"]["teacher"], "teacher")
     )
@@ -71,7 +71,7 @@ def test_cached_features_are_the_teachers_layers(fp16_cache, tiny_corpus):
     layers, _ = teacher.hidden_states(*_one(read_audio(audio_path(utt, tiny_corpus))))
     cached = header.decode_features(reader.read(utt.id))
     for index, name in ((0, "conv"), (2, "layer_1"), (3, "layer_2")):
-        np.testing.assert_allclose(cached[name], layers[index][0].numpy(), rtol=2e-3, atol=2e-3)
+        torch.testing.assert_close(cached[name], layers[index][0], rtol=2e-3, atol=2e-3)
 
 
 def _one(wav):

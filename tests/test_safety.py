@@ -282,7 +282,7 @@ def test_dropping_an_utterance_keeps_the_unchanged_committed_shards(
     real, calls = cache_teacher.run_shard, []
 
     def failing(*args, **kwargs):
-        calls.append(args[3])
+        calls.append(args[4])  # the shard
         if len(calls) == 4:
             raise RuntimeError("killed")
         return real(*args, **kwargs)
@@ -296,7 +296,7 @@ def test_dropping_an_utterance_keeps_the_unchanged_committed_shards(
     calls.clear()
 
     def counting(*args, **kwargs):
-        calls.append(args[3])
+        calls.append(args[4])  # the shard
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cache_teacher, "run_shard", counting)

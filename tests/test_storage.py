@@ -9,6 +9,7 @@ import tarfile
 import dask.array as da
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 import zarr
 
@@ -21,10 +22,12 @@ from storage import (
     open_cache,
     open_part,
     prepare_location,
+    put_atomic,
     verify_cache,
 )
-from storage.codecs import CODECS, FullConfig, TopKConfig
-from storage.header import HEADER, SCHEMA_VERSION
+from storage.codecs import CODECS, FullConfig, PQConfig, ProjectionConfig
+from storage.header import FITTED, HEADER, SCHEMA_VERSION
+from storage.integrity import sha256_bytes
 from storage.wds_store import WdsConfig, decode_sample
 from storage.zarr_store import ZarrConfig
 
@@ -36,20 +39,31 @@ BACKEND_CONFIGS = {
 CODEC_CONFIGS = {
     "full16": ("full", FullConfig("float16")),
     "full32": ("full", FullConfig("float32")),
-    "topk": ("topk", TopKConfig(k=3)),
+    "pq": ("pq", PQConfig(bytes=3)),
+    "projection": ("projection", ProjectionConfig()),
 }
+
+
+def _logits(n, rng):
+    """Logits of rank 3 (plus a per-frame shift), as a cosine head's are of low rank."""
+    basis = np.random.default_rng(7).normal(size=(3, C))
+    shift = rng.normal(scale=50.0, size=(n, 1))
+    return (rng.normal(scale=2.0, size=(n, 3)) @ basis + shift).astype(np.float32)
 
 
 def _codec(name):
     kind, cfg = CODEC_CONFIGS[name]
-    return CODECS[kind](cfg)
+    codec = CODECS[kind](cfg)
+    codec.fit(torch.from_numpy(_logits(400, np.random.default_rng(1))), seed=0)
+    return codec
 
 
-def _header(codec, backend="zarr"):
+def _header(codec, backend="zarr", constants=None):
+    extra = {"constants": constants} if constants else {}
     return CacheHeader(
         schema_version=SCHEMA_VERSION, backend=backend, teacher="test", fingerprint="f" * 64,
         corpus="c" * 64, num_classes=C, frame_rate=50.0, frame_kernels=[10], frame_strides=[320],
-        codec=codec.header(), target_source="argmax",
+        codec={**codec.header(), **extra}, target_source="argmax",
     )  # fmt: skip
 
 
@@ -57,9 +71,8 @@ def _utts():
     rng = np.random.default_rng(0)
     out = {}
     for i, n in enumerate([5, 13, 1, 9, 30]):
-        logits = rng.normal(scale=3.0, size=(n, C)).astype(np.float32)
-        targets = logits.argmax(-1)
-        targets[0] = (targets[0] + 1) % C  # one target that is not the argmax
+        logits = _logits(n, rng)
+        targets = logits.argmax(-1).astype(np.int16)
         out[f"utt-{i}"] = (logits, targets)
     return out
 
@@ -69,19 +82,27 @@ PARTS = {"part-a": ["utt-0", "utt-1", "utt-2"], "part-b": ["utt-3", "utt-4"]}
 
 def _fields(codec, key):
     logits, targets = _utts()[key]
-    return {"targets": targets, **codec.encode(logits, targets)}
+    return {"targets": targets, **codec.encode(logits)}
 
 
 def _write(path, backend, codec_name, parts=PARTS):
-    """A cache of ``parts`` (name -> keys), committed one by one, then finalized."""
+    """A cache of ``parts`` (name -> keys), committed one by one, then finalized; a learned
+    codec's constants beside them, as stage one fits them."""
+    from safetensors.torch import save
+
     codec = _codec(codec_name)
-    header = _header(codec, backend)
     prepare_location(path)
+    written = {}
+    if codec.learned:
+        data = save({f"codec/{codec.name}/{k}": v for k, v in codec.constants.items()})
+        put_atomic(path, FITTED, data)
+        written[FITTED] = sha256_bytes(data)
+    header = _header(codec, backend, written.get(FITTED))
     for name, keys in parts.items():
         with open_part(path, name, header, BACKEND_CONFIGS[backend]) as part:
             for key in keys:
                 part.write(key, _fields(codec, key))
-    return finalize(path, header, list(parts), None)
+    return finalize(path, header, list(parts), None, written)
 
 
 @pytest.mark.parametrize("codec_name", list(CODEC_CONFIGS))
@@ -92,19 +113,17 @@ def test_round_trip(tmp_path, backend, codec_name):
     assert [(p.name, p.num_utterances) for p in header.parts] == [("part-a", 3), ("part-b", 2)]
     reader = open_cache(tmp_path / "cache")
     assert reader.keys() == list(_utts()) and reader.header == header
+    codec = _codec(codec_name)  # fitted the same way: the cache's constants are these
     for key, (logits, targets) in _utts().items():
         stored = reader.read(key)
-        got_logits, got_targets = header.decode(stored)
-        np.testing.assert_array_equal(got_targets, targets)
-        if codec_name.startswith("full"):
-            np.testing.assert_allclose(got_logits, logits, rtol=1e-3, atol=2e-3)
-        else:  # top-k: kept logits exact to fp16, target always kept, left-out mass preserved
-            ids = stored["topk_ids"].astype(int)
-            assert (ids == targets[:, None]).any(axis=1).all()
-            kept = np.take_along_axis(logits, ids, axis=1)
-            np.testing.assert_allclose(np.take_along_axis(got_logits, ids, axis=1), kept, atol=2e-2)
-            lse = np.log(np.exp(logits).sum(1))
-            np.testing.assert_allclose(np.log(np.exp(got_logits).sum(1)), lse, rtol=1e-3, atol=1e-2)
+        np.testing.assert_array_equal(stored["targets"], targets)
+        assert stored["targets"].dtype == np.int16  # C < 32768
+        got = reader.codec.decode(stored).numpy()
+        np.testing.assert_array_equal(got, codec.decode(codec.encode(logits)).numpy())
+        centred = logits - logits.mean(1, keepdims=True)
+        if codec_name != "pq":  # exact up to float16 (pq: see tests/test_codecs.py)
+            got = got - got.mean(1, keepdims=True)
+            np.testing.assert_allclose(got, centred, rtol=1e-3, atol=2e-2)
     sliced = reader.read("utt-4", frames=slice(3, 6))
     np.testing.assert_array_equal(sliced["targets"], _utts()["utt-4"][1][3:6])
     with pytest.raises(KeyError, match="utt-9"):
@@ -126,9 +145,10 @@ def test_backends_hold_the_same_logical_content(tmp_path, codec_name):
 
 
 def test_codec_sizes():
-    assert _codec("full16").bytes_per_frame(500) == 1000
-    assert _codec("full32").bytes_per_frame(500) == 2000
-    assert CODECS["topk"](TopKConfig(k=32)).bytes_per_frame(500) == 32 * 2 + 32 * 2 + 4
+    assert CODECS["full"](FullConfig("float16")).bytes_per_frame(500) == 1000
+    assert CODECS["full"](FullConfig("float32")).bytes_per_frame(500) == 2000
+    assert CODECS["pq"](PQConfig(bytes=62)).bytes_per_frame(500) == 62
+    assert _codec("projection").bytes_per_frame(C) == 2 * 3  # float16 coordinates, rank 3
 
 
 def test_plain_zarr_and_dask_read_the_zarr_cache(tmp_path):
@@ -136,7 +156,9 @@ def test_plain_zarr_and_dask_read_the_zarr_cache(tmp_path):
     group = zarr.open_group(tmp_path / "cache" / "parts" / "part-b", mode="r")
     offsets = group["frame_offsets"][:]
     i = list(group["utt_ids"][:]).index("utt-3")
-    np.testing.assert_array_equal(group["logits"][offsets[i] : offsets[i + 1]], _utts()["utt-3"][0])
+    logits = _utts()["utt-3"][0]  # stored shifted by each frame's maximum
+    shifted = logits - logits.max(1, keepdims=True)
+    np.testing.assert_array_equal(group["logits"][offsets[i] : offsets[i + 1]], shifted)
     targets = da.concatenate(
         [da.from_zarr(str(tmp_path / "cache" / "parts" / p.name), component="targets")
          for p in header.parts]
@@ -156,7 +178,7 @@ def test_plain_webdataset_and_tar_read_the_wds_cache(tmp_path):
     samples = list(wds.WebDataset(shards, shardshuffle=False).map(decode_sample))
     assert [s["__key__"] for s in samples] == list(_utts())
     for sample, (logits, targets) in zip(samples, _utts().values(), strict=True):
-        np.testing.assert_array_equal(sample["logits.npy"], logits)
+        np.testing.assert_array_equal(sample["logits.npy"], logits - logits.max(1, keepdims=True))
         np.testing.assert_array_equal(sample["targets.npy"], targets)
         assert sample["json"]["num_frames"] == len(targets)
     listing = subprocess.run(["tar", "tf", shards[0]], capture_output=True, text=True, check=True)
@@ -169,8 +191,8 @@ def test_plain_webdataset_and_tar_read_the_wds_cache(tmp_path):
 
 
 def test_webdataset_shards_are_byte_identical_on_rerun(tmp_path):
-    _write(tmp_path / "a", "webdataset", "topk")
-    _write(tmp_path / "b", "webdataset", "topk")
+    _write(tmp_path / "a", "webdataset", "pq")
+    _write(tmp_path / "b", "webdataset", "pq")
     shards = sorted((tmp_path / "a").rglob("*.tar"))
     assert len(shards) == 3
     for shard in shards:
@@ -245,21 +267,21 @@ def test_cache_matches_the_corpus(tiny_corpus, tiny_cache):
     rows = read_manifest(tiny_corpus)
     assert sorted(reader.keys()) == sorted(r.id for r in rows)
     for row in rows:
-        logits, targets = reader.header.decode(reader.read(row.id))
+        stored = reader.read(row.id)
+        logits, targets = reader.codec.decode(stored).numpy(), stored["targets"]
         assert len(targets) == frames.num_frames(row.samples)
         # targets are the argmax of the fp32 logits: a maximum of the stored fp16 logits too
         np.testing.assert_array_equal(logits[np.arange(len(targets)), targets], logits.max(axis=1))
     assert "untrained" in reader.header.teacher
 
 
-def test_codecs_refuse_logits_beyond_float16():
-    logits = np.array([[1e6, 0.0, -3.0]], dtype=np.float32)
-    for codec in (CODECS["full"](FullConfig("float16")), CODECS["topk"](TopKConfig(k=2))):
-        with pytest.raises(ValueError, match="not finite as float16"):
-            codec.encode(logits, np.array([0]))
-    assert (
-        CODECS["full"](FullConfig("float32")).encode(logits, np.array([0]))["logits"][0, 0] == 1e6
-    )
+def test_a_frame_spanning_more_than_float16_keeps_its_top_and_refuses_nan():
+    logits = np.array([[1e6, 0.0, 1e6 - 3.0]], dtype=np.float32)  # a span float16 cannot hold
+    stored = CODECS["full"](FullConfig("float16")).encode(logits)["logits"]
+    assert stored.tolist() == [[0.0, -65504.0, -3.0]]  # no probability lost at any tau
+    assert CODECS["full"](FullConfig("float32")).encode(logits)["logits"][0, 1] == -1e6
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        CODECS["full"](FullConfig("float32")).encode(np.array([[np.nan, 0.0]], np.float32))
 
 
 def test_atomic_dir_removes_what_a_killed_run_left(tmp_path):

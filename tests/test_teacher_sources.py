@@ -5,6 +5,7 @@ import random
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,13 +66,19 @@ def test_hf_dir_with_head_matches_a_plain_forward_and_batches_exactly(tmp_path, 
 
 
 def test_hf_dir_without_head_needs_kmeans(tmp_path):
+    from pipeline.teacher.kmeans import fit_centroids
+
     _tiny_hf("group").save_pretrained(tmp_path / "plain")
     with pytest.raises(
         CheckpointError, match="has no cluster head: set cache_teacher.teacher.logits: kmeans"
     ):
         build_teacher(_cfg(f"hf:{tmp_path / 'plain'}"))
     cfg = _cfg(f"hf:{tmp_path / 'plain'}", logits="kmeans", targets="kmeans")
-    teacher = build_teacher(cfg, lambda: _wavs(16_000, 12_000, 8_000))
+    teacher = build_teacher(cfg)  # its centroids are fitted by stage one (teacher.fitting)
+    with pytest.raises(ValueError, match="need a k-means model"):
+        teacher.outputs(_wavs(8_000))
+    feats = [teacher.encode([w], cfg.kmeans.layer)[1][0] for w in _wavs(16_000, 12_000, 8_000)]
+    teacher.use_kmeans(fit_centroids(torch.cat(feats).numpy(), cfg.kmeans.num_clusters, 0))
     assert (
         teacher.num_classes == cfg.kmeans.num_clusters
         and teacher.target_source == "kmeans(layer=1)"
@@ -79,7 +86,7 @@ def test_hf_dir_without_head_needs_kmeans(tmp_path):
     ((logits, targets, _),) = teacher.outputs(_wavs(8_000, seed=5))
     # k-means targets are the nearest centroid, i.e. the argmax of distance logits
     torch.testing.assert_close(targets, logits.argmax(-1))
-    again = build_teacher(cfg, lambda: _wavs(16_000, 12_000, 8_000))
+    again = build_teacher(cfg, centroids=teacher.kmeans.centroids.numpy())
     assert again.fingerprint() == teacher.fingerprint()
 
 
@@ -382,7 +389,7 @@ def test_kmeans_targets_must_match_the_head(tmp_path):
     save_teacher(tmp_path / "t", _tiny_hf("group"), ClusterHead(D, PROJ, CLUSTERS, 0.1), {})
     cfg = _cfg(f"hf:{tmp_path / 't'}", targets="kmeans")  # 8 clusters vs a 12-class head
     with pytest.raises(CheckpointError, match="8 clusters but the head predicts 12"):
-        build_teacher(cfg, lambda: _wavs(16_000, 12_000, 8_000))
+        build_teacher(cfg, centroids=np.zeros((8, D), dtype=np.float32))
 
 
 @pytest.mark.parametrize("norm", ["group", "layer"])

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 from torch import nn
 
 from pipeline.losses import dkd_loss, kd_loss
-from pipeline.training.batches import Batch
+from pipeline.training.batches import teacher_decoder
+from pipeline.training.stream import CacheBatches
 
 
 @torch.inference_mode()
-def teacher_agreement(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-    """Frame-weighted metrics over ``batches``.
+def teacher_agreement(model: nn.Module, batches: CacheBatches) -> dict[str, float]:
+    """Frame-weighted metrics over ``batches`` (their teacher logits decoded on the model's
+    device).
 
     Returns:
         ``top1_agreement`` (student argmax == cached target), ``kl`` (mean KL(teacher || student)
@@ -22,9 +22,10 @@ def teacher_agreement(model: nn.Module, batches: Iterable[Batch]) -> dict[str, f
     sums = {"top1_agreement": 0.0, "kl": 0.0, "tckd": 0.0, "nckd": 0.0}
     frames = 0
     device = next(model.parameters()).device
+    decode = teacher_decoder(batches.codec, batches.argmax_targets, device)
     for batch in batches:
         n = batch.num_frames
-        batch = batch.to(device)
+        batch = decode(batch)
         logits, _ = model(batch.wav, batch.lengths)
         hits = (logits.argmax(-1) == batch.targets) & batch.frame_mask
         sums["top1_agreement"] += float(hits.sum())

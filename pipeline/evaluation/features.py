@@ -30,7 +30,7 @@ from pipeline.corpus.manifest import Utterance, audio_batches
 from pipeline.evaluation.probe import ProbeBatch
 from pipeline.evaluation.upstream import Upstream
 from storage import CacheHeader, CacheReader, finalize, open_cache, open_part, prepare_location
-from storage.codecs import encode_feature
+from storage.features import encode_feature
 from storage.header import SCHEMA_VERSION
 from storage.zarr_store import ZarrConfig
 
@@ -132,7 +132,7 @@ class StoreBatches:
     def _batch(self, group: list[tuple[str, dict[str, np.ndarray]]]) -> ProbeBatch:
         decoded = [self.reader.header.decode_features(fields) for _, fields in group]
         names = [f"layer_{i}" for i in range(self.shape[0])]
-        per_utt = [torch.from_numpy(np.stack([d[n] for n in names], 1)) for d in decoded]
+        per_utt = [torch.stack([d[n] for n in names], 1) for d in decoded]
         lengths = torch.tensor([len(x) for x in per_utt])
         layers = pad_to_multiple(pad_sequence(per_utt, batch_first=True), self.pad_frames, dim=1)
         layers = layers.transpose(1, 2)  # (B, L, T, D)

@@ -18,7 +18,7 @@ from pipeline.corpus.manifest import Utterance
 from pipeline.evaluation.features import StoreBatches, write_store
 from pipeline.evaluation.probe import ProbeConfig, Reference, score, train_probe
 from pipeline.evaluation.upstream import Upstream, efficiency
-from storage.codecs import FEATURE_ENCODINGS
+from storage.features import FEATURE_ENCODINGS
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,19 @@ from typing import Annotated
 
 from safetensors.torch import save as save_safetensors
 
-from pipeline.audio.files import SAMPLE_RATE, read_audio
+from pipeline.audio.files import SAMPLE_RATE
 from pipeline.core.config import Choice, check, non_negative, positive
 from pipeline.core.errors import ConfigError
-from pipeline.corpus.manifest import Utterance, audio_path, corpus_fingerprint
+from pipeline.corpus.manifest import Utterance, corpus_fingerprint
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.conv import frontend_spec
+from pipeline.teacher.fitting import Fitted
 from pipeline.teacher.model import Teacher
 from pipeline.teacher.sources import build_teacher, teacher_info
 from storage import BACKENDS, CacheHeader
-from storage.codecs import CODECS, FEATURE_ENCODINGS
-from storage.header import SCHEMA_VERSION
+from storage.codecs import CODECS
+from storage.features import FEATURE_ENCODINGS
+from storage.header import FITTED, SCHEMA_VERSION
 from storage.integrity import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ class CacheTeacherConfig:
         teacher: which teacher and head to run.
         backend: the cache backend and its settings: ``{kind: zarr, chunk_frames, zstd_level}``
             or ``{kind: webdataset, shard_utterances}``.
-        codec: how logits are stored: ``{kind: full, dtype}`` or ``{kind: topk, k}``.
+        codec: how logits are stored: ``{kind: full, dtype}``, ``{kind: pq, bytes}`` or
+            ``{kind: projection}`` (see ``storage.codecs``).
         features: teacher features cached per frame beside the logits: ``conv`` (the conv
             stack's output, for students with ``frontend: cached``) and ``layer_<i>``
             (Transformer layer i, 0 = its input; for feature-distillation students).
@@ -52,6 +55,9 @@ class CacheTeacherConfig:
         batch_seconds: audio per inference batch (utterances are length-sorted first).
         threads: torch intra-op threads.
         loader_workers: processes decoding audio ahead of the teacher (0: in the main process).
+        fit_utterances: train utterances (evenly spaced) a learned codec is fitted on (k-means
+            centroids: ``teacher.kmeans.fit_utterances``); once for the whole cache.
+        fit_seed: seed of the codec's fitting.
     """
 
     teacher: TeacherConfig
@@ -64,9 +70,11 @@ class CacheTeacherConfig:
     batch_seconds: float
     threads: int
     loader_workers: int
+    fit_utterances: int
+    fit_seed: int
 
     def __post_init__(self) -> None:
-        positive(self, "shard_utterances", "threads")
+        positive(self, "shard_utterances", "threads", "fit_utterances")
         non_negative(self, "batch_seconds", "loader_workers")
         check(self.feature_encoding in FEATURE_ENCODINGS, "feature_encoding",
               f"must be one of {FEATURE_ENCODINGS}")  # fmt: skip
@@ -81,15 +89,9 @@ class Shard:
 
 
 def load_teacher(cfg: TeacherConfig, utts: list[Utterance], manifest: Path) -> Teacher:
-    """The configured teacher, its k-means fitted on evenly spaced train utterances if needed;
-    warns when a pre-trained teacher was trained on another corpus."""
-
-    def fit_audio():
-        train = [u for u in utts if u.split == "train"] or utts
-        step = max(1, len(train) // cfg.kmeans.fit_utterances)
-        chosen = train[::step][: cfg.kmeans.fit_utterances]
-        return (read_audio(audio_path(u, manifest)) for u in chosen)
-
+    """The configured teacher (k-means centroids still to be fitted are attached by
+    :func:`~pipeline.teacher.fitting.fitted_state`); warns when a pre-trained teacher was
+    trained on another corpus."""
     trained_on = teacher_info(cfg.source).get("corpus", {}).get("fingerprint")
     if trained_on and trained_on != corpus_fingerprint(utts):
         log.warning(
@@ -98,11 +100,14 @@ def load_teacher(cfg: TeacherConfig, utts: list[Utterance], manifest: Path) -> T
             "(README) to match it.",
             cfg.source, trained_on[:12], manifest, corpus_fingerprint(utts)[:12],
         )  # fmt: skip
-    return build_teacher(cfg, fit_audio if cfg.uses_kmeans else None)
+    return build_teacher(cfg)
 
 
-def cache_header(teacher: Teacher, cfg: CacheTeacherConfig, manifest: Path) -> CacheHeader:
-    """The header of the cache this teacher and these settings make (before any part)."""
+def cache_header(
+    teacher: Teacher, cfg: CacheTeacherConfig, manifest: Path, fitted: Fitted
+) -> CacheHeader:
+    """The header of the cache this teacher and these settings make (before any part), with
+    the ``fitted`` codec (a learned one's layout and the digest of its constants)."""
     names = teacher.feature_names()
     unknown = [f for f in cfg.features if f not in names]
     if unknown:
@@ -125,11 +130,15 @@ def cache_header(teacher: Teacher, cfg: CacheTeacherConfig, manifest: Path) -> C
         frame_rate=teacher.frames.frame_rate(SAMPLE_RATE),
         frame_kernels=list(teacher.frames.kernels),
         frame_strides=list(teacher.frames.strides),
-        codec=cfg.codec.build().header(),
+        codec={**fitted.codec.header(), **_constants(fitted)},
         target_source=teacher.target_source,
         frontend={**frontend_spec(hcfg), "normalize": teacher.normalize},
         features=features,
     )
+
+
+def _constants(fitted: Fitted) -> dict[str, str]:
+    return {"constants": fitted.checksums[FITTED]} if fitted.codec.learned else {}
 
 
 def frontend_bytes(teacher: Teacher) -> bytes:

@@ -62,6 +62,22 @@ class Teacher(nn.Module):
         if self.layer is not None and not 1 <= self.layer <= hcfg.num_hidden_layers:
             raise ValueError(f"kmeans.layer {self.layer} outside 1..{hcfg.num_hidden_layers}")
 
+    def use_kmeans(self, centroids) -> None:
+        """Take the k-means head of ``centroids (C, D)`` (numpy or torch) for the logits or
+        targets the config draws from k-means.
+
+        Raises:
+            CheckpointError: k-means targets whose clusters the checkpoint's head does not match.
+        """
+        km = self.cfg.kmeans
+        head = KMeansHead(torch.as_tensor(centroids), km.logits, km.temperature)
+        if self.cfg.logits == "head" and head.num_classes != self.head.num_classes:
+            raise CheckpointError(
+                f"k-means targets have {head.num_classes} clusters but the head "
+                f"predicts {self.head.num_classes}: they must match (kmeans.num_clusters)"
+            )
+        self.kmeans = head.to(self.device)
+
     @property
     def num_classes(self) -> int:
         return self.kmeans.num_classes if self.cfg.logits == "kmeans" else self.head.num_classes

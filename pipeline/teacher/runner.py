@@ -21,7 +21,8 @@ from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.model import Teacher
 from pipeline.teacher.sources import build_teacher
 from storage import CacheHeader, open_part
-from storage.codecs import encode_feature
+from storage.codecs import Codec
+from storage.features import encode_feature
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,14 @@ def run_shard(
     teacher: Teacher,
     cfg: CacheTeacherConfig,
     header: CacheHeader,
+    codec: Codec,
     shard: Shard,
     manifest: Path,
     cache: str | Path,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Run the teacher over one shard and commit it as its part of the cache at ``cache``.
+    """Run the teacher over one shard and commit it as its part of the cache at ``cache``, its
+    logits stored by ``codec`` (with its fitted constants).
 
     Loader workers decode audio ahead; each batch's logits and features are encoded on the
     teacher's device (top-k, int8) and only the encoded fields cross to the host, in one
@@ -102,7 +105,7 @@ def run_shard(
     reports progress. Returns the frames written.
     """
     torch.set_num_threads(cfg.threads)
-    codec = cfg.codec.build()
+    target_dtype = getattr(torch, header.target_dtype)
     batches = length_batches(
         shard.utts, lambda u: u.seconds, cfg.batch_seconds, sort_key=lambda u: (u.seconds, u.id)
     )
@@ -117,7 +120,7 @@ def run_shard(
 
     def encode(wavs: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[int], object]:
         logits, targets, feats, lengths = teacher.forward_batch(wavs, tuple(cfg.features))
-        fields = {"targets": targets.int(), **codec.encode(logits, targets)}
+        fields = {"targets": targets.to(target_dtype), **codec.encode(logits)}
         for name, x in feats.items():
             fields.update(encode_feature(name, x, cfg.feature_encoding))
         host = {k: v.to("cpu", non_blocking=pinned) for k, v in fields.items()}

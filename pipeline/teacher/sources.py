@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from pipeline.core.errors import CheckpointError
 from pipeline.teacher.config import RandomTeacherConfig, TeacherConfig
 from pipeline.teacher.fairseq import load_fairseq_hubert
 from pipeline.teacher.head import ClusterHead
-from pipeline.teacher.kmeans import KMeansHead, fit_centroids, load_centroids
+from pipeline.teacher.kmeans import load_centroids
 from pipeline.teacher.model import Teacher
 
 log = logging.getLogger(__name__)
@@ -93,14 +92,12 @@ def _wants_normalized_audio(spec: str, local: Path, offline: bool) -> bool:
 
 
 def build_teacher(
-    cfg: TeacherConfig,
-    fit_audio: Callable[[], Iterable[torch.Tensor]] | None = None,
-    with_kmeans: bool = True,
-    centroids: np.ndarray | None = None,
+    cfg: TeacherConfig, with_kmeans: bool = True, centroids: np.ndarray | None = None
 ) -> Teacher:
-    """Load the configured teacher; fit its k-means on ``fit_audio()`` waveforms if needed, or
-    take ready ``centroids`` (``with_kmeans=False``: the encoder and head only, e.g. to read
-    its hidden states).
+    """Load the configured teacher with its k-means head, where its logits or targets come from
+    k-means: ready ``centroids``, or those of ``kmeans.path``. Centroids still to be fitted are
+    stage one's (:mod:`pipeline.teacher.fitting`); until then the teacher gives no logits.
+    ``with_kmeans=False``: the encoder and head only (e.g. to read its hidden states).
 
     Raises:
         CheckpointError: a source that cannot be loaded (named, with what to do).
@@ -116,24 +113,10 @@ def build_teacher(
     teacher = Teacher(encoder, head, normalize=normalize, description=description, cfg=cfg)
     teacher.to(resolve_device(cfg.device, "cache_teacher.teacher.device"))
     if cfg.uses_kmeans and with_kmeans:
-        km = cfg.kmeans
+        if centroids is None and cfg.kmeans.path:
+            centroids = load_centroids(Path(cfg.kmeans.path), cfg.trust_checkpoint)
         if centroids is not None:
-            pass
-        elif km.path:
-            centroids = load_centroids(Path(km.path), cfg.trust_checkpoint)
-        else:
-            if fit_audio is None:
-                raise ValueError("fitting k-means needs audio")
-            feats = [teacher.encode([w], km.layer)[1][0].cpu().numpy() for w in fit_audio()]
-            centroids = fit_centroids(np.concatenate(feats), km.num_clusters, km.seed)
-        teacher.kmeans = KMeansHead(torch.from_numpy(centroids), km.logits, km.temperature).to(
-            teacher.device
-        )
-        if cfg.logits == "head" and teacher.kmeans.num_classes != teacher.head.num_classes:
-            raise CheckpointError(
-                f"k-means targets have {teacher.kmeans.num_classes} clusters but the head "
-                f"predicts {teacher.head.num_classes}: they must match (kmeans.num_clusters)"
-            )
+            teacher.use_kmeans(centroids)
     return teacher
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.audio.frames import lengths_to_mask
+from storage.codecs import Codec, repair_argmax
 
 
 @dataclass
@@ -20,8 +23,11 @@ class Batch:
         lengths: ``(B,)`` valid samples.
         targets: ``(B, T)`` int64 targets, 0 on padding.
         frame_mask: ``(B, T)`` True on valid frames.
-        teacher_logits: ``(B, T, C)`` float32 decoded teacher logits, zero on padding (None
-            where there is no teacher, as in pre-training).
+        teacher_logits: ``(B, T, C)`` float32 teacher logits, zero on padding, once decoded
+            where the student trains (:meth:`decode_teacher`); None before, and where there is
+            no teacher (pre-training).
+        teacher_fields: the cached, still encoded logits by field (``(B, T, ...)``, as the
+            cache's codec stores them), until decoded.
         features: cached teacher features by name, each ``(B, T, D)`` float32, zero on padding.
     """
 
@@ -31,6 +37,7 @@ class Batch:
     targets: torch.Tensor
     frame_mask: torch.Tensor
     teacher_logits: torch.Tensor | None = None
+    teacher_fields: dict[str, torch.Tensor] = field(default_factory=dict)
     features: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -40,11 +47,32 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with its tensors on ``device``."""
-        move = {
-            k: v.to(device, non_blocking=True) for k, v in vars(self).items() if torch.is_tensor(v)
-        }
-        feats = {k: v.to(device, non_blocking=True) for k, v in self.features.items()}
-        return Batch(**{**vars(self), **move, "features": feats})
+
+        def move(v):
+            if isinstance(v, dict):
+                return {k: t.to(device, non_blocking=True) for k, t in v.items()}
+            return v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+
+        return Batch(**{k: move(v) for k, v in vars(self).items()})
+
+    def decode_teacher(self, codec: Codec, argmax_targets: bool) -> Batch:
+        """The batch with ``teacher_logits`` decoded from ``teacher_fields`` by ``codec``, where
+        the fields are (the student's device: one gather and matmul for a batch); each frame's
+        argmax restored from its target when the targets are the teacher's argmax."""
+        if not self.teacher_fields:
+            return self
+        logits = codec.decode(self.teacher_fields)
+        if argmax_targets:
+            logits = repair_argmax(logits, self.targets)
+        logits = logits * self.frame_mask[..., None]
+        return dataclasses.replace(self, teacher_logits=logits, teacher_fields={})
+
+
+def teacher_decoder(
+    codec: Codec, argmax_targets: bool, device: torch.device
+) -> Callable[[Batch], Batch]:
+    """What makes a streamed batch trainable: moved to ``device``, teacher logits decoded there."""
+    return lambda batch: batch.to(device).decode_teacher(codec, argmax_targets)
 
 
 def collate(items: list[dict]) -> Batch:
@@ -55,8 +83,11 @@ def collate(items: list[dict]) -> Batch:
         ids=[it["id"] for it in items],
         wav=pad_sequence([it["wav"] for it in items], batch_first=True),
         lengths=lengths,
-        teacher_logits=pad_sequence([it["logits"] for it in items], batch_first=True),
         targets=pad_sequence([it["targets"] for it in items], batch_first=True),
+        teacher_fields={
+            name: pad_sequence([it["teacher"][name] for it in items], batch_first=True)
+            for name in items[0]["teacher"]
+        },
         frame_mask=lengths_to_mask(frame_lengths),
         features={
             name: pad_sequence([it["features"][name] for it in items], batch_first=True)

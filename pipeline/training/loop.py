@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from pipeline.core.io import atomic_file
 from pipeline.core.progress import progress_bar
 from pipeline.core.safe_load import load_weights
 from pipeline.training import distributed
+from pipeline.training.batches import Batch
 from pipeline.training.config import LoopConfig
 from pipeline.training.run import Run
 from pipeline.training.streams import StreamSet
@@ -30,6 +32,7 @@ def train(
     state_path: Path | None = None,
     identity: dict | None = None,
     description: str = "train",
+    prepare: Callable[[Batch], Batch] | None = None,
 ) -> dict:
     """Train every run for ``cfg.steps`` updates on the same batches, each read once.
 
@@ -42,6 +45,8 @@ def train(
             number of ranks.
         identity: what the checkpoint must have been made for (configs, cache); a checkpoint
             with another identity is discarded, never resumed.
+        prepare: makes each streamed micro-batch trainable, once for every run (moves it to
+            the device and decodes its teacher logits there).
 
     Returns:
         The run summary: steps, seconds, frames/s (of this invocation, all ranks), resumed-from
@@ -55,6 +60,8 @@ def train(
         for step in range(first, cfg.steps):
             micro = next(stream)
             local = sum(batch.num_frames for _, batch in micro)  # counted on the CPU
+            if prepare is not None:
+                micro = [(k, prepare(batch)) for k, batch in micro]
             total = _global(local, runs[0].device)
             for run in runs:
                 run.step(micro, step, total)

@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -19,7 +20,9 @@ from storage.location import location
 
 
 class CacheBatches(IterableDataset):
-    """Length-bucketed batches of some utterances, streamed from the teacher cache.
+    """Length-bucketed batches of some utterances, streamed from the teacher cache, their
+    teacher logits as the cache encodes them (decode them where the student trains:
+    ``batch.decode_teacher(self.codec, self.argmax_targets)``).
 
     The cache's storage blocks (runs of chunks, tar shards) are shuffled per epoch and dealt to
     ``streams`` data streams, of which this is number ``stream``, and within it to DataLoader
@@ -57,7 +60,11 @@ class CacheBatches(IterableDataset):
         self.pool = max(pool, 1) if shuffle else max(len(utts), 1)
         self.stream, self.streams = stream, streams
         self.epoch, self.skip = 0, 0
-        stored = set(open_cache(self.cache).keys())
+        reader = open_cache(self.cache)
+        self.codec = reader.codec  # batches carry the logits encoded: decode_teacher(codec)
+        self.argmax_targets = reader.header.argmax_targets
+        self.codec_fields = list(self.codec.fields(reader.header.num_classes))
+        stored = set(reader.keys())
         missing = [u for u in self.utts if u not in stored]
         if missing:
             raise CacheFormatError(
@@ -107,13 +114,12 @@ class CacheBatches(IterableDataset):
                 f"{utt.id}: cache has {len(fields['targets'])} frames, audio gives {expected}; "
                 "the cache was made from different audio or another frame stack"
             )
-        logits, targets = header.decode(fields)
         return {
             "id": utt.id,
             "wav": wav,
-            "logits": torch.from_numpy(logits),
-            "targets": torch.from_numpy(targets),
-            "features": {k: torch.from_numpy(v) for k, v in header.decode_features(fields).items()},
+            "teacher": {k: torch.from_numpy(fields[k]) for k in self.codec_fields},
+            "targets": torch.from_numpy(fields["targets"].astype(np.int64)),
+            "features": header.decode_features(fields),
         }
 
     def _batches(self, pool: list[tuple[Utterance, dict]], rng: random.Random) -> list[list]:

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import json
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -15,17 +16,18 @@ from torch.utils.data import DataLoader
 from pipeline.audio.frames import FrameSpec
 from pipeline.core.config import to_dict
 from pipeline.core.errors import CacheFormatError
-from pipeline.corpus.manifest import Utterance
+from pipeline.corpus.manifest import Utterance, read_manifest
 from pipeline.losses import LOSSES
 from pipeline.students import StudentConfig
 from pipeline.students.checkpoint import CHECKPOINT, build_student, save_student
 from pipeline.training import distributed
+from pipeline.training.batches import Batch, teacher_decoder
 from pipeline.training.config import TrainConfig
 from pipeline.training.live import TrainingLog
 from pipeline.training.run import Run
 from pipeline.training.stream import CacheBatches
 from pipeline.training.streams import EpochStream, StreamSet
-from storage import CacheHeader
+from storage import CacheHeader, open_cache
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,25 @@ def cache_streams(
         return EpochStream(epoch)
 
     return StreamSet(cfg.streams, make)
+
+
+def training_data(
+    cache: str | Path, manifest: Path, cfg: TrainConfig, device: torch.device
+) -> tuple[CacheHeader, StreamSet, Callable[[Batch], Batch]]:
+    """The cache's header (its teacher checked), this rank's streams over the train split, and
+    what makes their batches trainable (moved to ``device``, teacher logits decoded there).
+
+    Raises:
+        CacheFormatError: another teacher than ``train.expect_teacher``.
+        ValueError: no train utterances.
+    """
+    reader = open_cache(cache)
+    check_teacher(reader.header, cfg, cache)
+    utts = read_manifest(manifest, split="train")
+    if not utts:
+        raise ValueError(f"{manifest}: no utterances in the train split")
+    decode = teacher_decoder(reader.codec, reader.header.argmax_targets, device)
+    return reader.header, cache_streams(cache, utts, manifest, cfg), decode
 
 
 def student_runs(
