@@ -30,15 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", default=str(ROOT / "data" / "manifest.jsonl"))
-    parser.add_argument("--codec", default="pq:62", help="kind:bytes (pq) or kind (projection)")
+    parser.add_argument(
+        "--codec", default="pq:62", help="pq:<bytes>, projection, or full:<dtype> (a control)"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="training seeds")
     parser.add_argument("--student", default="dkd_b4")
     args = parser.parse_args()
     manifest = Path(args.manifest)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    kind, _, nbytes = args.codec.partition(":")
+    kind, _, value = args.codec.partition(":")
+    setting = {"pq": lambda: {"bytes": int(value)}, "full": lambda: {"dtype": value}}
     codecs = {"exact (full float16)": {"kind": "full", "dtype": "float16"},
-              args.codec: {"kind": kind, **({"bytes": int(nbytes)} if nbytes else {})}}  # fmt: skip
+              args.codec: {"kind": kind, **setting.get(kind, dict)()}}  # fmt: skip
     student = {args.student: parse_students(params)[args.student]}
     eval_cfg = section(params, "evaluate", EvaluateConfig)
     results: dict[str, list[dict]] = {name: [] for name in codecs}
@@ -47,7 +50,7 @@ def main() -> None:
         for name, codec in codecs.items():
             stage = dict(params["cache_teacher"], codec=codec, features=["conv"])
             cfg = section({"cache_teacher": stage}, "cache_teacher", CacheTeacherConfig)
-            caches[name] = Path(tmp) / name.split()[0]
+            caches[name] = Path(tmp) / name.split()[0].replace(":", "-")
             header = cache_teacher.run(cfg, manifest, caches[name])
             print(f"{name}: {header.bytes_per_frame()} bytes/frame ({header.codec})", flush=True)
         exact = caches["exact (full float16)"]

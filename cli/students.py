@@ -18,9 +18,13 @@ def train_student_cmd(
     manifest: Path = MANIFEST,
     cache: str = CACHE,
     params: Path = PARAMS,
+    restart: bool = typer.Option(
+        False, "--restart", help="delete the run's checkpoint and start from step 0"
+    ),
 ) -> None:
     """Train one student from the teacher cache (the teacher is never run). Under torchrun,
-    data-parallel over the ranks."""
+    data-parallel over the ranks. A killed run resumes from its checkpoint, across changes of
+    threads, device, logging or checkpoint cadence, loader workers or rank count."""
     from pipeline.students import parse_students
     from pipeline.training.config import TrainConfig
     from stages import train_student
@@ -39,6 +43,7 @@ def train_student_cmd(
             {name: out},
             out / train_student.STATE,
             log_dir=out,
+            restart=restart,
         )
     if name in metrics:  # rank 0
         typer.echo(f"student {name}: {metrics[name]['final']}")
@@ -63,6 +68,9 @@ def sweep_cmd(
         None,
         help="a dask.distributed address (tcp://host:port): spread the students over its "
         "workers, each training its share in one pass (paths must be shared)",
+    ),
+    restart: bool = typer.Option(
+        False, "--restart", help="delete the sweep's checkpoint and start from step 0"
     ),
 ) -> None:
     """Train several students in one pass over the cache (each batch read once for all): a
@@ -95,8 +103,9 @@ def sweep_cmd(
             if log in dirs.values():
                 raise ConfigError(f"--log {log}: the folder of student {log.name!r}")
             metrics = train_student.run(
-                students, train_cfg, manifest, cache, dirs, out / "sweep_state.pt", log, sweep=True
-            )
+                students, train_cfg, manifest, cache, dirs, out / "sweep_state.pt", log, True,
+                restart,
+            )  # fmt: skip
     for name, m in metrics.items():
         typer.echo(f"{name}: {m['final']}")
 

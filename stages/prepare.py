@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -14,17 +15,17 @@ from pipeline.audio.files import SAMPLE_RATE, AudioError, check_audio, resampled
 from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.config import Choice, check, non_negative
 from pipeline.core.errors import CorpusError
+from pipeline.core.hashing import sha256_file
 from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.locks import output_lock
 from pipeline.core.progress import progress_bar
-from pipeline.corpus.manifest import Utterance, write_manifest
+from pipeline.corpus.manifest import SUMMARY, Utterance, write_manifest
 from pipeline.corpus.source import Entry
 from pipeline.corpus.sources import SOURCES
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.jsonl"
-SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,13 @@ def assign_split(key: str, dev_fraction: float, test_fraction: float) -> str:
 def run(cfg: PrepareConfig, out_dir: Path) -> dict:
     """Build ``out_dir/manifest.jsonl`` (+ ``summary.json``, + demo audio) atomically.
 
+    Audio paths are relative to the corpus's audio root (the folder holding all its files,
+    recorded in ``summary.json``), and every row carries its file's sha256: the same corpus
+    moved elsewhere gives the same manifest, byte for byte, so nothing downstream reruns.
+
     Returns:
-        The corpus summary (utterances, hours, speakers, per-split counts, vocabulary, skipped).
+        The corpus summary (utterances, hours, speakers, per-split counts, vocabulary, skipped,
+        audio root).
 
     Only an absent folder, an empty one or an earlier corpus written by this stage is replaced.
 
@@ -80,7 +86,7 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
         rows, bad = [], []
         for entry in source.entries(tmp):
             try:
-                rows.append(_checked(entry, tmp, cfg))
+                rows.append(_checked(entry, cfg))
             except AudioError as err:
                 if not cfg.skip_bad:
                     raise AudioError(f"{err} (or rerun with --skip-bad)") from err
@@ -88,14 +94,16 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
                 bad.append(str(err))
             bar.update(task, advance=1, info=f"{len(bad)} skipped")
         _check_corpus(rows, bad, cfg)
-        write_manifest(tmp / MANIFEST, rows)
+        root = _audio_root(rows, tmp)
+        write_manifest(tmp / MANIFEST, [_relative(r, root) for r in rows])
         summary = summarize(rows, skipped=len(bad))
+        summary["audio_root"] = "." if root == tmp.resolve() else str(root)
         write_json(tmp / SUMMARY, summary)
     log.info("wrote %s: %s", out_dir / MANIFEST, summary)
     return summary
 
 
-def _checked(entry: Entry, root: Path, cfg: PrepareConfig) -> Utterance:
+def _checked(entry: Entry, cfg: PrepareConfig) -> Utterance:
     samples, rate = check_audio(entry.audio)
     least = HUBERT_FRAMES.receptive_field
     if resampled_length(samples, rate) < least:
@@ -103,14 +111,12 @@ def _checked(entry: Entry, root: Path, cfg: PrepareConfig) -> Utterance:
             f"{entry.audio}: {resampled_length(samples, rate)} samples at 16 kHz, shorter than "
             f"one teacher frame ({least} samples, {1000 * least / SAMPLE_RATE:g} ms)"
         )
-    audio = Path(entry.audio).resolve()
-    inside = audio.is_relative_to(root.resolve())
     split = entry.split or assign_split(
         entry.speaker or entry.id, cfg.dev_fraction, cfg.test_fraction
     )
     return Utterance(
         id=entry.id,
-        audio=os.path.relpath(audio, root.resolve()) if inside else str(audio),
+        audio=str(Path(entry.audio).resolve()),
         samples=samples,
         sample_rate=rate,
         transcript=entry.transcript,
@@ -118,7 +124,21 @@ def _checked(entry: Entry, root: Path, cfg: PrepareConfig) -> Utterance:
         split=split,
         phonemes=entry.phonemes,
         subset=entry.subset,
+        sha256=sha256_file(entry.audio),
     )
+
+
+def _audio_root(rows: list[Utterance], out_dir: Path) -> Path:
+    """The folder every audio file is under: the corpus folder being written (the demo's), or
+    the deepest folder the source's files share (a LibriSpeech tree, a user list's files)."""
+    inside = out_dir.resolve()
+    if all(Path(r.audio).is_relative_to(inside) for r in rows):
+        return inside
+    return Path(os.path.commonpath([str(Path(r.audio).parent) for r in rows]))
+
+
+def _relative(row: Utterance, root: Path) -> Utterance:
+    return dataclasses.replace(row, audio=Path(row.audio).relative_to(root).as_posix())
 
 
 def _check_corpus(rows: list[Utterance], bad: list[str], cfg: PrepareConfig) -> None:

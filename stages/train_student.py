@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from pipeline.core.locks import output_lock
 from pipeline.students import StudentConfig
 from pipeline.training import distributed
 from pipeline.training.config import TrainConfig
 from pipeline.training.loop import train
 from pipeline.training.students import (
+    forget,
     identity,
     save_outputs,
     student_runs,
@@ -33,6 +32,7 @@ def run(
     state_path: Path,
     log_dir: Path | None = None,
     sweep: bool = False,
+    restart: bool = False,
 ) -> dict[str, dict]:
     """Train students on the train split, side by side on the same batches (each read once),
     from the cache only; write each checkpoint into ``out_dirs[name]``, the run's curves and
@@ -41,23 +41,24 @@ def run(
     Each student is initialised and draws dropout exactly as it would alone, so a sweep gives
     the students separate runs give. Under ``torchrun`` the ranks split the data streams
     (DistributedDataParallel) and rank 0 writes. A checkpoint at ``state_path`` every
-    ``train.checkpoint_every`` steps lets a killed run resume exactly, on any number of ranks;
-    one made for other settings is discarded. Only one run trains into ``state_path`` at a time.
+    ``train.checkpoint_every`` steps lets a killed run resume exactly, on any number of ranks
+    and any node, with the same settings (others are an error; ``restart`` deletes it).
 
     Raises:
         CacheFormatError: the cache is incomplete, damaged (named), of another schema or teacher.
-        OutputError: another run trains into the same place.
+        ConfigError: a checkpoint made for other settings.
+        OutputError: another run trains into the same place (on every rank at once).
     """
-    if not students:  # an empty sweep: an empty training log, so that its outputs exist
-        if (log := training_log(log_dir, [], sweep)) is not None:
-            log.finish({}, {})
-        return {}
-    device = distributed.setup(train_cfg.device, "train.device")
+    device = distributed.setup(train_cfg.device, "train.device", train_cfg.dist_timeout)
     torch.set_num_threads(train_cfg.threads)
     try:
-        with output_lock(state_path) if distributed.is_main() else nullcontext():
-            header, stream, decode = training_data(cache, manifest, train_cfg, device)
+        with distributed.main_lock(state_path):
+            if restart:
+                forget(state_path)
             log = training_log(log_dir, list(students), sweep)
+            if not students:  # an empty sweep: its empty training log, so its outputs exist
+                return save_outputs([], {}, None, train_cfg, {}, {}, log)
+            header, stream, decode = training_data(cache, manifest, train_cfg, device)
             runs = student_runs(students, header, read_frontend(cache), train_cfg, device, log)
             about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
             summary = train(runs, stream, train_cfg, state_path, identity(students, train_cfg,

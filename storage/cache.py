@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pipeline.core import faults
 from pipeline.core.errors import CacheFormatError, OutputError
+from pipeline.core.hashing import sha256_bytes
 from pipeline.core.io import MARKER, check_replaceable, write_marker
 from pipeline.core.locks import clear_dead, output_lock, temp_suffix
 from storage.base import BACKENDS, PartWriter
@@ -45,7 +46,6 @@ from storage.header import (
     read_signed,
     signed_json,
 )
-from storage.integrity import sha256_bytes
 from storage.location import filesystem, is_url
 
 log = logging.getLogger(__name__)

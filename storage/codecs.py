@@ -289,9 +289,11 @@ def codec_from_header(header_codec: dict[str, Any], constants: dict | None = Non
 
 def repair_argmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Decoded ``logits (..., C)`` whose argmax is ``targets (...)`` where the targets are the
-    teacher's argmax (exact side information): a target logit below the frame's maximum is
-    raised to it, plus a hair. Frames that already agree are unchanged."""
-    top = logits.amax(-1)
-    target = logits.gather(-1, targets[..., None].long())[..., 0]
-    raised = torch.where(target < top, top + 1e-3, target)
-    return logits.scatter(-1, targets[..., None].long(), raised[..., None])
+    teacher's argmax (exact side information): where another class is the argmax (or ties
+    with the target), the target's logit is raised to the frame's maximum plus a hair. Frames
+    that already agree are unchanged."""
+    index = targets[..., None].long()
+    target = logits.gather(-1, index)[..., 0]
+    wrong = logits.argmax(-1) != targets
+    raised = torch.where(wrong, logits.amax(-1) + 1e-3, target)
+    return logits.scatter(-1, index, raised[..., None])

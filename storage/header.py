@@ -22,9 +22,10 @@ import torch
 
 from pipeline.core.config import from_dict
 from pipeline.core.errors import CacheFormatError, ConfigError
+from pipeline.core.hashing import sha256_bytes
 from storage.codecs import codec_from_header, field_bytes
 from storage.features import decode_feature, feature_fields
-from storage.integrity import check_bytes, sha256_bytes
+from storage.integrity import check_bytes
 from storage.location import filesystem, read_bytes
 
 SCHEMA_VERSION = 6  # 6: logits shifted per frame, learned codecs, int16 targets (C < 32768)

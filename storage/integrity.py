@@ -12,25 +12,9 @@ import hashlib
 from typing import BinaryIO
 
 from pipeline.core.errors import CacheFormatError
+from pipeline.core.hashing import sha256_bytes
 
 DAMAGED = "rerun cache-teacher to rebuild it (pipeline cache-verify lists every damaged file)"
-
-
-def sha256_bytes(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_stream(f: BinaryIO) -> str:
-    """sha256 of what an open binary file holds from its position on, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_file(path) -> str:
-    with open(path, "rb") as f:
-        return sha256_stream(f)
 
 
 def check_bytes(where: str, data: bytes | None, expected: str) -> bytes:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import CacheFormatError
+from pipeline.core.hashing import sha256_stream
 from pipeline.core.io import MARKER
 from storage.base import BACKENDS, PartReader
 from storage.header import (
@@ -24,7 +25,7 @@ from storage.header import (
     read_header,
     read_part,
 )
-from storage.integrity import check_bytes, sha256_stream
+from storage.integrity import check_bytes
 from storage.location import files, filesystem, location, read_bytes
 
 

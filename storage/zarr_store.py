@@ -25,9 +25,10 @@ from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteReques
 from zarr.storage import FsspecStore, LocalStore, WrapperStore
 
 from pipeline.core.errors import CacheFormatError
+from pipeline.core.hashing import sha256_bytes
 from storage.base import BACKENDS, check_utterance
 from storage.header import CacheHeader, PartContents
-from storage.integrity import check_bytes, sha256_bytes
+from storage.integrity import check_bytes
 from storage.location import is_url
 
 

@@ -135,3 +135,34 @@ def tiny_cache(tiny_corpus, tmp_path_factory) -> Path:
     cfg = section(tiny_params(), "cache_teacher", CacheTeacherConfig)
     cache_teacher.run(cfg, tiny_corpus, out)
     return out
+
+
+SUBSETS = ("train-clean-100", "train-clean-100", "dev-clean", "test-clean")  # by speaker
+
+
+@pytest.fixture(scope="session")
+def librispeech(tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny corpus laid out as LibriSpeech (``<subset>/<speaker>/<chapter>/*.flac`` and
+    ``<speaker>-<chapter>.trans.txt``): train-clean-100, dev-clean, test-clean and test-other
+    (the last speaker's last utterance); returns the LibriSpeech folder. Copy it to change it."""
+    import shutil
+
+    from pipeline.corpus.manifest import audio_path, read_manifest
+
+    root = tmp_path_factory.mktemp("librispeech") / "LibriSpeech"
+    rows = read_manifest(tiny_corpus)
+    speakers = sorted({r.speaker for r in rows})
+    for r in rows:
+        index = speakers.index(r.speaker)
+        n = int(r.id.rsplit("-", 1)[1])
+        subset = SUBSETS[index % len(SUBSETS)]
+        if index % len(SUBSETS) == 3 and n == 2:
+            subset = "test-other"
+        speaker, chapter = str(100 + index), "42"
+        folder = root / subset / speaker / chapter
+        folder.mkdir(parents=True, exist_ok=True)
+        utt = f"{speaker}-{chapter}-{n:04d}"
+        shutil.copy(audio_path(r, tiny_corpus), folder / f"{utt}.flac")
+        with open(folder / f"{speaker}-{chapter}.trans.txt", "a") as f:
+            f.write(f"{utt} {r.transcript.upper()}\n")
+    return root

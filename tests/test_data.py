@@ -3,6 +3,7 @@
 from collections import Counter
 
 import pytest
+import torch
 from torch.utils.data import DataLoader
 
 from pipeline.audio.batching import length_batches
@@ -70,3 +71,20 @@ def test_skipping_batches_gives_the_rest_of_the_epoch(tiny_corpus, tiny_cache):
     assert len(full) > 3
     dataset.set_epoch(0, skip=2)
     assert _ids(dataset) == full[2:]
+
+
+def test_a_streamed_batch_is_pinned_whole(tiny_corpus, tiny_cache, monkeypatch):
+    """DataLoader(pin_memory=True) pins what a batch's ``pin_memory()`` returns: every tensor
+    of it (audio, targets, mask, encoded teacher logits, features), so that the copies to the
+    GPU really overlap its work. Pinning needs CUDA, so a stand-in records the calls here."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    dataset, _ = _stream(tiny_corpus, tiny_cache, shuffle=False, pool=0)
+    batch = next(iter(dataset))
+    tensors = [batch.wav, batch.lengths, batch.targets, batch.frame_mask,
+               *batch.teacher_fields.values(), *batch.features.values()]  # fmt: skip
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a, **k: pinned.append(t) or t)
+    out = pin_memory(batch)  # what the DataLoader's pinning thread calls
+    assert type(out) is type(batch) and out.ids == batch.ids
+    assert len(pinned) == len(tensors) and all(any(p is t for p in pinned) for t in tensors)

@@ -53,6 +53,22 @@ def test_two_ranks_give_one_process_weights(tiny_corpus, tiny_cache, tmp_path):
     assert read_curve(tmp_path / "ranks2")[-1]["step"] == 6  # rank 0 wrote the training log
 
 
+def test_a_refused_lock_stops_every_rank_at_once(tiny_corpus, tiny_cache, tmp_path):
+    """Another run holds the checkpoint's lock: rank 0 is refused, and every rank exits with
+    its one-line message at once, not after the collective timeout (set beyond this test's)."""
+    from pipeline.core.locks import output_lock
+
+    params = _params(tmp_path, steps=4, checkpoint_every=0, dist_timeout=3600)
+    out = tmp_path / "busy"
+    out.mkdir()
+    with output_lock(out / "train_state.pt"):
+        done = subprocess.run(_command(2, params, tiny_corpus, tiny_cache, out), env=_env(),
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.count("another run is writing it") == 2, done.stderr[-3000:]  # both ranks
+    assert not (out / "model.pt").exists()
+
+
 def test_a_killed_two_rank_run_resumes_on_one(tiny_corpus, tiny_cache, tmp_path):
     params = _params(tmp_path, steps=30, checkpoint_every=3, log_every=5)
     reference = tmp_path / "reference"

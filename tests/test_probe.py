@@ -170,6 +170,7 @@ def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
     from stages import train_student
 
     params = tiny_params()
+    params["evaluate"]["work_dir"] = str(tmp_path / "scratch")
     cfg = section(params, "evaluate", EvaluateConfig)
     assert cfg.probe.seeds == 2
     teacher = from_dict(TeacherConfig, params["cache_teacher"]["teacher"], "teacher")
@@ -184,7 +185,8 @@ def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
     for name, folder in dirs.items():
         evaluate_student.run(cfg, name, folder / CHECKPOINT, tiny_corpus, tiny_cache,
                              out / f"{name}.json")  # fmt: skip
-    assert not list(out.glob(".*"))  # the probe feature stores are gone
+    assert not list(out.glob(".*"))  # nothing beside the metrics
+    assert not list((tmp_path / "scratch").iterdir())  # the probe features are gone
     names = ["teacher", "fbank", "ce", "distilhubert"]
     curves = {n: read_curve(tmp_path / "log", n) for n in dirs}
     metrics = report.run(cfg, names, out, curves, tmp_path / "eval")
@@ -223,3 +225,22 @@ def test_evaluation_names_splits_and_subsets():
         ValueError, match="no transcribed utterances in split or subset 'dev-clean'"
     ):
         probe_splits(section(params, "evaluate", EvaluateConfig), rows)
+
+
+def test_probe_features_refuse_a_scratch_folder_without_room(tiny_corpus, tmp_path, monkeypatch):
+    """The disk the features need is known before any is written: too little free space is a
+    one-line error naming the setting, and nothing is left behind."""
+    import shutil
+    from collections import namedtuple
+
+    from pipeline.core.errors import OutputError
+
+    params = tiny_params()
+    params["evaluate"]["work_dir"] = str(tmp_path / "scratch")
+    cfg = section(params, "evaluate", EvaluateConfig)
+    teacher = from_dict(TeacherConfig, params["cache_teacher"]["teacher"], "teacher")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(OutputError, match="set evaluate.work_dir"):
+        evaluate_baseline.run(cfg, "fbank", teacher, tiny_corpus, tmp_path / "fbank.json")
+    assert not list((tmp_path / "scratch").iterdir()) and not (tmp_path / "fbank.json").exists()

@@ -14,6 +14,7 @@ import webdataset as wds
 import zarr
 
 from pipeline.audio.frames import FrameSpec
+from pipeline.core.hashing import sha256_bytes
 from storage import (
     BACKENDS,
     CacheFormatError,
@@ -27,7 +28,6 @@ from storage import (
 )
 from storage.codecs import CODECS, FullConfig, PQConfig, ProjectionConfig
 from storage.header import FITTED, HEADER, SCHEMA_VERSION
-from storage.integrity import sha256_bytes
 from storage.wds_store import WdsConfig, decode_sample
 from storage.zarr_store import ZarrConfig
 

@@ -127,3 +127,49 @@ def test_the_gpu_benchmark_runs_on_the_cpu_at_toy_sizes():
     assert result.returncode == 0, result.stderr[-2000:]
     for row in ("cache-teacher, logits only", "train dkd_b4, frontend: cached", "sweep of 4"):
         assert row in result.stdout
+
+
+@pytest.mark.slow
+def test_a_resume_survives_operational_changes_and_refuses_real_ones(
+    tiny_corpus, tiny_cache, tmp_path
+):
+    """Threads, logging and checkpoint cadence may change across a resume (another node); a
+    change of what the weights depend on is refused, naming the key, and the checkpoint stays;
+    --restart starts afresh."""
+    params = tiny_params()
+    params["train"].update(steps=12, checkpoint_every=4, log_every=2)
+    path = write_params(tmp_path / "params.yaml", params)
+    common = ["--params", str(path), "--manifest", str(tiny_corpus), "--cache", str(tiny_cache)]
+    reference = CliRunner().invoke(
+        app, ["train-student", "kd", *common, "--out", str(tmp_path / "ref")]
+    )
+    assert reference.exit_code == 0, reference.output
+    out = tmp_path / "kd"
+    env = {**os.environ, "HUBERT_KD_NO_PROGRESS": "1", FAULT: "checkpoint:4"}
+    killed = subprocess.run([PIPELINE, "train-student", "kd", *common, "--out", str(out)],
+                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    state = (out / train_student.STATE).read_bytes()
+
+    changed = tiny_params()
+    changed["train"].update(steps=12, checkpoint_every=4, log_every=2, lr=0.001)
+    write_params(path, changed)
+    refused = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
+    assert refused.exit_code == 2 and "train.lr: 0.002 -> 0.001" in refused.output
+    assert "--restart" in refused.output and (out / train_student.STATE).read_bytes() == state
+
+    operational = tiny_params()
+    operational["train"].update(steps=12, checkpoint_every=5, log_every=3, threads=1)
+    write_params(path, operational)
+    resumed = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 4
+    assert_same_weights(tmp_path / "ref" / "model.pt", out / "model.pt", rtol=1e-4, atol=1e-5)
+
+    (out / train_student.STATE).write_bytes(state)  # the killed run's checkpoint again
+    write_params(path, changed)
+    again = CliRunner().invoke(
+        app, ["train-student", "kd", *common, "--out", str(out), "--restart"]
+    )
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 0

@@ -26,7 +26,8 @@ class Utterance:
 
     Attributes:
         id: unique utterance id (letters, digits, ``-`` and ``_``; no dots, for WebDataset keys).
-        audio: path to the audio file; relative paths are relative to the manifest's folder.
+        audio: path to the audio file; a relative path is relative to the corpus's audio root
+            (:func:`audio_root`), so a corpus can move without changing its manifest.
         samples: number of samples in the file at its own ``sample_rate``.
         sample_rate: the file's sample rate in Hz (loaders resample to 16 kHz).
         transcript: the words spoken ("" when unknown).
@@ -35,6 +36,8 @@ class Utterance:
         phonemes: optional phoneme transcript (space-separated), "" when unknown.
         subset: the corpus's own subset name (LibriSpeech: ``train-clean-100``, ``test-other``,
             ...), "" when it has none; evaluation can name subsets as well as splits.
+        sha256: the audio file's sha256 ("" when unknown): the manifest changes exactly when the
+            audio does, wherever it lives.
     """
 
     id: str
@@ -46,6 +49,7 @@ class Utterance:
     split: str
     phonemes: str = ""
     subset: str = ""
+    sha256: str = ""
 
     def belongs_to(self, name: str) -> bool:
         """Whether this row is in split or subset ``name`` (``test``, ``test-other``, ...)."""
@@ -56,10 +60,33 @@ class Utterance:
         return self.samples / self.sample_rate
 
 
+SUMMARY = "summary.json"  # beside the manifest: the corpus's statistics and its audio root
+
+_ROOTS: dict[tuple[str, int], Path] = {}
+
+
+def audio_root(manifest: Path) -> Path:
+    """Where the relative audio paths of ``manifest`` start: the ``audio_root`` recorded in
+    ``summary.json`` beside it by `prepare` (relative to the manifest's folder, or absolute),
+    else the manifest's own folder."""
+    folder = Path(manifest).parent
+    try:
+        stamp = (folder / SUMMARY).stat().st_mtime_ns
+    except OSError:
+        return folder
+    if (str(folder), stamp) not in _ROOTS:
+        try:
+            root = json.loads((folder / SUMMARY).read_text()).get("audio_root", ".")
+        except (OSError, ValueError, AttributeError):
+            root = "."
+        _ROOTS[(str(folder), stamp)] = folder / root
+    return _ROOTS[(str(folder), stamp)]
+
+
 def audio_path(utt: Utterance, manifest: Path) -> Path:
-    """The absolute audio path of ``utt`` listed in ``manifest``."""
+    """The audio path of ``utt`` listed in ``manifest``."""
     path = Path(utt.audio)
-    return path if path.is_absolute() else manifest.parent / path
+    return path if path.is_absolute() else audio_root(manifest) / path
 
 
 def audio_batches(

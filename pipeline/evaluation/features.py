@@ -14,7 +14,9 @@ the peak grow with the corpus. Every valid frame is computed as without the padd
 
 from __future__ import annotations
 
+import logging
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.audio.batching import length_batches
 from pipeline.audio.files import SAMPLE_RATE
+from pipeline.core.errors import OutputError
 from pipeline.core.progress import progress_bar
 from pipeline.corpus.manifest import Utterance, audio_batches
 from pipeline.evaluation.probe import ProbeBatch
@@ -33,6 +36,8 @@ from storage import CacheHeader, CacheReader, finalize, open_cache, open_part, p
 from storage.features import encode_feature
 from storage.header import SCHEMA_VERSION
 from storage.zarr_store import ZarrConfig
+
+log = logging.getLogger(__name__)
 
 STORE = ZarrConfig(chunk_frames=1024, zstd_level=1)
 
@@ -53,6 +58,7 @@ def write_store(
     second = torch.zeros(1, SAMPLE_RATE)
     layers, _ = upstream.probe_layers(second, torch.tensor([SAMPLE_RATE]))  # (1, L, T, D)
     header = _header(upstream, layers.shape[1], layers.shape[3], encoding)
+    _check_room(path, header, layers.shape[2] * sum(u.seconds for v in splits.values() for u in v))
     with progress_bar() as bar:
         task = bar.add_task(f"features {upstream.name}", total=sum(map(len, splits.values())),
                             info="")  # fmt: skip
@@ -67,6 +73,25 @@ def write_store(
                     part.write(utt.id, fields)
                     bar.update(task, advance=1)
     return finalize(path, header, [f"split-{n}" for n in splits], None)
+
+
+def _check_room(path: Path, header: CacheHeader, frames: float) -> None:
+    """Log the disk the features need; refuse before writing when ``path`` lacks it.
+
+    Raises:
+        OutputError: less free space than the features need (set ``evaluate.work_dir``).
+    """
+    need = frames * header.bytes_per_frame()
+    free = shutil.disk_usage(path).free
+    log.info(
+        "probe features: %.0f frames x %d bytes = %.2f GB in %s (removed afterwards; %.1f GB "
+        "free)", frames, header.bytes_per_frame(), need / 1e9, path, free / 1e9,
+    )  # fmt: skip
+    if need > free:
+        raise OutputError(
+            f"{path}: the probe features need {need / 1e9:.1f} GB and {free / 1e9:.1f} GB are "
+            "free there; set evaluate.work_dir (or $TMPDIR) to a scratch folder with room"
+        )
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:

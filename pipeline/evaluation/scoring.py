@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import shutil
 import statistics
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class EvaluateConfig:
         feature_encoding: how probe features are stored between the upstream and the probe
             (``float16``, or ``int8`` with a per-frame scale: half the disk).
         probe: the ASR probe.
+        work_dir: the scratch folder for the probe features while a model is scored (removed
+            afterwards; their size is logged before they are written); "" is the system's temp
+            folder (``$TMPDIR``).
     """
 
     splits: list[str]
@@ -55,6 +59,7 @@ class EvaluateConfig:
     efficiency_seconds: float
     feature_encoding: str
     probe: ProbeConfig
+    work_dir: str = ""
 
     def __post_init__(self) -> None:
         check(bool(self.splits) and self.probe.train not in self.splits, "splits",
@@ -97,13 +102,15 @@ def score_upstream(
 ) -> dict:
     """Probe ``upstream`` ``cfg.probe.seeds`` times and score each split, plus its parameters,
     RTF and peak memory. ``out`` is where the caller writes these metrics; the probe features
-    live beside it, in ``.<name>.work/``, removed at the end."""
-    work = out.with_name(f".{out.stem}.work")
+    live in a folder of ``cfg.work_dir`` while it runs, removed at the end."""
     device = resolve_device(cfg.device, "evaluate.device")
     torch.set_num_threads(cfg.threads)
     if upstream.module is not None:
         upstream.module.to(device).eval()
-    shutil.rmtree(work, ignore_errors=True)
+    scratch = Path(cfg.work_dir) if cfg.work_dir else None
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"hubert-kd-{upstream.name}-", dir=scratch))
     try:
         write_store(upstream, splits, manifest, work, cfg.batch_seconds, cfg.feature_encoding,
                     cfg.pad_seconds)  # fmt: skip

@@ -19,6 +19,7 @@ from safetensors.torch import save as save_safetensors
 from pipeline.audio.files import SAMPLE_RATE
 from pipeline.core.config import Choice, check, non_negative, positive
 from pipeline.core.errors import ConfigError
+from pipeline.core.hashing import sha256_bytes, sha256_file
 from pipeline.corpus.manifest import Utterance, corpus_fingerprint
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.conv import frontend_spec
@@ -29,7 +30,6 @@ from storage import BACKENDS, CacheHeader
 from storage.codecs import CODECS
 from storage.features import FEATURE_ENCODINGS
 from storage.header import FITTED, SCHEMA_VERSION
-from storage.integrity import sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 

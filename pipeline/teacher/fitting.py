@@ -22,6 +22,7 @@ import torch
 from pipeline.audio.files import read_audio
 from pipeline.core.config import to_dict
 from pipeline.core.errors import OutputError
+from pipeline.core.hashing import sha256_bytes
 from pipeline.corpus.manifest import Utterance, audio_path
 from pipeline.teacher.kmeans import KMeansHead, fit_centroids
 from pipeline.teacher.model import Teacher
@@ -29,7 +30,7 @@ from storage import put_atomic
 from storage.codecs import Codec
 from storage.header import FITTED
 from storage.header import FITTED_RECIPE as RECIPE
-from storage.integrity import check_bytes, sha256_bytes
+from storage.integrity import check_bytes
 from storage.location import read_bytes
 
 log = logging.getLogger(__name__)

@@ -46,14 +46,21 @@ class Batch:
         return int(self.frame_mask.sum())
 
     def to(self, device: torch.device | str) -> Batch:
-        """The batch with its tensors on ``device``."""
+        """The batch with its tensors on ``device`` (copied without blocking: from pinned
+        memory, the copy overlaps the device's work)."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
 
-        def move(v):
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (what ``DataLoader(pin_memory=True)`` calls)."""
+        return self._map(lambda t: t.pin_memory())
+
+    def _map(self, fn) -> Batch:
+        def apply(v):
             if isinstance(v, dict):
-                return {k: t.to(device, non_blocking=True) for k, t in v.items()}
-            return v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                return {k: fn(t) for k, t in v.items()}
+            return fn(v) if torch.is_tensor(v) else v
 
-        return Batch(**{k: move(v) for k, v in vars(self).items()})
+        return Batch(**{k: apply(v) for k, v in vars(self).items()})
 
     def decode_teacher(self, codec: Codec, argmax_targets: bool) -> Batch:
         """The batch with ``teacher_logits`` decoded from ``teacher_fields`` by ``codec``, where

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from pipeline.core.config import check, non_negative, positive
+from pipeline.core.config import check, non_negative, positive, to_dict
 from pipeline.core.device import check_device, check_precision
 
 
@@ -65,6 +66,11 @@ class TrainConfig(LoopConfig):
             (0: none).
         expect_teacher: a teacher fingerprint (or its prefix) the cache must carry; "" accepts
             any cache (its fingerprint is recorded in each checkpoint either way).
+        dist_timeout: seconds a data-parallel rank waits for the others in a collective before
+            the run fails (torchrun).
+
+    A run resumes from its checkpoint across changes of the :data:`OPERATIONAL` settings (how
+    it runs: another node, thread count or logging cadence); any other change is refused.
     """
 
     distill_warmup_steps: int
@@ -72,8 +78,18 @@ class TrainConfig(LoopConfig):
     shuffle_pool: int
     loader_workers: int
     expect_teacher: str
+    dist_timeout: float
+
+    OPERATIONAL: ClassVar[tuple[str, ...]] = (
+        "threads", "device", "log_every", "checkpoint_every", "loader_workers",
+        "expect_teacher", "dist_timeout",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self, "streams")
+        positive(self, "streams", "dist_timeout")
         non_negative(self, "distill_warmup_steps", "shuffle_pool", "loader_workers")
+
+    def result_settings(self) -> dict:
+        """The settings the trained weights depend on (all but the operational ones)."""
+        return {k: v for k, v in to_dict(self).items() if k not in self.OPERATIONAL}

@@ -7,24 +7,63 @@ reads the same with and without DistributedDataParallel.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from pipeline.core.device import resolve_device
+from pipeline.core.errors import OutputError
+from pipeline.core.locks import output_lock
 
 
-def setup(device: str, key: str) -> torch.device:
+def setup(device: str, key: str, timeout: float = 600.0) -> torch.device:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1) and return this
-    rank's device: ``cuda`` becomes ``cuda:<LOCAL_RANK>``; nccl on CUDA, gloo on the CPU."""
+    rank's device: ``cuda`` becomes ``cuda:<LOCAL_RANK>``; nccl on CUDA, gloo on the CPU. A
+    collective that waits more than ``timeout`` seconds for a rank fails the run."""
     resolved = resolve_device(device, key)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         if resolved.type == "cuda":
             resolved = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(resolved)
-        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     return resolved
+
+
+@contextmanager
+def main_lock(path: Path) -> Iterator[None]:
+    """Rank 0 holds the one-writer lock of output ``path``; every rank learns at once whether
+    it got it, so a refusal stops all of them with rank 0's message (none waits in a
+    collective for a rank that has left).
+
+    Raises:
+        OutputError: another run writes ``path`` (on every rank).
+    """
+    with ExitStack() as held:
+        refused = None
+        if is_main():
+            try:
+                held.enter_context(output_lock(path))
+            except OutputError as err:
+                refused = str(err)
+        refused = broadcast(refused)
+        if refused is not None:
+            raise OutputError(refused)
+        yield
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object), on every rank."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def teardown() -> None:

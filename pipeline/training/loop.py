@@ -9,10 +9,12 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from pipeline.core import faults
+from pipeline.core.errors import ConfigError
 from pipeline.core.io import atomic_file
 from pipeline.core.progress import progress_bar
 from pipeline.core.safe_load import load_weights
@@ -43,8 +45,8 @@ def train(
         state_path: where rank 0 checkpoints every ``cfg.checkpoint_every`` steps; a checkpoint
             there is resumed exactly (weights, optimizer, schedule, data position), on any
             number of ranks.
-        identity: what the checkpoint must have been made for (configs, cache); a checkpoint
-            with another identity is discarded, never resumed.
+        identity: what the checkpoint must have been made for (what the weights depend on); a
+            checkpoint made for another is an error naming what differs, never overwritten.
         prepare: makes each streamed micro-batch trainable, once for every run (moves it to
             the device and decodes its teacher logits there).
 
@@ -52,7 +54,7 @@ def train(
         The run summary: steps, seconds, frames/s (of this invocation, all ranks), resumed-from
         step.
     """
-    key = json.dumps({"runs": [r.name for r in runs], **(identity or {})}, sort_keys=True)
+    key = json.loads(json.dumps({"runs": [r.name for r in runs], **(identity or {})}))
     first = _resume(runs, stream, state_path, key)
     frames, start = 0, time.perf_counter()
     with progress_bar(enabled=distributed.is_main()) as bar:
@@ -94,14 +96,23 @@ def _global(local: int, device: torch.device) -> float | torch.Tensor:
     return distributed.all_sum(torch.tensor(float(local), device=device))
 
 
-def _resume(runs: list[Run], stream: StreamSet, state_path: Path | None, key: str) -> int:
-    """Load a checkpoint made for ``key``; returns the step to continue from (0 if none)."""
+def _resume(runs: list[Run], stream: StreamSet, state_path: Path | None, key: dict) -> int:
+    """Load a checkpoint made for ``key``; returns the step to continue from (0 if none).
+
+    Raises:
+        ConfigError: the checkpoint was made for other settings (the differing keys named).
+    """
     if state_path is None or not state_path.is_file():
         return 0
     saved = load_weights(state_path, "training state (delete it to start afresh)")
-    if saved.get("identity") != key:
-        log.warning("ignoring %s: it was made for other settings", state_path)
-        return 0
+    made_for = saved.get("identity")
+    if made_for != key:
+        changed = differences(made_for, key) if isinstance(made_for, dict) else ["its format"]
+        raise ConfigError(
+            f"{state_path}: a checkpoint of this run at step {saved.get('step')}, made for other "
+            f"settings ({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''}): resume "
+            "with the same settings, or start afresh with --restart (it deletes the checkpoint)"
+        )
     for run, state in zip(runs, saved["states"], strict=True):
         run.load_state_dict(state)
     stream.restore(saved["streams"])
@@ -109,7 +120,16 @@ def _resume(runs: list[Run], stream: StreamSet, state_path: Path | None, key: st
     return saved["step"]
 
 
-def _checkpoint(runs: list[Run], stream: StreamSet, path: Path, key: str, step: int) -> None:
+def differences(old: Any, new: Any, key: str = "") -> list[str]:
+    """``key: old -> new`` for each dotted key whose value differs between two JSON values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in differences(old.get(k), new.get(k), f"{key}.{k}" if key
+                                                    else k)]  # fmt: skip
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
+def _checkpoint(runs: list[Run], stream: StreamSet, path: Path, key: dict, step: int) -> None:
     streams = stream.state()  # a collective: every rank takes part
     if distributed.is_main():
         payload = {"identity": key, "states": [r.state_dict() for r in runs],

@@ -105,7 +105,7 @@ class Run:
         self.scaler.update()
         self.schedule.step()
         self.window_steps += 1
-        if self.window_steps == cfg.log_every or step == cfg.steps - 1:
+        if self.window_steps >= cfg.log_every or step == cfg.steps - 1:
             self._log(step)
 
     def _terms(self, batch: Batch, warm: float) -> dict[str, torch.Tensor]:

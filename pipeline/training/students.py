@@ -58,7 +58,7 @@ def cache_streams(
             workers = cfg.loader_workers
             dataset.set_epoch(e, skip if workers == 0 else 0)  # cheap skip without workers
             loader = DataLoader(dataset, batch_size=None, num_workers=workers,
-                                pin_memory=torch.cuda.is_available())  # fmt: skip
+                                pin_memory=cfg.device.startswith("cuda"))  # fmt: skip
             return loader if workers == 0 else itertools.islice(loader, skip, None)
 
         return EpochStream(epoch)
@@ -110,6 +110,13 @@ def student_runs(
     return runs
 
 
+def forget(state_path: Path) -> None:
+    """Start afresh: rank 0 deletes the checkpoint, and no rank goes on before it is gone."""
+    if distributed.is_main():
+        state_path.unlink(missing_ok=True)
+    distributed.barrier()
+
+
 def training_log(log_dir: Path | None, names: list[str], sweep: bool) -> TrainingLog | None:
     """The run's training log in ``log_dir`` (rank 0 writes it); None without a folder."""
     if log_dir is None or not distributed.is_main():
@@ -123,10 +130,12 @@ def _log_point(training_log: TrainingLog, name: str, point: dict) -> None:
 
 
 def identity(students: dict[str, StudentConfig], cfg: TrainConfig, header: CacheHeader) -> dict:
-    """What a training checkpoint must have been made for to be resumed."""
+    """What a training checkpoint must have been made for to be resumed: what its weights
+    depend on (students, the training settings but the operational ones, the cache's content),
+    never where or how it runs."""
     return {
         "students": {n: to_dict(c) for n, c in students.items()},
-        "train": to_dict(cfg),
+        "train": cfg.result_settings(),
         "cache": header.fingerprint,
         "codec": header.codec,
         "parts": hashlib.sha256(
@@ -139,7 +148,7 @@ def identity(students: dict[str, StudentConfig], cfg: TrainConfig, header: Cache
 def save_outputs(
     runs: list[Run],
     students: dict[str, StudentConfig],
-    header: CacheHeader,
+    header: CacheHeader | None,
     cfg: TrainConfig,
     summary: dict,
     out_dirs: dict[str, Path],
