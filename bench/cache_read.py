@@ -23,17 +23,17 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.audio.frames import FrameSpec
 from pipeline.core.config import section
 from pipeline.corpus.manifest import read_manifest
 from pipeline.losses import LOSSES
+from pipeline.nn.frames import FrameSpec
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import build_student
 from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.training.batches import Batch, teacher_decoder
+from pipeline.training.cache_batches import CacheBatches
 from pipeline.training.config import TrainConfig
-from pipeline.training.run import Run
-from pipeline.training.stream import CacheBatches
+from pipeline.training.trainee import Trainee
 from stages import cache_teacher
 from storage import open_cache, read_frontend
 
@@ -80,7 +80,7 @@ def student_rate(cache: Path, name: str, steps: int) -> float:
     model = build_student(student_cfg, header.num_classes, frames, read_frontend(cache))
     losses = {n: LOSSES[n](c) for n, c in student_cfg.losses.items()}
     train_cfg = section(params, "train", TrainConfig)
-    run = Run(name, model, losses, train_cfg, torch.device("cpu"))
+    run = Trainee(name, model, losses, train_cfg, torch.device("cpu"))
     seconds = train_cfg.batch_seconds
     n_utts = max(1, int(seconds / 3))
     wav = 0.1 * torch.randn(n_utts, 48_000)

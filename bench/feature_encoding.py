@@ -25,8 +25,8 @@ from pipeline.evaluation.agreement import teacher_agreement
 from pipeline.students import parse_students
 from pipeline.students.checkpoint import CHECKPOINT, load_student
 from pipeline.teacher.caching import CacheTeacherConfig
+from pipeline.training.cache_batches import CacheBatches
 from pipeline.training.config import TrainConfig
-from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 from storage import cache_summary
 

@@ -45,8 +45,8 @@ from pipeline.students import grid_students, parse_student
 from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import save_teacher
+from pipeline.training.cache_batches import CacheBatches
 from pipeline.training.config import TrainConfig
-from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 
 ROOT = Path(__file__).resolve().parents[1]

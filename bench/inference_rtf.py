@@ -26,15 +26,15 @@ import torch
 import yaml
 from transformers import HubertConfig, HubertModel
 
-from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.config import from_dict
 from pipeline.export.checks import load_form
 from pipeline.export.forms import write_forms
 from pipeline.export.inference import Inference
+from pipeline.nn.conv import frontend_spec
+from pipeline.nn.frames import HUBERT_FRAMES
 from pipeline.students import parse_student
 from pipeline.students.checkpoint import build_student
 from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.conv import frontend_spec
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import build_teacher, save_teacher
 

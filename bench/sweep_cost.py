@@ -26,19 +26,19 @@ import yaml
 from torch.utils.data import DataLoader
 from transformers import HubertConfig, HubertModel
 
-from pipeline.audio.frames import FrameSpec
 from pipeline.core.config import section
 from pipeline.corpus.manifest import read_manifest
 from pipeline.losses import LOSSES
+from pipeline.nn.frames import FrameSpec
 from pipeline.students import grid_students, parse_student
 from pipeline.students.checkpoint import build_student
 from pipeline.teacher.caching import CacheTeacherConfig
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import build_teacher, save_teacher
 from pipeline.training.batches import Batch
+from pipeline.training.cache_batches import CacheBatches
 from pipeline.training.config import TrainConfig
-from pipeline.training.run import Run
-from pipeline.training.stream import CacheBatches
+from pipeline.training.trainee import Trainee
 from stages import cache_teacher, train_student
 from storage import open_cache, read_frontend
 
@@ -111,7 +111,7 @@ def main() -> None:
                 torch.manual_seed(train_cfg.seed)
                 model = build_student(cfg, 500, frames, read_frontend(tmp / "cache"))
                 losses = {n: LOSSES[n](c) for n, c in cfg.losses.items()}
-                run = Run("online", model, losses, train_cfg, torch.device("cpu"))
+                run = Trainee("online", model, losses, train_cfg, torch.device("cpu"))
                 batches = iter(DataLoader(dataset, batch_size=None))
                 for step in range(train_cfg.steps):
                     batch = next(batches)

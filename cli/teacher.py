@@ -100,7 +100,7 @@ def pretrain_teacher_cmd(
 ) -> None:
     """Pre-train a small HuBERT (HuBERT iteration 1: masked prediction of MFCC k-means
     clusters) and write a teacher directory usable as hf:<out>."""
-    from pipeline.teacher.pretrain import PretrainConfig
+    from pipeline.pretraining.hubert import PretrainConfig
     from stages import pretrain_teacher
 
     with reported():

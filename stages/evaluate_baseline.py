@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_json
 from pipeline.corpus.manifest import read_manifest
 from pipeline.evaluation.scoring import BASELINES, EvaluateConfig, probe_splits, score_upstream
 from pipeline.evaluation.upstream import Upstream, fbank_layers
+from pipeline.nn.frames import HUBERT_FRAMES
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.sources import untrained_teacher
 

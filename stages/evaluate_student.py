@@ -13,7 +13,7 @@ from pipeline.evaluation.scoring import EvaluateConfig, probe_splits, score_upst
 from pipeline.evaluation.upstream import Upstream
 from pipeline.export.streaming import streaming_info
 from pipeline.students.checkpoint import load_student
-from pipeline.training.stream import CacheBatches
+from pipeline.training.cache_batches import CacheBatches
 from storage import read_header
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Annotated
 
 from pipeline.audio.files import SAMPLE_RATE, AudioError, check_audio, resampled_length
-from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.config import Choice, check, non_negative
 from pipeline.core.errors import CorpusError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.locks import output_lock
 from pipeline.core.progress import progress_bar
+from pipeline.corpus.base import Entry
 from pipeline.corpus.manifest import SUMMARY, Utterance, write_manifest
-from pipeline.corpus.source import Entry
 from pipeline.corpus.sources import SOURCES
+from pipeline.nn.frames import HUBERT_FRAMES
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pipeline.core.io import atomic_dir, check_replaceable
 from pipeline.core.locks import output_lock
 from pipeline.corpus.manifest import corpus_fingerprint, read_manifest
 from pipeline.losses.masked import Masked, MaskedConfig
-from pipeline.teacher.pretrain import (
+from pipeline.pretraining.hubert import (
     MaskedPredictor,
     PretrainConfig,
     batches,
@@ -29,9 +29,9 @@ from pipeline.teacher.pretrain import (
 )
 from pipeline.teacher.sources import save_teacher, small_hubert
 from pipeline.training import distributed
+from pipeline.training.epochs import single
 from pipeline.training.loop import train
-from pipeline.training.run import Run
-from pipeline.training.streams import single
+from pipeline.training.trainee import Trainee
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def run(cfg: PretrainConfig, manifest: Path, out: Path) -> dict:
         targets = mfcc_targets(cfg, model.frames, train_utts, dev_utts, manifest)
         device = distributed.setup(cfg.device, "pretrain_teacher.device")
         loss = Masked(MaskedConfig(weight=1.0, unmasked_weight=cfg.unmasked_weight))
-        run_ = Run("teacher", model, {"masked": loss}, cfg, device)
+        run_ = Trainee("teacher", model, {"masked": loss}, cfg, device)
 
         def epoch(e: int, skip: int):
             groups = list(batches(targets.train, cfg.batch_seconds, e, cfg.seed))[skip:]

@@ -42,9 +42,9 @@ from storage.header import (
     CacheHeader,
     PartHeader,
     PartInfo,
+    json_with_digest,
     part_location,
-    read_signed,
-    signed_json,
+    read_with_digest,
 )
 from storage.location import filesystem, is_url
 
@@ -124,7 +124,7 @@ def open_part(path: str | Path, name: str, header: CacheHeader, backend_cfg) -> 
                 (stage / file).write_bytes(data)
                 index[file] = sha256_bytes(data)
             doc = PartHeader(name, header.backend, len(part.keys), frames, index)
-            data, digest = signed_json(doc)
+            data, digest = json_with_digest(doc)
             (stage / PART).write_bytes(data)
             _commit(stage, path, name)
             part.info = PartInfo(name, len(part.keys), frames, digest)
@@ -189,7 +189,7 @@ def finalize(
     for name in names:  # each part.json is a few lines, whatever the part holds
         fs, root = filesystem(part_location(path, name))
         digest = json.loads(fs.cat_file(f"{root}/{PART}")).get("digest", "")
-        part = read_signed(part_location(path, name), PART, PartHeader, expect_digest=digest)
+        part = read_with_digest(part_location(path, name), PART, PartHeader, expect_digest=digest)
         infos.append(PartInfo(name, part.num_utterances, part.num_frames, digest))
     fs, root = filesystem(path)
     checksums = dict(written or {})
@@ -201,7 +201,7 @@ def finalize(
         num_utterances=sum(i.num_utterances for i in infos),
         num_frames=sum(i.num_frames for i in infos),
     )  # fmt: skip
-    put_atomic(path, HEADER, signed_json(header)[0])
+    put_atomic(path, HEADER, json_with_digest(header)[0])
     for stale in {FITTED, FITTED_RECIPE} - set(checksums):  # fitted for an earlier setting
         if fs.exists(f"{root}/{stale}"):
             fs.rm_file(f"{root}/{stale}")

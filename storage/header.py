@@ -183,7 +183,7 @@ def json_digest(fields: dict[str, Any]) -> str:
     return sha256_bytes(json.dumps(body, sort_keys=True).encode())
 
 
-def signed_json(doc: Any) -> tuple[bytes, str]:
+def json_with_digest(doc: Any) -> tuple[bytes, str]:
     """A header or part header as JSON bytes carrying its digest, and the digest."""
     fields = dataclasses.asdict(doc)
     digest = json_digest(fields)
@@ -191,7 +191,7 @@ def signed_json(doc: Any) -> tuple[bytes, str]:
     return text.encode(), digest
 
 
-def read_signed(path: str | Path, name: str, cls: type, expect_digest: str | None = None):
+def read_with_digest(path: str | Path, name: str, cls: type, expect_digest: str | None = None):
     """Read JSON document ``name`` of folder or URL ``path`` as ``cls``, checking its digest
     (and that it is ``expect_digest`` when given) and every field's type.
 
@@ -232,7 +232,7 @@ def read_header(path: str | Path) -> CacheHeader:
             or damaged header.
     """
     try:
-        return read_signed(path, HEADER, CacheHeader)
+        return read_with_digest(path, HEADER, CacheHeader)
     except FileNotFoundError as err:
         raise CacheFormatError(
             f"{path}: no {HEADER}; not a cache, or an incomplete one (rerun cache-teacher)"
@@ -252,7 +252,7 @@ def read_part(path: str | Path, info: PartInfo) -> PartContents:
     """
     where = part_location(path, info.name)
     try:
-        head = read_signed(where, PART, PartHeader, expect_digest=info.digest)
+        head = read_with_digest(where, PART, PartHeader, expect_digest=info.digest)
     except FileNotFoundError as err:
         raise CacheFormatError(f"{where}: missing part; rerun cache-teacher") from err
     lists = {}

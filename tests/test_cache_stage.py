@@ -164,7 +164,7 @@ def test_students_train_from_either_backend_and_a_learned_codec(
 def test_a_learned_codec_decodes_the_teacher_where_the_student_trains(tiny_corpus, tmp_path):
     """The projection codec is exact for the tiny teacher's cosine head: its cached logits,
     decoded batch by batch as training decodes them, are the full codec's."""
-    from pipeline.training.stream import CacheBatches
+    from pipeline.training.cache_batches import CacheBatches
 
     for codec in ("full", "projection"):
         cache_teacher.run(_cfg(codec=codec), tiny_corpus, tmp_path / codec)

@@ -7,9 +7,9 @@ from pipeline.core.config import ConfigError, from_dict, load_params, override, 
 from pipeline.corpus.demo import DemoConfig
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.export.config import ExportConfig
+from pipeline.pretraining.hubert import PretrainConfig
 from pipeline.students import SweepConfig, parse_students, sweep_students
 from pipeline.teacher.caching import CacheTeacherConfig
-from pipeline.teacher.pretrain import PretrainConfig
 from pipeline.training.config import TrainConfig
 from stages.prepare import PrepareConfig
 
@@ -128,7 +128,7 @@ def test_override_sets_dotted_keys_and_skips_unset_flags():
 
 
 def test_paper_config_loads_and_its_student_is_paper_sized():
-    from pipeline.audio.frames import HUBERT_FRAMES
+    from pipeline.nn.frames import HUBERT_FRAMES
     from pipeline.students.checkpoint import build_student
 
     params = load_params(ROOT / "configs" / "paper.yaml")

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from pipeline.audio.batching import length_batches
 from pipeline.core.errors import CacheFormatError
 from pipeline.corpus.manifest import Utterance, read_manifest
-from pipeline.training.stream import CacheBatches
+from pipeline.training.cache_batches import CacheBatches
 
 
 def _stream(tiny_corpus, tiny_cache, **overrides):

@@ -97,7 +97,7 @@ def test_repro_then_one_change_reruns_exactly_what_depends_on_it(repo):
     assert "top1_agreement" in shown and '"wer"' in shown
 
     # one line of a module training imports: exactly the stages whose commands import it
-    edited = "pipeline/training/run.py"
+    edited = "pipeline/training/trainee.py"
     path = repo / edited
     path.write_text(path.read_text() + "\n# an edit\n")
     status = json.loads(_run(["dvc", "status", "--json"], repo, env))

@@ -12,20 +12,20 @@ import torch
 from conftest import ROOT, TINY_MODEL
 from torch.nn.utils.rnn import pad_sequence
 
-from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.corpus.manifest import audio_batches, read_manifest
 from pipeline.export.config import ExportConfig
 from pipeline.export.hf import HubertKDStudent
 from pipeline.export.inference import Inference
-from pipeline.export.portable import export_onnx, export_torchscript, onnx_runner, quantize_onnx
+from pipeline.export.onnx import export_onnx, export_torchscript, onnx_runner, quantize_onnx
 from pipeline.export.streaming import StreamingStudent
 from pipeline.export.superb import UpstreamExpert
 from pipeline.losses.ce import CEConfig
+from pipeline.nn.distilhubert import DistilHubertConfig
+from pipeline.nn.frames import HUBERT_FRAMES
+from pipeline.nn.lstm import LSTMStudentConfig
 from pipeline.students import STUDENTS
 from pipeline.students.base import StudentConfig
 from pipeline.students.checkpoint import load_student, save_student
-from pipeline.students.distilhubert import DistilHubertConfig
-from pipeline.students.lstm import LSTMStudentConfig
 from stages import export
 
 TEACHER_CONV = {  # a small group-norm stack with HuBERT's kernels and strides (HuBERT Base's norm)

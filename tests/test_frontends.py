@@ -7,15 +7,15 @@ import pytest
 import torch
 from conftest import TINY_MODEL, tiny_params
 
-from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.config import ConfigError, section
 from pipeline.corpus.manifest import read_manifest
+from pipeline.nn.frames import HUBERT_FRAMES
+from pipeline.nn.frontends import FbankFrontend
 from pipeline.students import parse_student
 from pipeline.students.checkpoint import CHECKPOINT, build_student, load_student
-from pipeline.students.frontends import FbankFrontend
 from pipeline.teacher.caching import CacheTeacherConfig
+from pipeline.training.cache_batches import CacheBatches
 from pipeline.training.config import TrainConfig
-from pipeline.training.stream import CacheBatches
 from stages import cache_teacher, train_student
 from storage import open_cache, read_frontend
 from storage.features import decode_feature, encode_feature
@@ -186,7 +186,7 @@ def test_batched_log_mel_is_kaldis_fbank(shift_ms):
     utterance of a padded batch (the form that exports to ONNX and TorchScript)."""
     import torchaudio.compliance.kaldi as kaldi
 
-    from pipeline.audio.features import LogMel
+    from pipeline.nn.fbank import LogMel
 
     wavs = [0.1 * torch.randn(n, generator=torch.Generator().manual_seed(n))
             for n in (16_000, 9_999, 400, 48_123)]  # fmt: skip
@@ -207,7 +207,7 @@ def test_the_students_conv_stack_is_transformers_own(norm):
     from transformers import HubertConfig
     from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder
 
-    from pipeline.teacher.conv import build_frontend, frontend_spec
+    from pipeline.nn.conv import build_frontend, frontend_spec
 
     config = HubertConfig(conv_dim=(16, 16, 16), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
                           feat_extract_norm=norm, conv_bias=norm == "layer")  # fmt: skip

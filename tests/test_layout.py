@@ -1,11 +1,14 @@
-"""The import direction of the README's layout section, enforced on the source:
+"""The import direction of the layout (docs/development.md), enforced on the source:
 
     cli -> stages -> pipeline (training, evaluation, teacher, students, ...) -> storage
         -> pipeline.core
 
 `pipeline.core` imports nothing else of the project; `storage` only itself and the core;
 `pipeline` never `stages` or `cli`; a stage never another stage; nothing imports `cli` but
-`cli`. Also: no module over ~300 lines, no stage `run()` over ~50."""
+`cli`. Inside `pipeline`, the subpackages have an order (:data:`ORDER`, bottom first): each
+imports only subpackages below its own level, and `pipeline.nn` (the students' modules, which
+an exported student takes along) nothing outside itself. Also: no module over ~300 lines, no
+stage `run()` over ~50."""
 
 import ast
 import shutil
@@ -30,6 +33,33 @@ ALLOWED = {
 }
 
 
+ORDER = [  # pipeline's subpackages, bottom first: each imports only those on lower levels
+    ("core",),
+    ("nn",),  # torch only: travels with exported students
+    ("audio",),
+    ("corpus", "losses"),
+    ("teacher", "students"),
+    ("training",),
+    ("evaluation", "export", "pretraining"),
+]
+LEVEL = {sub: level for level, subs in enumerate(ORDER) for sub in subs}
+
+
+def _subpackage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "pipeline" and len(parts) > 1 else None
+
+
+def _inside_pipeline(me: str, module: str) -> bool:
+    """Whether pipeline module ``me`` may import ``module`` by the order of subpackages."""
+    mine, theirs = _subpackage(me), _subpackage(module)
+    if mine == "nn":  # nothing of the project outside pipeline.nn, not even storage
+        return theirs == "nn" or module == "pipeline"  # (an empty package, run on the way)
+    if theirs is None or theirs == mine:
+        return True
+    return LEVEL[theirs] < LEVEL[mine]
+
+
 def violations(root) -> list[str]:
     """Every import against the rule, as ``file imports module``."""
     found = []
@@ -39,11 +69,18 @@ def violations(root) -> list[str]:
             for module in sorted(imported_modules(root, path)):
                 target = _layer(module)
                 own_stage = me.startswith("stages.") and module in ("stages", me)
-                if target not in ALLOWED[_layer(me)] or (
-                    target == "stages" and _layer(me) == "stages" and not own_stage
+                if (
+                    target not in ALLOWED[_layer(me)]
+                    or (target == "stages" and _layer(me) == "stages" and not own_stage)
+                    or (_subpackage(me) and not _inside_pipeline(me, module))
                 ):
                     found.append(f"{path.relative_to(root)} imports {module}")
     return found
+
+
+def test_every_subpackage_of_pipeline_has_its_place_in_the_order():
+    subpackages = {p.parent.name for p in (ROOT / "pipeline").glob("*/__init__.py")}
+    assert subpackages == set(LEVEL)
 
 
 def test_imports_point_one_way():
@@ -57,9 +94,14 @@ def test_imports_point_one_way():
         ("storage/base.py", "from stages import prepare"),
         ("storage/header.py", "import pipeline.training.loop"),
         ("pipeline/core/io.py", "from ..training import loop"),
-        ("pipeline/training/run.py", "from cli.common import app"),
+        ("pipeline/training/trainee.py", "from cli.common import app"),
         ("stages/prepare.py", "from stages.cache_teacher import run"),
         ("pipeline/students/base.py", "from stages import train_student as t"),
+        ("pipeline/teacher/model.py", "from pipeline.students import STUDENTS"),  # same level
+        ("pipeline/students/base.py", "import pipeline.evaluation.report"),  # upward
+        ("pipeline/audio/files.py", "from ..corpus import manifest"),  # upward, relative
+        ("pipeline/nn/lstm.py", "from pipeline.core import errors"),  # nn: itself only
+        ("pipeline/nn/conv.py", "from storage import open_cache"),
     ],
 )
 def test_a_planted_back_import_is_caught(tmp_path, file, line):

@@ -9,10 +9,10 @@ from conftest import tiny_params
 from safetensors.torch import load_file
 
 from pipeline.audio.features import mfcc_features
-from pipeline.audio.frames import HUBERT_FRAMES
 from pipeline.core.config import from_dict, section
+from pipeline.nn.frames import HUBERT_FRAMES
+from pipeline.pretraining.hubert import PretrainConfig, span_mask
 from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.pretrain import PretrainConfig, span_mask
 from pipeline.teacher.sources import build_teacher
 from stages import pretrain_teacher
 

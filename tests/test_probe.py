@@ -94,10 +94,10 @@ def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cach
     shapes, so bounded per-shape kernel memory): every upstream (teacher, each student kind,
     fbank) gives the same features for every valid frame, and probe batches come out padded
     to the step with zeros past each length."""
-    from pipeline.audio.frames import HUBERT_FRAMES
     from pipeline.corpus.manifest import read_manifest
     from pipeline.evaluation.features import StoreBatches, _layers, write_store
     from pipeline.evaluation.upstream import Upstream, fbank_layers
+    from pipeline.nn.frames import HUBERT_FRAMES
     from pipeline.students import parse_students
     from pipeline.students.checkpoint import build_student
     from pipeline.teacher.sources import build_teacher

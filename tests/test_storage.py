@@ -13,8 +13,8 @@ import torch
 import webdataset as wds
 import zarr
 
-from pipeline.audio.frames import FrameSpec
 from pipeline.core.hashing import sha256_bytes
+from pipeline.nn.frames import FrameSpec
 from storage import (
     BACKENDS,
     CacheFormatError,

@@ -3,12 +3,12 @@
 import torch
 from conftest import TINY_MODEL
 
-from pipeline.audio.frames import FrameSpec
 from pipeline.losses.ce import CEConfig
+from pipeline.nn.frames import FrameSpec
+from pipeline.nn.lstm import LSTMStudentConfig
 from pipeline.students import STUDENTS
 from pipeline.students.base import StudentConfig
 from pipeline.students.checkpoint import load_student, save_student
-from pipeline.students.lstm import LSTMStudentConfig
 
 HUBERT = FrameSpec((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))
 

@@ -396,7 +396,7 @@ def test_kmeans_targets_must_match_the_head(tmp_path):
 def test_the_conv_stack_runs_batched_exactly_as_alone(norm):
     """One padded pass (a masked group norm for group-norm stacks) gives every utterance the
     conv features and normalised waveform it gets alone."""
-    from pipeline.teacher.conv import conv_features, normalize_waveforms
+    from pipeline.nn.conv import conv_features, normalize_waveforms
 
     stack = _tiny_hf(norm).feature_extractor
     wavs = _wavs(16_000, 3_001, 400, 9_999, seed=3)

@@ -10,8 +10,7 @@ import torch
 import torchaudio.functional as AF
 
 from pipeline.core.errors import AudioError
-
-SAMPLE_RATE = 16_000
+from pipeline.nn.frames import SAMPLE_RATE
 
 
 def resample(wav: torch.Tensor, orig_rate: int, new_rate: int = SAMPLE_RATE) -> torch.Tensor:

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from pipeline.audio.files import SAMPLE_RATE, resample, write_audio
+from pipeline.corpus.base import SOURCES, Entry
 from pipeline.corpus.espeak import speak
-from pipeline.corpus.source import SOURCES, Entry
 
 # eSpeak NG voice names; "en" is British English.
 ACCENTS = (

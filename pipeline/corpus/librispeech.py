@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.source import SOURCES, Entry
+from pipeline.corpus.base import SOURCES, Entry
 
 
 @dataclass(frozen=True)

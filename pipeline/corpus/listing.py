@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import CorpusError
+from pipeline.corpus.base import SOURCES, Entry, safe_id
 from pipeline.corpus.manifest import SPLITS
-from pipeline.corpus.source import SOURCES, Entry, safe_id
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from torch import nn
 
 from pipeline.losses import dkd_loss, kd_loss
 from pipeline.training.batches import teacher_decoder
-from pipeline.training.stream import CacheBatches
+from pipeline.training.cache_batches import CacheBatches
 
 
 @torch.inference_mode()

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.audio.features import LogMel, masked_cmvn
 from pipeline.audio.files import SAMPLE_RATE
-from pipeline.audio.frames import FrameSpec
+from pipeline.nn.fbank import LogMel, masked_cmvn
+from pipeline.nn.frames import FrameSpec
 from pipeline.nn.hidden import same_width
 
 Layers = Callable[[torch.Tensor, torch.Tensor], tuple[list[torch.Tensor], torch.Tensor]]

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.export.forms import kind_of
 from pipeline.export.inference import Inference
-from pipeline.export.portable import example, onnx_runner
+from pipeline.export.onnx import example, onnx_runner
 
 Runner = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.export.hf import export_hf
-from pipeline.export.portable import export_onnx, export_torchscript, quantize_onnx
+from pipeline.export.onnx import export_onnx, export_torchscript, quantize_onnx
 
 FILES = {"hf": "hf", "onnx": "model.onnx", "torchscript": "model.ts.pt"}
 INT8 = {"onnx": "model.int8.onnx"}

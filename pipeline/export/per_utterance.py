@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.audio.frames import FrameSpec
+from pipeline.nn.frames import FrameSpec
 
 INPUTS = ("wav", "lengths")  # (B, S) float32 zero-padded 16 kHz, (B,) int64 samples
 OUTPUTS = ("outputs", "frame_lengths")  # (B, T, D), (B,) int64

@@ -1,6 +1,8 @@
-"""Student architectures, registered by name."""
+"""Student architectures, registered by name: their modules live in :mod:`pipeline.nn` (torch
+only, so an exported student takes them along), their configs, checkpoints and sizes here."""
 
-from pipeline.students import distilhubert, lstm  # noqa: F401  (register the architectures)
+from pipeline.nn.distilhubert import DistilHubertStudent
+from pipeline.nn.lstm import LSTMStudent
 from pipeline.students.base import (
     STUDENTS,
     StudentConfig,
@@ -11,6 +13,9 @@ from pipeline.students.base import (
     parse_students,
     sweep_students,
 )
+
+STUDENTS.register(LSTMStudent)
+STUDENTS.register(DistilHubertStudent)
 
 __all__ = [
     "STUDENTS",

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.audio.frames import FrameSpec
 from pipeline.core.config import from_dict, to_dict
 from pipeline.core.errors import CheckpointError
 from pipeline.core.io import atomic_file
 from pipeline.core.safe_load import load_weights
+from pipeline.nn.frames import FrameSpec
 from pipeline.students.base import STUDENTS, StudentConfig
 
 CHECKPOINT = "model.pt"  # in students/<name>/, beside its training log (pipeline.training.live)

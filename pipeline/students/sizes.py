@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.audio.frames import HUBERT_FRAMES, FrameSpec
+from pipeline.nn.frames import HUBERT_FRAMES, FrameSpec
 from pipeline.students.base import StudentConfig
 from pipeline.students.checkpoint import build_student
 

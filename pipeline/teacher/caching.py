@@ -21,8 +21,8 @@ from pipeline.core.config import Choice, check, non_negative, positive
 from pipeline.core.errors import ConfigError
 from pipeline.core.hashing import sha256_bytes, sha256_file
 from pipeline.corpus.manifest import Utterance, corpus_fingerprint
+from pipeline.nn.conv import frontend_spec
 from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.conv import frontend_spec
 from pipeline.teacher.fitting import Fitted
 from pipeline.teacher.model import Teacher
 from pipeline.teacher.sources import build_teacher, teacher_info

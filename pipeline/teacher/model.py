@@ -11,11 +11,11 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import HubertModel
 
-from pipeline.audio.frames import FrameSpec, lengths_to_mask
 from pipeline.core.device import autocast
 from pipeline.core.errors import CheckpointError
+from pipeline.nn.conv import conv_features, normalize_waveforms
+from pipeline.nn.frames import FrameSpec, lengths_to_mask
 from pipeline.teacher.config import TeacherConfig
-from pipeline.teacher.conv import conv_features, normalize_waveforms
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.kmeans import KMeansHead
 

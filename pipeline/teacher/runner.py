@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio.batching import length_batches
 from pipeline.audio.files import read_audio
-from pipeline.audio.frames import FrameSpec
 from pipeline.core.errors import AudioError, CheckpointError
 from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.nn.frames import FrameSpec
 from pipeline.teacher.caching import CacheTeacherConfig, Shard
 from pipeline.teacher.config import TeacherConfig
 from pipeline.teacher.model import Teacher

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from pipeline.audio.frames import lengths_to_mask
+from pipeline.nn.frames import lengths_to_mask
 from storage.codecs import Codec, repair_argmax
 
 

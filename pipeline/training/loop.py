@@ -21,14 +21,14 @@ from pipeline.core.safe_load import load_weights
 from pipeline.training import distributed
 from pipeline.training.batches import Batch
 from pipeline.training.config import LoopConfig
-from pipeline.training.run import Run
-from pipeline.training.streams import StreamSet
+from pipeline.training.epochs import StreamSet
+from pipeline.training.trainee import Trainee
 
 log = logging.getLogger(__name__)
 
 
 def train(
-    runs: list[Run],
+    runs: list[Trainee],
     stream: StreamSet,
     cfg: LoopConfig,
     state_path: Path | None = None,
@@ -96,7 +96,7 @@ def _global(local: int, device: torch.device) -> float | torch.Tensor:
     return distributed.all_sum(torch.tensor(float(local), device=device))
 
 
-def _resume(runs: list[Run], stream: StreamSet, state_path: Path | None, key: dict) -> int:
+def _resume(runs: list[Trainee], stream: StreamSet, state_path: Path | None, key: dict) -> int:
     """Load a checkpoint made for ``key``; returns the step to continue from (0 if none).
 
     Raises:
@@ -129,7 +129,7 @@ def differences(old: Any, new: Any, key: str = "") -> list[str]:
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
-def _checkpoint(runs: list[Run], stream: StreamSet, path: Path, key: dict, step: int) -> None:
+def _checkpoint(runs: list[Trainee], stream: StreamSet, path: Path, key: dict, step: int) -> None:
     streams = stream.state()  # a collective: every rank takes part
     if distributed.is_main():
         payload = {"identity": key, "states": [r.state_dict() for r in runs],

@@ -13,20 +13,20 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.audio.frames import FrameSpec
 from pipeline.core.config import to_dict
 from pipeline.core.errors import CacheFormatError
 from pipeline.corpus.manifest import Utterance, read_manifest
 from pipeline.losses import LOSSES
+from pipeline.nn.frames import FrameSpec
 from pipeline.students import StudentConfig
 from pipeline.students.checkpoint import CHECKPOINT, build_student, save_student
 from pipeline.training import distributed
 from pipeline.training.batches import Batch, teacher_decoder
+from pipeline.training.cache_batches import CacheBatches
 from pipeline.training.config import TrainConfig
+from pipeline.training.epochs import EpochStream, StreamSet
 from pipeline.training.live import TrainingLog
-from pipeline.training.run import Run
-from pipeline.training.stream import CacheBatches
-from pipeline.training.streams import EpochStream, StreamSet
+from pipeline.training.trainee import Trainee
 from storage import CacheHeader, open_cache
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def student_runs(
     cfg: TrainConfig,
     device: torch.device,
     training_log: TrainingLog | None = None,
-) -> list[Run]:
+) -> list[Trainee]:
     """One run per student, each initialised exactly as it would be alone, logging its curve
     to ``training_log`` (rank 0's)."""
     frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
@@ -106,7 +106,7 @@ def student_runs(
         log.info("student %s: %s, %.2fM parameters, losses %s", name, student.arch,
                  params / 1e6, list(losses))  # fmt: skip
         on_point = None if training_log is None else partial(_log_point, training_log, name)
-        runs.append(Run(name, model, losses, cfg, device, cfg.distill_warmup_steps, on_point))
+        runs.append(Trainee(name, model, losses, cfg, device, cfg.distill_warmup_steps, on_point))
     return runs
 
 
@@ -146,7 +146,7 @@ def identity(students: dict[str, StudentConfig], cfg: TrainConfig, header: Cache
 
 
 def save_outputs(
-    runs: list[Run],
+    runs: list[Trainee],
     students: dict[str, StudentConfig],
     header: CacheHeader | None,
     cfg: TrainConfig,

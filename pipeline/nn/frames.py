@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+SAMPLE_RATE = 16_000  # Hz: every model here runs on 16 kHz audio
+
 
 @dataclass(frozen=True)
 class FrameSpec:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pipeline.audio.frames import lengths_to_mask, masked_mean_var
+from .frames import lengths_to_mask, masked_mean_var
 
 if TYPE_CHECKING:
     from transformers import HubertConfig

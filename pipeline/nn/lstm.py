@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.audio.frames import FrameSpec
-from pipeline.nn.recurrent import LSTMStack
-from pipeline.students.base import STUDENTS
-from pipeline.students.frontends import FRONTENDS, StudentFrontend
+from .frames import FrameSpec
+from .frontends import FRONTENDS, StudentFrontend
+from .recurrent import LSTMStack
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,6 @@ class LSTMStudentConfig:
             raise ValueError("dropout must be in [0, 1)")
 
 
-@STUDENTS.register
 class LSTMStudent(nn.Module):
     name = "lstm"
     config_type = LSTMStudentConfig

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.audio.frames import FrameSpec
 from pipeline.core.io import atomic_file
 from pipeline.export.inference import Inference
 from pipeline.export.per_utterance import per_utterance
+from pipeline.nn.frames import FrameSpec
 
 AXES = {"wav": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
         "outputs": {0: "batch", 1: "frames"}, "frame_lengths": {0: "batch"}}  # fmt: skip

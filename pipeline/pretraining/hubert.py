@@ -23,10 +23,10 @@ from transformers import HubertModel
 from pipeline.audio.batching import length_batches
 from pipeline.audio.features import mfcc_features
 from pipeline.audio.files import read_audio
-from pipeline.audio.frames import FrameSpec, lengths_to_mask
 from pipeline.core.config import check, positive
 from pipeline.core.progress import progress_bar
 from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.nn.frames import FrameSpec, lengths_to_mask
 from pipeline.teacher.config import RandomTeacherConfig
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.kmeans import fit_centroids

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.audio.features import LogMel, masked_cmvn
-from pipeline.audio.frames import lengths_to_mask
-from pipeline.teacher.conv import build_frontend, conv_features, normalize_waveforms
+from .conv import build_frontend, conv_features, normalize_waveforms
+from .fbank import LogMel, masked_cmvn
+from .frames import lengths_to_mask
 
 log = logging.getLogger(__name__)
 

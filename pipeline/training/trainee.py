@@ -39,7 +39,7 @@ class TrainOutputs(nn.Module):
         return self.model.train_outputs(batch)
 
 
-class Run:
+class Trainee:
     """A model trained by the loop: AdamW, warm-up then linear decay, clipping, mixed precision.
 
     ``model.train_outputs(batch)`` gives what the ``losses`` (name -> registered loss, called as

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.audio.frames import FrameSpec, lengths_to_mask
-from pipeline.nn.transformer import Encoder
-from pipeline.students.base import STUDENTS
-from pipeline.students.frontends import FRONTENDS, StudentFrontend
+from .frames import FrameSpec, lengths_to_mask
+from .frontends import FRONTENDS, StudentFrontend
+from .transformer import Encoder
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class DistilHubertConfig:
     conv_dim: conv channels when the front end is not the teacher's.
     frontend_init: ``teacher`` (copy the cache's conv stack, as DistilHuBERT does) or ``random``.
     frontend: ``conv`` (trainable), ``cached`` (the teacher's, frozen, its output read from
-        the cache) or ``fbank`` (see ``pipeline.students.frontends``).
+        the cache) or ``fbank`` (see ``pipeline.nn.frontends``).
     hidden: Transformer width (DistilHuBERT: 768).
     layers: Transformer layers (DistilHuBERT: 2).
     heads: attention heads.
@@ -56,7 +55,6 @@ class DistilHubertConfig:
             raise ValueError("hidden must divide by heads, and targets name >= 1 layer")
 
 
-@STUDENTS.register
 class DistilHubertStudent(nn.Module):
     name = "distilhubert"
     config_type = DistilHubertConfig

@@ -12,8 +12,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.audio.batching import length_batches
 from pipeline.audio.files import read_audio
-from pipeline.audio.frames import FrameSpec
 from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.nn.frames import FrameSpec
 from pipeline.training.batches import Batch, collate
 from storage import CacheFormatError, open_cache
 from storage.location import location
