@@ -4,8 +4,8 @@ exported form, on raw audio, in one run (issue 17's table).
 Teacher: HuBERT Base size (random weights, 500-cluster head) or any ``--teacher`` source.
 Students: the paper's `dkd_b4` (4 x 384 BiLSTM, configs/paper.yaml) with the teacher's conv
 stack (``conv``) and with the light ``fbank`` front end, each as PyTorch, ONNX (onnxruntime),
-int8 ONNX (each utterance run alone, so its outputs never depend on the batch) and
-TorchScript. Speed does not depend on the weights, so they are random here;
+int8 ONNX (each utterance run alone, so its outputs never depend on the batch) and the
+exported transformers model. Speed does not depend on the weights, so they are random here;
 the top-1 agreement of int8 with fp32 needs trained weights and real speech, so it is read
 from the demo's exports (``exports/<name>/export.json``, written by `dvc repro`) when present.
 Goal: the fbank student's int8 or ONNX form >= 10x faster than the teacher, with int8 top-1
@@ -39,7 +39,7 @@ from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.sources import build_teacher, save_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-FORMS = {"PyTorch": None, "ONNX": "onnx", "ONNX int8": "onnx-int8", "TorchScript": "torchscript"}
+FORMS = {"PyTorch": None, "ONNX": "onnx", "ONNX int8": "onnx-int8", "transformers": "hf"}
 
 
 def seconds_per_call(run, wav, lengths, repeats: int) -> float:
@@ -101,7 +101,7 @@ def main() -> None:
             student = build_student(parse_student(raw, "s"), 500, HUBERT_FRAMES, conv).eval()
             folder = Path(tmp) / frontend
             folder.mkdir()
-            files = write_forms(student, ["onnx", "torchscript"], "int8", folder)
+            files = write_forms(student, ["onnx", "hf"], "int8", folder)
             size = sum(p.numel() for p in student.parameters()) / 1e6
             for label, form in FORMS.items():
                 run = Inference(student) if form is None else load_form(

@@ -14,11 +14,9 @@ from pipeline.core.config import from_dict, load_params, override
 def export_cmd(
     name: str = typer.Argument(..., help="the student: its checkpoint is students/<name>/model.pt"),
     formats: list[str] = typer.Option(
-        None, "--format", help="hf | onnx | torchscript, repeatable (default: params `export`)"
+        None, "--format", help="hf | onnx, repeatable (default: params `export`)"
     ),
-    quantize: str = typer.Option(
-        None, help='int8: also write int8 ONNX/TorchScript forms ("" for none)'
-    ),
+    quantize: str = typer.Option(None, help='int8: also write an int8 ONNX form ("" for none)'),
     checkpoint: Path = typer.Option(None, help="default: students/<name>/model.pt"),
     out: Path = typer.Option(None, help="output folder (default: exports/<name>)"),
     manifest: Path = typer.Option(
@@ -28,8 +26,9 @@ def export_cmd(
         Path("params.yaml"), "--params", help="params file; its `export` section, if any"
     ),
 ) -> None:
-    """Export a student (Hugging Face directory, ONNX, TorchScript, int8), each form checked
-    against the PyTorch student; no teacher and no cache needed."""
+    """Export a student (a transformers model directory that loads with transformers alone, with
+    an s3prl upstream; ONNX; int8 ONNX), each form checked against the PyTorch student; no
+    teacher and no cache needed."""
     from pipeline.export.config import ExportConfig
     from stages import export
 

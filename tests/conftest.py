@@ -56,7 +56,7 @@ def tiny_params() -> dict:
         else:
             student["model"].update(hidden=32, heads=2, ffn=64, targets=["layer_1", "layer_2"])
     p["train"].update(checkpoint_every=50)
-    p["export"].update(formats=["hf", "onnx"])  # torchscript: tests/test_export.py
+    p["export"].update(formats=["hf", "onnx"])
     return p
 
 

@@ -183,7 +183,7 @@ def test_distilhubert_student_learns_teacher_layers(fp16_cache, tiny_corpus, tmp
 @pytest.mark.parametrize("shift_ms", [10.0, 20.0])
 def test_batched_log_mel_is_kaldis_fbank(shift_ms):
     """One strided convolution and two matrix products give Kaldi's log-mel, for every
-    utterance of a padded batch (the form that exports to ONNX and TorchScript)."""
+    utterance of a padded batch (the form that exports to ONNX)."""
     import torchaudio.compliance.kaldi as kaldi
 
     from pipeline.nn.fbank import LogMel

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.export.forms import kind_of
+from pipeline.export.hf import hf_runner
 from pipeline.export.inference import Inference
 from pipeline.export.onnx import example, onnx_runner
 
@@ -21,13 +22,9 @@ LENGTHS = ((1.0, 0.6), (2.37,), (0.5, 0.9, 3.1))  # seconds per utterance of eac
 def load_form(form: str, path: Path) -> Runner:
     """``(wav, lengths) -> (outputs, frame_lengths)`` of an exported ``form``."""
     if form == "hf":
-        from pipeline.export.hf import HubertKDStudent
-
-        return HubertKDStudent.from_pretrained(str(path)).eval()
+        return hf_runner(path)
     if form == "onnx":
         return onnx_runner(path)
-    if form == "torchscript":
-        return torch.jit.load(str(path), map_location="cpu").eval()
     raise ValueError(f"unknown export form {form!r}")
 
 

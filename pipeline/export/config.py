@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 from pipeline.core.config import check, positive
 
-FORMATS = ("hf", "onnx", "torchscript")
+FORMATS = ("hf", "onnx")
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     """Attributes:
-    formats: what to write, of ``hf`` (a Hugging Face-style directory, which SUPERB's toolkit
-        loads too), ``onnx`` and ``torchscript``.
+    formats: what to write, of ``hf`` (a transformers model directory that loads with
+        transformers alone, with an s3prl upstream beside it) and ``onnx``.
     quantize: ``int8`` also writes an int8 form of the ONNX student (dynamic quantisation of
         the LSTM and linear layers, for CPUs; each utterance of a batch runs alone, so its
         outputs never depend on the batch); ``""`` writes none.

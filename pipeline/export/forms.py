@@ -7,9 +7,9 @@ from pathlib import Path
 from torch import nn
 
 from pipeline.export.hf import export_hf
-from pipeline.export.onnx import export_onnx, export_torchscript, quantize_onnx
+from pipeline.export.onnx import export_onnx, quantize_onnx
 
-FILES = {"hf": "hf", "onnx": "model.onnx", "torchscript": "model.ts.pt"}
+FILES = {"hf": "hf", "onnx": "model.onnx"}
 INT8 = {"onnx": "model.int8.onnx"}
 
 
@@ -26,10 +26,8 @@ def write_forms(student: nn.Module, formats: list[str], quantize: str, folder: P
         path = folder / FILES[form]
         if form == "hf":
             export_hf(student, path)
-        elif form == "onnx":
-            export_onnx(student, path)
         else:
-            export_torchscript(student, path)
+            export_onnx(student, path)
         forms[form] = FILES[form]
         if quantize and form in INT8:
             quantize_onnx(path, folder / INT8[form], student.frames)

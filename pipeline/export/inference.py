@@ -9,7 +9,7 @@ from torch import nn
 class Inference(nn.Module):
     """``(wav (B, S) zero-padded 16 kHz, lengths (B,))`` -> ``(outputs (B, T, D), frame
     lengths (B,))``: the cluster logits of a student that predicts them (``C`` wide), else its
-    last hidden layer. A plain forward of tensors, so it traces to TorchScript and ONNX."""
+    last hidden layer. A plain forward of tensors, so it exports to ONNX."""
 
     def __init__(self, student: nn.Module) -> None:
         super().__init__()

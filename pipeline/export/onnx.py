@@ -1,6 +1,14 @@
-"""ONNX and TorchScript forms of a student (dynamic batch and time axes), and an int8 copy of
-the ONNX form (dynamic quantisation of the LSTM and linear layers, for CPUs), which runs each
-utterance of a batch alone so that its outputs never depend on the batch."""
+"""The ONNX form of a student (dynamic batch and time axes), and an int8 copy of it (dynamic
+quantisation of the LSTM and linear layers, for CPUs) that runs each utterance of a batch
+alone, so that its outputs never depend on the batch.
+
+The ONNX graph comes from torch's TorchScript-based exporter (``dynamo=False``), deprecated
+since torch 2.9: the dynamo exporter (``dynamo=True``, torch 2.13) freezes the time axis of a
+bidirectional LSTM run as this project runs it (the backward direction on each sequence
+reversed within its length), so the graph works for the example's length only
+(pytorch/pytorch#191855; the same pattern exports whole with ``dynamo=False``). Every form is
+checked against PyTorch on several batch sizes and lengths before it is kept.
+"""
 
 from __future__ import annotations
 
@@ -77,16 +85,6 @@ def quantize_onnx(source: Path, path: Path, frames: FrameSpec) -> Path:
             onnx.save(per_utterance(onnx.load(str(tmp)), frames), str(tmp))
     finally:
         logging.getLogger().setLevel(level)
-    return path
-
-
-def export_torchscript(student: nn.Module, path: Path) -> Path:
-    """``path`` (``.pt``, ``torch.jit.load``): ``(wav, lengths) -> (outputs, frame_lengths)``."""
-    model = Inference(student).eval()
-    with traceable(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        traced = torch.jit.trace(model, example(), check_trace=False)
-    traced.save(str(path))
     return path
 
 

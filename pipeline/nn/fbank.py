@@ -35,7 +35,7 @@ class LogMel(nn.Module):
     bins from 20 Hz, log floored at float32's epsilon) for a padded batch, in one strided
     convolution and two matrix products: every step up to the spectrum is linear in a window's
     samples, so it folds into the convolution's kernel. The same numbers as Kaldi's (tested),
-    and exportable to ONNX and TorchScript.
+    and exportable to ONNX.
 
     Args:
         bins: mel bins.
@@ -57,9 +57,10 @@ class LogMel(nn.Module):
         frame = window[:, None] * (emphasis @ centre)  # (n, n): samples -> windowed frame
         angle = 2 * math.pi * torch.arange(n, dtype=torch.float64)[:, None] * k[None] / self.FFT
         dft = torch.cat([angle.cos(), -angle.sin()], dim=1)  # (n, 2 * (FFT / 2 + 1))
-        self.register_buffer("kernel", (frame.T @ dft).T[:, None, :].float(), persistent=False)
-        self.register_buffer("mel", nn.functional.pad(mel_banks(bins, self.FFT), (0, 1)),
-                             persistent=False)  # fmt: skip
+        # constants, but kept with the weights: a model loaded the way transformers loads one
+        # (built on the meta device) gets them from its file
+        self.register_buffer("kernel", (frame.T @ dft).T[:, None, :].float())
+        self.register_buffer("mel", nn.functional.pad(mel_banks(bins, self.FFT), (0, 1)))
 
     def forward(
         self, wav: torch.Tensor, lengths: torch.Tensor

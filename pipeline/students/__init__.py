@@ -1,8 +1,7 @@
 """Student architectures, registered by name: their modules live in :mod:`pipeline.nn` (torch
 only, so an exported student takes them along), their configs, checkpoints and sizes here."""
 
-from pipeline.nn.distilhubert import DistilHubertStudent
-from pipeline.nn.lstm import LSTMStudent
+from pipeline.nn.students import ARCHITECTURES
 from pipeline.students.base import (
     STUDENTS,
     StudentConfig,
@@ -14,8 +13,8 @@ from pipeline.students.base import (
     sweep_students,
 )
 
-STUDENTS.register(LSTMStudent)
-STUDENTS.register(DistilHubertStudent)
+for _architecture in ARCHITECTURES.values():
+    STUDENTS.register(_architecture)
 
 __all__ = [
     "STUDENTS",

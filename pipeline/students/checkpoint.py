@@ -13,6 +13,7 @@ from pipeline.core.errors import CheckpointError
 from pipeline.core.io import atomic_file
 from pipeline.core.safe_load import load_weights
 from pipeline.nn.frames import FrameSpec
+from pipeline.nn.students import rebuild
 from pipeline.students.base import STUDENTS, StudentConfig
 
 CHECKPOINT = "model.pt"  # in students/<name>/, beside its training log (pipeline.training.live)
@@ -63,10 +64,7 @@ def from_recipe(spec: dict[str, Any], where: str) -> nn.Module:
     if not isinstance(spec, dict) or any(k not in spec for k in RECIPE):
         raise CheckpointError(f"{where}: not a student written by train-student")
     arch = STUDENTS[spec["arch"]]
-    model_cfg = from_dict(arch.config_type, spec["model_config"], f"{where}:model_config")
-    frames = FrameSpec(tuple(spec["frames"]["kernels"]), tuple(spec["frames"]["strides"]))
-    return arch(model_cfg, num_classes=spec["num_classes"], frames=frames,
-                frontend=spec["frontend"], feature_dims=spec.get("feature_dims") or {})  # fmt: skip
+    return rebuild(spec, from_dict(arch.config_type, spec["model_config"], f"{where}:model_config"))
 
 
 def save_student(path: Path, model: nn.Module, cfg: StudentConfig, extra: dict[str, Any]) -> None:
