@@ -75,7 +75,7 @@ def errors(exact: torch.Tensor, decoded: dict[float, torch.Tensor]) -> tuple[flo
                     loss = dkd_loss(student, teacher[None], targets, mask, alpha=1.0, beta=4.0,
                                     tau=tau)["dkd"]  # fmt: skip
                 (grad,) = torch.autograd.grad(loss, student)
-                values.append(float(loss))
+                values.append(loss.detach().item())
                 grads.append(grad)
             worst_value = max(worst_value, abs(values[1] / values[0] - 1))
             worst_grad = max(worst_grad, float((grads[1] - grads[0]).norm() / grads[0].norm()))
