@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .frames import FrameSpec, lengths_to_mask
-from .frontends import FRONTENDS, StudentFrontend
+from .frontends import StudentFrontend, check_frontend_choice
 from .transformer import Encoder
 
 
@@ -45,10 +45,7 @@ class DistilHubertConfig:
     targets: list[str]
 
     def __post_init__(self) -> None:
-        if self.frontend_init not in ("teacher", "random"):
-            raise ValueError("frontend_init must be teacher or random")
-        if self.frontend not in FRONTENDS:
-            raise ValueError(f"frontend must be one of {FRONTENDS}")
+        check_frontend_choice(self.frontend, self.frontend_init)
         if min(self.conv_dim, self.hidden, self.layers, self.heads, self.ffn) < 1:
             raise ValueError("conv_dim, hidden, layers, heads, ffn must be >= 1")
         if self.hidden % self.heads or not self.targets:

@@ -105,6 +105,14 @@ class FbankFrontend(nn.Module):
 FRONTENDS = ("conv", "cached", "fbank")
 
 
+def check_frontend_choice(frontend: str, frontend_init: str) -> None:
+    """Validate a student config's ``frontend`` and ``frontend_init`` (shared by every student)."""
+    if frontend_init not in ("teacher", "random"):
+        raise ValueError("frontend_init must be teacher or random")
+    if frontend not in FRONTENDS:
+        raise ValueError(f"frontend must be one of {FRONTENDS}")
+
+
 class StudentFrontend(nn.Module):
     """What turns audio into a student's frames, one of :data:`FRONTENDS`:
 

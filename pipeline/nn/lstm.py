@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .frames import FrameSpec
-from .frontends import FRONTENDS, StudentFrontend
+from .frontends import StudentFrontend, check_frontend_choice
 from .recurrent import LSTMStack
 
 
@@ -49,10 +49,7 @@ class LSTMStudentConfig:
     bidirectional: bool = True
 
     def __post_init__(self) -> None:
-        if self.frontend_init not in ("teacher", "random"):
-            raise ValueError("frontend_init must be teacher or random")
-        if self.frontend not in FRONTENDS:
-            raise ValueError(f"frontend must be one of {FRONTENDS}")
+        check_frontend_choice(self.frontend, self.frontend_init)
         if min(self.conv_dim, self.proj_dim, self.lstm_layers, self.lstm_hidden) < 1:
             raise ValueError("conv_dim, proj_dim, lstm_layers and lstm_hidden must be >= 1")
         if not 0 <= self.dropout < 1:
