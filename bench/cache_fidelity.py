@@ -110,10 +110,10 @@ def loss_grads(model, logits, teachers: dict, targets, mask) -> list[torch.Tenso
     return grads
 
 
-def student_errors(path: Path, wavs: list, exact: torch.Tensor, decoded: list) -> list[float]:
-    """Per codec (``decoded[i][tau]``), the worst relative error over tau and KD | DKD of the
-    loss gradient with respect to a trained student's weights, over batches of
-    ``train.batch_seconds`` of audio: ``sqrt(sum_b ||G'_b - G_b||^2 / sum_b ||G_b||^2)``.
+def student_errors(path: Path, wavs: list, exact: torch.Tensor, decoded: list) -> torch.Tensor:
+    """Per codec (``decoded[i][tau]``), the relative error at each tau of the KD and DKD loss
+    gradients with respect to a trained student's weights, ``(codecs, taus, 2)``, over batches
+    of ``train.batch_seconds`` of audio: ``sqrt(sum_b ||G'_b - G_b||^2 / sum_b ||G_b||^2)``.
     Decoded logits are restored from the argmax targets first, as training does."""
     model, _ = load_student(path)
     if model.num_classes != exact.shape[-1]:
@@ -157,7 +157,7 @@ def student_errors(path: Path, wavs: list, exact: torch.Tensor, decoded: list) -
             )
     if offset != len(exact):
         raise SystemExit(f"{path}: its frames ({offset}) are not the teacher's ({len(exact)})")
-    return (error / norm).sqrt().amax(-1).tolist()
+    return (error / norm).sqrt().view(len(decoded), len(TAUS), 2)
 
 
 # --- retired codecs, measured here only ---------------------------------------------------
@@ -230,7 +230,8 @@ def main() -> None:
     decoded, nbytes = topk_over_pq(x, sample, 4, 46)
     rows.append(("topk 4 over pq 46 (retired)", nbytes, decoded))
     rows = [(n, b, d if isinstance(d, dict) else dict.fromkeys(TAUS, d)) for n, b, d in rows]
-    weights = student_errors(args.student, wavs, x, [d for *_, d in rows]) if args.student else []
+    by_tau = student_errors(args.student, wavs, x, [d for *_, d in rows]) if args.student else None
+    weights = by_tau.flatten(1).amax(-1).tolist() if args.student else []
 
     peaks = ", ".join(f"{float(torch.softmax(x / t, -1).max(-1).values.mean()):.3f}" for t in TAUS)
     print(f"{args.teacher}: C = {classes}; fitted on {len(sample)} frames, measured on {len(x)}; "
@@ -248,6 +249,11 @@ def main() -> None:
         cell = f" {weights[i]:.2%} |" if weights else ""
         print(f"| {name} | {nbytes + TARGET_BYTES} | {value:.3%} | {grad:.2%} | {raw:.2%} | "
               f"{float(restored.float().mean()):.2%} |{cell}", flush=True)  # fmt: skip
+    for i, (name, *_) in enumerate(rows):
+        if weights and name.startswith("pq"):
+            cells = ", ".join(f"tau {t:g}: {kd:.2%} / {dkd:.2%}" for t, (kd, dkd) in
+                              zip(TAUS, by_tau[i].tolist(), strict=True))  # fmt: skip
+            print(f"{name}, student weight gradient error by tau (KD / DKD): {cells}")
     bounds = ", ".join(f"{rms}: {rate_distortion(sample, rms):.0f} B" for rms in (0.01, 0.03, 0.1))
     print(f"rate-distortion bound (Gaussian, this spectrum), bytes/frame for an rms logit error "
           f"of {bounds}; a gradient error of g needs an rms error of about g")  # fmt: skip

@@ -3,7 +3,8 @@ and per student with each front end.
 
 A HuBERT Base-size teacher (random weights, 500-cluster head) is cached once over demo-corpus
 train utterances, with its conv features (int8); then K students (a beta grid of the `dkd_b4`
-student in params.yaml, whose conv stack is the teacher's) train for the same steps (1) side by
+student in params.yaml, with a trainable conv stack that starts as the teacher's: `frontend:
+conv`, since online batches carry no cached features) train for the same steps (1) side by
 side in one `sweep` pass, (2) as K separate runs from the cache, (3) as K runs that run the
 teacher on every batch instead of reading the cache. Then the same sweep with the front end
 frozen and read from the cache (``frontend: cached``) and with the light ``fbank`` front end.
@@ -66,7 +67,9 @@ def main() -> None:
     train_cfg = section(params, "train", TrainConfig)
     torch.set_num_threads(train_cfg.threads)
     betas = [1, 4, 8, 16, 32, 64][: args.k]
-    raws = grid_students("dkd", params["students"]["dkd_b4"], {"losses.dkd.beta": betas})
+    base = params["students"]["dkd_b4"]  # with a trainable conv stack: online batches carry
+    base = {**base, "model": {**base["model"], "frontend": "conv"}}  # no cached features
+    raws = grid_students("dkd", base, {"losses.dkd.beta": betas})
     students = {name: parse_student(raw, name) for name, raw in raws.items()}
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -111,7 +111,7 @@ class CacheHeader:
         num_frames: frames in the cache.
         parts: the committed parts, in storage order.
         checksums: sha256 of the cache's own files beside the parts (the conv stack).
-        frontend: the teacher's conv stack (``pipeline.teacher.conv.frontend_spec``), whose
+        frontend: the teacher's conv stack (``pipeline.nn.conv.frontend_spec``), whose
             weights are in ``frontend.safetensors``, so students can start from them.
         features: teacher features stored per frame beside the logits, by name (``conv``: the
             conv stack's output; ``layer_<i>``: Transformer layer i, 0 = its input), each

@@ -4,7 +4,7 @@ Layout of a part (``parts/<name>/`` of the cache)::
 
     cache-000000.tar, cache-000001.tar, ...   each holding, per utterance <id>:
         <id>.json            {"id": ..., "num_frames": n}
-        <id>.targets.npy     (n,) int32
+        <id>.targets.npy     (n,) int16 while C < 32768, else int32
         <id>.<field>.npy     the codec's fields, e.g. <id>.logits.npy (n, C)
     part.json
 

@@ -3,9 +3,9 @@ and frame offsets.
 
 Layout of a part (``parts/<name>/`` of the cache)::
 
-    targets        (frames,)          int32
-    <codec fields> (frames, ...)      e.g. logits (frames, C) for the full codec, or
-                                      topk_values / topk_ids (frames, k) + rest_lse
+    targets        (frames,)          int16 while C < 32768, else int32
+    <codec fields> (frames, ...)      logits (frames, C) for the full codec, coords
+                                      (frames, rank) for projection, codes (frames, B) for pq
     feat_<name>    (frames, D)        cached teacher features (+ feat_<name>_scale for int8)
     utt_ids        (N,)               str
     frame_offsets  (N + 1,)           int64; utterance i is rows offsets[i]:offsets[i+1]
