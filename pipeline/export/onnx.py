@@ -6,8 +6,9 @@ The ONNX graph comes from torch's TorchScript-based exporter (``dynamo=False``),
 since torch 2.9: the dynamo exporter (``dynamo=True``, torch 2.13) freezes the time axis of a
 bidirectional LSTM run as this project runs it (the backward direction on each sequence
 reversed within its length), so the graph works for the example's length only
-(pytorch/pytorch#191855; the same pattern exports whole with ``dynamo=False``). Every form is
-checked against PyTorch on several batch sizes and lengths before it is kept.
+(pytorch/pytorch#191855; the same pattern exports whole with ``dynamo=False``; rerun
+``bench/onnx_dynamo.py`` after a torch upgrade). Every form is checked against PyTorch on
+several batch sizes and lengths before it is kept.
 """
 
 from __future__ import annotations
