@@ -24,7 +24,7 @@ def train_student_cmd(
 ) -> None:
     """Train one student from the teacher cache (the teacher is never run). Under torchrun,
     data-parallel over the ranks. A killed run resumes from its checkpoint, across changes of
-    threads, device, logging or checkpoint cadence, loader workers or rank count."""
+    threads, device, logging or checkpoint cadence or rank count."""
     from pipeline.students import parse_students
     from pipeline.training.config import TrainConfig
     from stages import train_student

@@ -133,9 +133,10 @@ def test_the_gpu_benchmark_runs_on_the_cpu_at_toy_sizes():
 def test_a_resume_survives_operational_changes_and_refuses_real_ones(
     tiny_corpus, tiny_cache, tmp_path
 ):
-    """Threads, logging and checkpoint cadence may change across a resume (another node); a
-    change of what the weights depend on is refused, naming the key, and the checkpoint stays;
-    --restart starts afresh."""
+    """Threads, logging and checkpoint cadence may change across a resume (another node), and
+    loader workers between 0 and 1 (the same batch order); a change of what the weights depend
+    on (a loss setting, or a worker count that deals the blocks otherwise) is refused, naming
+    the key, and the checkpoint stays; --restart starts afresh."""
     params = tiny_params()
     params["train"].update(steps=12, checkpoint_every=4, log_every=2)
     path = write_params(tmp_path / "params.yaml", params)
@@ -157,9 +158,15 @@ def test_a_resume_survives_operational_changes_and_refuses_real_ones(
     refused = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
     assert refused.exit_code == 2 and "train.lr: 0.002 -> 0.001" in refused.output
     assert "--restart" in refused.output and (out / train_student.STATE).read_bytes() == state
+    workers = tiny_params()
+    workers["train"].update(steps=12, checkpoint_every=4, log_every=2, loader_workers=2)
+    write_params(path, workers)
+    refused = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
+    assert refused.exit_code == 2 and "train.loader_workers: 1 -> 2" in refused.output
 
     operational = tiny_params()
-    operational["train"].update(steps=12, checkpoint_every=5, log_every=3, threads=1)
+    operational["train"].update(steps=12, checkpoint_every=5, log_every=3, threads=1,
+                                loader_workers=1)  # fmt: skip
     write_params(path, operational)
     resumed = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output

@@ -63,7 +63,9 @@ class TrainConfig(LoopConfig):
             works, and a run resumes on another one.
         shuffle_pool: utterances shuffled and length-bucketed together while streaming.
         loader_workers: DataLoader worker processes reading the cache and audio, per stream
-            (0: none).
+            (0: none). Each worker streams its own share of the blocks, so the order of the
+            batches depends on their number: 0 and 1 give the same order, any other count
+            another one, and a resume keeps the count.
         expect_teacher: a teacher fingerprint (or its prefix) the cache must carry; "" accepts
             any cache (its fingerprint is recorded in each checkpoint either way).
         dist_timeout: seconds a data-parallel rank waits for the others in a collective before
@@ -81,8 +83,7 @@ class TrainConfig(LoopConfig):
     dist_timeout: float
 
     OPERATIONAL: ClassVar[tuple[str, ...]] = (
-        "threads", "device", "log_every", "checkpoint_every", "loader_workers",
-        "expect_teacher", "dist_timeout",
+        "threads", "device", "log_every", "checkpoint_every", "expect_teacher", "dist_timeout",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -91,5 +92,7 @@ class TrainConfig(LoopConfig):
         non_negative(self, "distill_warmup_steps", "shuffle_pool", "loader_workers")
 
     def result_settings(self) -> dict:
-        """The settings the trained weights depend on (all but the operational ones)."""
-        return {k: v for k, v in to_dict(self).items() if k not in self.OPERATIONAL}
+        """The settings the trained weights depend on (all but the operational ones), with
+        ``loader_workers`` 0 written as 1: both stream the blocks in the same order."""
+        settings = {k: v for k, v in to_dict(self).items() if k not in self.OPERATIONAL}
+        return {**settings, "loader_workers": max(self.loader_workers, 1)}
