@@ -97,7 +97,7 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
         root = _audio_root(rows, tmp)
         write_manifest(tmp / MANIFEST, [_relative(r, root) for r in rows])
         summary = summarize(rows, skipped=len(bad))
-        summary["audio_root"] = "." if root == tmp.resolve() else str(root)
+        summary["audio_root"] = "." if root == _absolute(tmp) else str(root)
         write_json(tmp / SUMMARY, summary)
     log.info("wrote %s: %s", out_dir / MANIFEST, summary)
     return summary
@@ -116,7 +116,7 @@ def _checked(entry: Entry, cfg: PrepareConfig) -> Utterance:
     )
     return Utterance(
         id=entry.id,
-        audio=str(Path(entry.audio).resolve()),
+        audio=str(_absolute(entry.audio)),
         samples=samples,
         sample_rate=rate,
         transcript=entry.transcript,
@@ -128,10 +128,16 @@ def _checked(entry: Entry, cfg: PrepareConfig) -> Utterance:
     )
 
 
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute without following symlinks: a corpus whose files are links (a
+    DVC or git-annex checkout, a hub cache) keeps the paths it shows, not its blobs'."""
+    return Path(os.path.abspath(path))
+
+
 def _audio_root(rows: list[Utterance], out_dir: Path) -> Path:
     """The folder every audio file is under: the corpus folder being written (the demo's), or
     the deepest folder the source's files share (a LibriSpeech tree, a user list's files)."""
-    inside = out_dir.resolve()
+    inside = _absolute(out_dir)
     if all(Path(r.audio).is_relative_to(inside) for r in rows):
         return inside
     return Path(os.path.commonpath([str(Path(r.audio).parent) for r in rows]))

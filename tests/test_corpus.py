@@ -134,6 +134,27 @@ def test_user_lists_jsonl_tsv_and_fairseq(tmp_path):
     }
 
 
+def test_a_corpus_of_links_keeps_the_paths_it_shows(tmp_path):
+    """Files that are symlinks into a blob store (a DVC or git-annex checkout, a hub cache) are
+    listed under their own names, not their blobs', and the same audio under another root
+    gives the same manifest."""
+    blobs = [_tone(tmp_path / "blobs" / f"{i}.wav") for i in range(3)]
+    blobs = [blob.rename(blob.with_name(f"{i:032x}")) for i, blob in enumerate(blobs)]
+    for root in ("corpus", "moved"):
+        for i, blob in enumerate(blobs):
+            (tmp_path / root / "wavs").mkdir(parents=True, exist_ok=True)
+            (tmp_path / root / "wavs" / f"u{i}.wav").symlink_to(blob)
+        listing = tmp_path / f"{root}.jsonl"
+        rows = [{"audio": str(tmp_path / root / "wavs" / f"u{i}.wav"), "speaker": "s"}
+                for i in range(3)]  # fmt: skip
+        listing.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        prepare.run(_cfg({"kind": "manifest", "path": str(listing)}), tmp_path / f"data-{root}")
+    rows = read_manifest(tmp_path / "data-corpus" / "manifest.jsonl")
+    assert sorted(r.audio for r in rows) == ["u0.wav", "u1.wav", "u2.wav"]
+    moved = tmp_path / "data-moved" / "manifest.jsonl"
+    assert moved.read_bytes() == (tmp_path / "data-corpus" / "manifest.jsonl").read_bytes()
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

@@ -270,6 +270,30 @@ def test_prepare_rejects_or_skips_clips_shorter_than_one_frame(tmp_path):
     assert result.exit_code == 0 and "'skipped': 1" in result.output, result.output
 
 
+def test_a_part_is_named_by_its_audio_not_by_where_it_lives(tiny_corpus):
+    """Audio fixed in place (same id and length) renames exactly its part, so its stale logits
+    are never reused; the same audio under another root renames none."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from pipeline.corpus.manifest import read_manifest
+    from pipeline.teacher.caching import plan_shards
+
+    params = tiny_params()
+    params["cache_teacher"]["shard_utterances"] = 4
+    cfg = section(params, "cache_teacher", CacheTeacherConfig)
+    header = SimpleNamespace(content=dict)  # plan_shards reads only the header's content
+    utts = read_manifest(tiny_corpus)
+    assert all(u.sha256 for u in utts)
+
+    def names(rows):
+        return [shard.name for shard in plan_shards(rows, cfg, header)]
+
+    assert names([replace(u, audio=f"elsewhere/{u.audio}") for u in utts]) == names(utts)
+    fixed = names([replace(utts[0], sha256="0" * 64), *utts[1:]])
+    assert [a != b for a, b in zip(names(utts), fixed, strict=True)].count(True) == 1
+
+
 def test_dropping_an_utterance_keeps_the_unchanged_committed_shards(
     tiny_corpus, tmp_path, monkeypatch
 ):

@@ -152,7 +152,9 @@ def plan_shards(utts: list[Utterance], cfg: CacheTeacherConfig, header: CacheHea
     boundaries: a shard ends after an utterance whose id hashes to a cut (probability 2/size)
     once it holds size/2, or at 2 x size. Removing or adding an utterance changes only its own
     shard (and rarely the next). Each shard's name hashes the header's content, the backend and
-    batching settings and its utterances (id and audio), so it names exactly one part."""
+    batching settings and its utterances (id, length and the audio's sha256, or its path where
+    the manifest has no sha256), so it names exactly one part: audio fixed in place renames its
+    part, and a corpus under another root (or beside another subset) renames none."""
     size = cfg.shard_utterances
     settings = json.dumps(
         {"header": header.content(), "backend": repr(cfg.backend.cfg),
@@ -170,7 +172,8 @@ def plan_shards(utts: list[Utterance], cfg: CacheTeacherConfig, header: CacheHea
     groups += [current] if current else []
     shards = []
     for group in groups:
-        rows = "\n".join(f"{u.id}\t{u.audio}\t{u.samples}\t{u.sample_rate}" for u in group)
+        rows = "\n".join(f"{u.id}\t{u.sha256 or u.audio}\t{u.samples}\t{u.sample_rate}"
+                         for u in group)  # fmt: skip
         name = "part-" + sha256_bytes(f"{settings}\n{rows}".encode())[:20]
         shards.append(Shard(name, group))
     return shards
