@@ -295,5 +295,7 @@ def repair_argmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     index = targets[..., None].long()
     target = logits.gather(-1, index)[..., 0]
     wrong = logits.argmax(-1) != targets
-    raised = torch.where(wrong, logits.amax(-1) + 1e-3, target)
+    top = logits.amax(-1)
+    hair = torch.maximum(top + 1e-3, torch.nextafter(top, torch.full_like(top, float("inf"))))
+    raised = torch.where(wrong, hair, target)  # above the top even where 1e-3 rounds away
     return logits.scatter(-1, index, raised[..., None])

@@ -141,3 +141,5 @@ def test_the_argmax_is_restored_from_argmax_targets():
     assert repaired.argmax(-1).tolist() == [2, 0]
     assert torch.equal(repaired[1], logits[1]) and repaired[0, 2] > 2.0
     assert torch.equal(repaired[0, :2], logits[0, :2])  # only the target moves
+    large = torch.tensor([[20000.0, 30000.0, 30000.0]])  # float32 steps by 0.002 here
+    assert repair_argmax(large, torch.tensor([2])).argmax(-1).tolist() == [2]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections import Counter
 
 FAULT = "HUBERT_KD_FAULT"
@@ -40,4 +41,6 @@ def reached(point: str, n: int | None = None) -> None:
     if not value.strip().isdigit():
         raise ValueError(f"{FAULT}={spec!r}: expected <point>:<integer>, e.g. checkpoint:6")
     if name == point and int(value) == n:
+        print(f"{FAULT}={spec}: killing this process (fault injection; unset {FAULT} in "
+              "normal runs)", file=sys.stderr, flush=True)  # fmt: skip
         os.kill(os.getpid(), signal.SIGKILL)

@@ -193,8 +193,11 @@ def output_lock(path: str | Path) -> Iterator[None]:
             break
         except FileExistsError:
             owner = _read(fs, lock)
-            if attempt == 0 and _stale(fs, lock, owner):
-                fs.rm_file(lock)  # its writer is gone (killed, or silent past its lease)
+            if attempt == 0 and _stale(fs, lock, owner) and _read(fs, lock) == owner:
+                # its writer is gone (killed, or silent past its lease), and no other run has
+                # taken it over since it was read: the window two runs could both take it
+                # over in is one read (storage without a compare-and-swap cannot close it)
+                fs.rm_file(lock)
                 continue
             owner = owner or {}
             who = f"pid {owner.get('pid')} on {owner.get('host')} since {owner.get('since')}"
