@@ -61,8 +61,8 @@ def run(
             header, stream, decode = training_data(cache, manifest, train_cfg, device)
             runs = student_runs(students, header, read_frontend(cache), train_cfg, device, log)
             about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
-            summary = train(runs, stream, train_cfg, state_path, identity(students, train_cfg,
-                            header), f"train {about}", decode)  # fmt: skip
+            made_for = identity(students, train_cfg, header, manifest)
+            summary = train(runs, stream, train_cfg, state_path, made_for, f"train {about}", decode)
             if not distributed.is_main():
                 return {}
             results = save_outputs(runs, students, header, train_cfg, summary, out_dirs, log)

@@ -288,10 +288,9 @@ def codec_from_header(header_codec: dict[str, Any], constants: dict | None = Non
 
 
 def repair_argmax(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Decoded ``logits (..., C)`` whose argmax is ``targets (...)`` where the targets are the
-    teacher's argmax (exact side information): where another class is the argmax (or ties
-    with the target), the target's logit is raised to the frame's maximum plus a hair. Frames
-    that already agree are unchanged."""
+    """Decoded ``logits (..., C)`` whose argmax is ``targets (...)``, the teacher's argmax (exact
+    side information): where another class is the argmax (or ties with the target), the
+    target's logit is raised a hair above the frame's maximum; other frames are unchanged."""
     index = targets[..., None].long()
     target = logits.gather(-1, index)[..., 0]
     wrong = logits.argmax(-1) != targets

@@ -135,8 +135,8 @@ def test_a_resume_survives_operational_changes_and_refuses_real_ones(
 ):
     """Threads, logging and checkpoint cadence may change across a resume (another node), and
     loader workers between 0 and 1 (the same batch order); a change of what the weights depend
-    on (a loss setting, or a worker count that deals the blocks otherwise) is refused, naming
-    the key, and the checkpoint stays; --restart starts afresh."""
+    on (a loss setting, a worker count that deals the blocks otherwise, other train rows in the
+    manifest) is refused, naming the key, and the checkpoint stays; --restart starts afresh."""
     params = tiny_params()
     params["train"].update(steps=12, checkpoint_every=4, log_every=2)
     path = write_params(tmp_path / "params.yaml", params)
@@ -163,6 +163,15 @@ def test_a_resume_survives_operational_changes_and_refuses_real_ones(
     write_params(path, workers)
     refused = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
     assert refused.exit_code == 2 and "train.loader_workers: 1 -> 2" in refused.output
+    write_params(path, params)
+    rows = tiny_corpus.read_text().splitlines()
+    dropped = next(json.loads(r)["id"] for r in rows if json.loads(r)["split"] == "train")
+    fewer = tiny_corpus.parent / "manifest-fewer.jsonl"  # beside it: its audio paths hold
+    fewer.write_text("\n".join(r for r in rows if json.loads(r)["id"] != dropped) + "\n")
+    other = ["--params", str(path), "--manifest", str(fewer), "--cache", str(tiny_cache)]
+    refused = CliRunner().invoke(app, ["train-student", "kd", *other, "--out", str(out)])
+    fewer.unlink()
+    assert refused.exit_code == 2 and "train_utterances:" in refused.output
 
     operational = tiny_params()
     operational["train"].update(steps=12, checkpoint_every=5, log_every=3, threads=1,

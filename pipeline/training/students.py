@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.core.config import to_dict
 from pipeline.core.errors import CacheFormatError
-from pipeline.corpus.manifest import Utterance, read_manifest
+from pipeline.corpus.manifest import Utterance, corpus_fingerprint, read_manifest
 from pipeline.losses import LOSSES
 from pipeline.nn.frames import FrameSpec
 from pipeline.students import StudentConfig
@@ -129,11 +129,14 @@ def _log_point(training_log: TrainingLog, name: str, point: dict) -> None:
     training_log.flush()
 
 
-def identity(students: dict[str, StudentConfig], cfg: TrainConfig, header: CacheHeader) -> dict:
+def identity(
+    students: dict[str, StudentConfig], cfg: TrainConfig, header: CacheHeader, manifest: Path
+) -> dict:
     """What a training checkpoint must have been made for to be resumed: what its weights
-    depend on (students, the training settings but the operational ones, the cache's content),
-    never where or how it runs."""
+    depend on (students, the training settings but the operational ones, the cache's content,
+    the manifest's train rows, not their paths), never where or how it runs."""
     return {
+        "train_utterances": corpus_fingerprint(read_manifest(manifest, split="train")),
         "students": {n: to_dict(c) for n, c in students.items()},
         "train": cfg.result_settings(),
         "cache": header.fingerprint,
