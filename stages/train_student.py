@@ -58,10 +58,10 @@ def run(
             log = training_log(log_dir, list(students), sweep)
             if not students:  # an empty sweep: its empty training log, so its outputs exist
                 return save_outputs([], {}, None, train_cfg, {}, {}, log)
-            header, stream, decode = training_data(cache, manifest, train_cfg, device)
+            header, utts, stream, decode = training_data(cache, manifest, train_cfg, device)
             runs = student_runs(students, header, read_frontend(cache), train_cfg, device, log)
             about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
-            made_for = identity(students, train_cfg, header, manifest)
+            made_for = identity(students, train_cfg, header, utts)
             summary = train(runs, stream, train_cfg, state_path, made_for, f"train {about}", decode)
             if not distributed.is_main():
                 return {}

@@ -68,9 +68,10 @@ def cache_streams(
 
 def training_data(
     cache: str | Path, manifest: Path, cfg: TrainConfig, device: torch.device
-) -> tuple[CacheHeader, StreamSet, Callable[[Batch], Batch]]:
-    """The cache's header (its teacher checked), this rank's streams over the train split, and
-    what makes their batches trainable (moved to ``device``, teacher logits decoded there).
+) -> tuple[CacheHeader, list[Utterance], StreamSet, Callable[[Batch], Batch]]:
+    """The cache's header (its teacher checked), the manifest's train rows, this rank's streams
+    over them, and what makes their batches trainable (moved to ``device``, teacher logits
+    decoded there).
 
     Raises:
         CacheFormatError: another teacher than ``train.expect_teacher``.
@@ -82,7 +83,7 @@ def training_data(
     if not utts:
         raise ValueError(f"{manifest}: no utterances in the train split")
     decode = teacher_decoder(reader.codec, reader.header.argmax_targets, device)
-    return reader.header, cache_streams(cache, utts, manifest, cfg), decode
+    return reader.header, utts, cache_streams(cache, utts, manifest, cfg), decode
 
 
 def student_runs(
@@ -130,13 +131,13 @@ def _log_point(training_log: TrainingLog, name: str, point: dict) -> None:
 
 
 def identity(
-    students: dict[str, StudentConfig], cfg: TrainConfig, header: CacheHeader, manifest: Path
+    students: dict[str, StudentConfig], cfg: TrainConfig, header: CacheHeader, utts: list[Utterance]
 ) -> dict:
     """What a training checkpoint must have been made for to be resumed: what its weights
     depend on (students, the training settings but the operational ones, the cache's content,
-    the manifest's train rows, not their paths), never where or how it runs."""
+    the manifest's train rows ``utts``, not their paths), never where or how it runs."""
     return {
-        "train_utterances": corpus_fingerprint(read_manifest(manifest, split="train")),
+        "train_utterances": corpus_fingerprint(utts),
         "students": {n: to_dict(c) for n, c in students.items()},
         "train": cfg.result_settings(),
         "cache": header.fingerprint,
