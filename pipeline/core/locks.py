@@ -157,8 +157,8 @@ def clear_dead(folder: str | Path) -> list[str]:
     for entry in sorted(Path(folder).glob(".*")):
         if entry.name.endswith(".lock"):
             owner = _read(fs, str(entry))
-            if not _stale(fs, str(entry), owner) or _read(fs, str(entry)) != owner:
-                continue  # alive, or taken over by another run since it was read
+            if not _abandoned(fs, str(entry), owner):
+                continue
             entry.unlink(missing_ok=True)
         elif ".tmp-" in entry.name and _writer_gone(entry.name):
             if entry.is_dir():
@@ -169,6 +169,14 @@ def clear_dead(folder: str | Path) -> list[str]:
             continue
         removed.append(entry.name)
     return removed
+
+
+def _abandoned(fs, lock: str, owner: dict[str, Any] | None) -> bool:
+    """Whether ``lock``, read as ``owner``, may be removed: its writer is gone (killed, or
+    silent past its lease) and no other run has taken it over since it was read. Two runs can
+    still both take it over within one read; storage without compare-and-swap cannot close
+    that."""
+    return _stale(fs, lock, owner) and _read(fs, lock) == owner
 
 
 def _mine(owner: dict[str, Any] | None, me: dict[str, Any]) -> bool:
@@ -193,10 +201,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
             break
         except FileExistsError:
             owner = _read(fs, lock)
-            if attempt == 0 and _stale(fs, lock, owner) and _read(fs, lock) == owner:
-                # its writer is gone (killed, or silent past its lease), and no other run has
-                # taken it over since it was read: the window two runs could both take it
-                # over in is one read (storage without a compare-and-swap cannot close it)
+            if attempt == 0 and _abandoned(fs, lock, owner):
                 fs.rm_file(lock)
                 continue
             owner = owner or {}
