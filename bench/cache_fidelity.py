@@ -27,6 +27,7 @@ top-k over a pq tail shape).
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 from pathlib import Path
@@ -40,6 +41,7 @@ from pipeline.audio.files import read_audio
 from pipeline.core.config import section
 from pipeline.corpus.manifest import audio_path, read_manifest
 from pipeline.losses import dkd_loss, kd_loss
+from pipeline.nn.frames import lengths_to_mask
 from pipeline.students.checkpoint import load_student
 from pipeline.teacher.caching import CacheTeacherConfig, load_teacher
 from storage.codecs import CODECS, FullConfig, PQConfig, ProjectionConfig, repair_argmax
@@ -55,8 +57,8 @@ PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 def teacher_logits(source: str, manifest: Path, fit: int, test: int):
     """Train sample logits ``(N, C)``, test logits ``(M, C)`` and the test waveforms, from the
     teacher ``source``."""
-    params = {**PARAMS, "cache_teacher": {**PARAMS["cache_teacher"]}}
-    params["cache_teacher"]["teacher"] = {**params["cache_teacher"]["teacher"], "source": source}
+    params = copy.deepcopy(PARAMS)
+    params["cache_teacher"]["teacher"]["source"] = source
     cfg = section(params, "cache_teacher", CacheTeacherConfig)
     utts = read_manifest(manifest)
     teacher = load_teacher(cfg.teacher, utts, manifest)
@@ -136,7 +138,7 @@ def student_errors(path: Path, wavs: list, exact: torch.Tensor, decoded: list) -
     for audio in batches:
         lengths = torch.tensor([len(w) for w in audio])
         logits, frames = model(pad_sequence(audio, batch_first=True), lengths)
-        mask = torch.arange(logits.shape[1])[None] < frames[:, None]
+        mask = lengths_to_mask(frames, logits.shape[1])
         rows = slice(offset, offset + int(frames.sum()))
         offset = rows.stop
         if offset > len(exact):
