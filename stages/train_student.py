@@ -11,8 +11,10 @@ from pipeline.training import distributed
 from pipeline.training.config import TrainConfig
 from pipeline.training.loop import train
 from pipeline.training.students import (
+    describe,
     forget,
     identity,
+    run_labels,
     save_outputs,
     student_runs,
     training_data,
@@ -34,11 +36,13 @@ def run(
     sweep: bool = False,
     restart: bool = False,
 ) -> dict[str, dict]:
-    """Train students on the train split, side by side on the same batches (each read once),
-    from the cache only; write each checkpoint into ``out_dirs[name]``, the run's curves and
-    figures into the dvclive folder ``log_dir`` if given (by student name for a ``sweep``).
+    """Train students, each with each of its training seeds, on the train split, side by side on
+    the same batches (each read once), from the cache only; write each student's checkpoint
+    (every seed's weights) into ``out_dirs[name]``, the run's curves and figures into the
+    dvclive folder ``log_dir`` if given (by student name for a ``sweep``, by seed for a student
+    with several).
 
-    Each student is initialised and draws dropout exactly as it would alone, so a sweep gives
+    Each model is initialised and draws dropout exactly as it would alone, so a sweep gives
     the students separate runs give. Under ``torchrun`` the ranks split the data streams
     (DistributedDataParallel) and rank 0 writes. A checkpoint at ``state_path`` every
     ``train.checkpoint_every`` steps lets a killed run resume exactly, on any number of ranks
@@ -55,14 +59,15 @@ def run(
         with distributed.main_lock(state_path):
             if restart:
                 forget(state_path)
-            log = training_log(log_dir, list(students), sweep)
+            labels = run_labels(students, train_cfg, sweep)
+            log = training_log(log_dir, labels)
             if not students:  # an empty sweep: its empty training log, so its outputs exist
                 return save_outputs([], {}, None, train_cfg, {}, {}, log)
             header, utts, stream, decode = training_data(cache, manifest, train_cfg, device)
-            runs = student_runs(students, header, read_frontend(cache), train_cfg, device, log)
-            about = ", ".join(students) if len(students) < 4 else f"a sweep of {len(students)}"
+            runs = student_runs(students, header, read_frontend(cache), train_cfg, device,
+                                labels, log)  # fmt: skip
             made_for = identity(students, train_cfg, header, utts)
-            summary = train(runs, stream, train_cfg, state_path, made_for, f"train {about}", decode)
+            summary = train(runs, stream, train_cfg, state_path, made_for, describe(labels), decode)
             if not distributed.is_main():
                 return {}
             results = save_outputs(runs, students, header, train_cfg, summary, out_dirs, log)

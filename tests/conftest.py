@@ -35,7 +35,8 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = copy.deepcopy(params)
     p["prepare"]["source"].update(
-        speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1
+        speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1,
+        test_utterances_per_speaker=4,
     )
     teacher = p["cache_teacher"]["teacher"]
     teacher["source"] = "random"  # not the shipped teacher: seconds, not minutes
@@ -44,13 +45,16 @@ def tiny_params() -> dict:
     p["cache_teacher"]["fit_utterances"] = 6
     p["train"].update(steps=3, warmup_steps=1, batch_seconds=8.0, log_every=2)
     p["evaluate"].update(efficiency_seconds=1.0)
-    p["evaluate"]["probe"].update(hidden=8, layers=1, epochs=2)
+    p["evaluate"]["probe"]["asr"].update(hidden=8, layers=1, epochs=2)
+    p["evaluate"]["probe"]["pr"].update(epochs=2)
     p["pretrain_teacher"].update(
         kmeans_utterances=6, steps=4, batch_seconds=6.0, warmup_steps=1, checkpoint_every=2,
         log_every=2, model=dict(TINY_HUBERT),
     )  # fmt: skip
     p["cache_teacher"]["features"] = ["conv", "layer_1", "layer_2"]  # the tiny teacher has 2
     for student in [*p["students"].values(), p["sweep"]["base"]]:
+        if "seeds" in student:  # several, as the demo's, but fewer
+            student["seeds"] = student["seeds"][:2]
         if student["arch"] == "lstm":
             student["model"] = {**TINY_MODEL, "frontend": student["model"]["frontend"]}
         else:
@@ -87,15 +91,23 @@ def with_kmeans(params: dict, **changes) -> dict:
     return params
 
 
-def assert_same_weights(a: Path, b: Path, rtol: float, atol: float) -> None:
-    """The students saved at ``a`` and ``b`` (``model.pt``) have the same weights, within
-    tolerance, tensor by tensor (the first differing one named)."""
+def assert_same_weights(
+    a: Path, b: Path, rtol: float, atol: float, seed: int | None = None
+) -> None:
+    """The students saved at ``a`` and ``b`` (``model.pt``) have the same weights (of training
+    seed ``seed``; of every seed, the same ones, by default), within tolerance, tensor by
+    tensor (the first differing one named)."""
     import torch
 
-    wa, wb = (torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in (a, b))
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], rtol=rtol, atol=atol, msg=key)
+    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
+    seeds = ca["seeds"] if seed is None else [seed]
+    assert seed is not None or ca["seeds"] == cb["seeds"]
+    for s in seeds:
+        wa = ca["state_dicts"][ca["seeds"].index(s)]
+        wb = cb["state_dicts"][cb["seeds"].index(s)]
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            torch.testing.assert_close(wa[key], wb[key], rtol=rtol, atol=atol, msg=f"{s}:{key}")
 
 
 def dead_pid() -> int:

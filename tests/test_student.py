@@ -1,14 +1,16 @@
 """Students: shapes, frame alignment with the cache, padding independence, checkpoints."""
 
+import pytest
 import torch
 from conftest import TINY_MODEL
 
+from pipeline.core.errors import CheckpointError
 from pipeline.losses.ce import CEConfig
 from pipeline.nn.frames import FrameSpec
 from pipeline.nn.lstm import LSTMStudentConfig
 from pipeline.students import STUDENTS
 from pipeline.students.base import StudentConfig
-from pipeline.students.checkpoint import load_student, save_student
+from pipeline.students.checkpoint import load_student, load_students, save_student
 
 HUBERT = FrameSpec((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))
 
@@ -45,16 +47,30 @@ def test_padding_does_not_change_valid_frames():
     torch.testing.assert_close(logits[1, : frames[1]], alone[0], rtol=1e-5, atol=1e-5)
 
 
-def test_checkpoint_round_trip(tmp_path):
+def test_checkpoint_round_trip_of_every_training_seed(tmp_path):
+    """One checkpoint holds each training seed's weights; a seed is loaded by name, the first
+    declared by default, and an unknown seed or an older one-model file is refused."""
     model, cfg = _student()
+    torch.manual_seed(1)
+    other, _ = _student()
     spec = StudentConfig(arch="lstm", model=cfg, losses={"ce": CEConfig(weight=1.0)})
-    save_student(tmp_path / "m.pt", model, spec, {"cache_fingerprint": "abc"})
+    save_student(tmp_path / "m.pt", {7: model, 2: other}, spec, {"cache_fingerprint": "abc"})
+    wav, n = torch.randn(1, 8_000), torch.tensor([8_000])
     loaded, ckpt = load_student(tmp_path / "m.pt")
-    wav = torch.randn(1, 8_000)
-    torch.testing.assert_close(
-        loaded(wav, torch.tensor([8_000]))[0], model(wav, torch.tensor([8_000]))[0]
-    )
+    torch.testing.assert_close(loaded(wav, n)[0], model(wav, n)[0])
+    torch.testing.assert_close(load_student(tmp_path / "m.pt", seed=2)[0](wav, n)[0],
+                               other(wav, n)[0])  # fmt: skip
+    assert ckpt["seeds"] == [7, 2]
     assert ckpt["cache_fingerprint"] == "abc" and ckpt["losses"] == {"ce": {"weight": 1.0}}
+    models, _ = load_students(tmp_path / "m.pt")
+    assert list(models) == [7, 2]
+    with pytest.raises(CheckpointError, match=r"no training seed 3 \(it has \[7, 2\]\)"):
+        load_student(tmp_path / "m.pt", seed=3)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["state_dict"] = payload.pop("state_dicts")[0]
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="an earlier version .* retrain it"):
+        load_student(tmp_path / "old.pt")
 
 
 def test_the_encoder_layer_is_torchs_transformer_layer_with_its_weights():

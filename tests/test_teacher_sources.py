@@ -371,7 +371,7 @@ def test_students_can_start_from_the_teachers_conv_stack(tmp_path, tiny_corpus):
         logits, lengths = student(batch, torch.tensor([12_000, 5_000]))
         alone, _ = student(wavs[1][None], torch.tensor([5_000]))
     torch.testing.assert_close(logits[1, : lengths[1]], alone[0], rtol=1e-5, atol=1e-5)
-    save_student(tmp_path / "s.pt", student, spec, {})
+    save_student(tmp_path / "s.pt", {0: student}, spec, {})
     loaded, _ = load_student(tmp_path / "s.pt")
     assert loaded.frontend_spec == student.frontend_spec
 

@@ -1,5 +1,6 @@
 """Stage two: sweeps equal separate runs, and a killed run resumes to the same weights."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,12 +17,12 @@ from pipeline.core.config import section
 from pipeline.core.faults import FAULT
 from pipeline.students import grid_students, parse_students
 from pipeline.training.config import TrainConfig
-from pipeline.training.live import read_curve
+from pipeline.training.live import read_curve, read_curves
 from stages import train_student
 
 
-def _assert_same(a: Path, b: Path) -> None:
-    assert_same_weights(a, b, rtol=0, atol=1e-6)
+def _assert_same(a: Path, b: Path, seed: int | None = None) -> None:
+    assert_same_weights(a, b, rtol=0, atol=1e-6, seed=seed)
 
 
 def test_grid_names_and_values():
@@ -33,14 +34,20 @@ def test_grid_names_and_values():
 
 
 def test_sweep_students_equal_separately_trained_ones(tiny_corpus, tiny_cache, tmp_path):
+    """Students trained together, each with its training seeds, get the weights and curves
+    they get alone: ``kd`` with seeds [0, 1] beside ``dkd_b4`` (one seed, ``train.seed``)
+    equals ``kd`` trained alone with seed 1 only, and ``dkd_b4`` alone."""
     params = tiny_params()
     params["train"].update(steps=4, checkpoint_every=0)
     params["students"]["kd"]["model"]["dropout"] = 0.3  # dropout draws must match too
     params["students"]["kd"]["model"]["lstm_layers"] = 2
+    params["students"]["kd"]["seeds"] = [0, 1]
+    del params["students"]["dkd_b4"]["seeds"]
     train_cfg = section(params, "train", TrainConfig)
     students = parse_students(params)
     chosen = {n: students[n] for n in ("kd", "dkd_b4")}
-    for name, cfg in chosen.items():
+    alone = {"kd": dataclasses.replace(students["kd"], seeds=(1,)), "dkd_b4": students["dkd_b4"]}
+    for name, cfg in alone.items():
         train_student.run(
             {name: cfg},
             train_cfg,
@@ -56,9 +63,11 @@ def test_sweep_students_equal_separately_trained_ones(tiny_corpus, tiny_cache, t
         chosen, train_cfg, tiny_corpus, tiny_cache, dirs, tmp_path / "sweep" / "state.pt", log,
         sweep=True,
     )  # fmt: skip
-    for name in chosen:
-        _assert_same(tmp_path / "alone" / name / "model.pt", dirs[name] / "model.pt")
-        assert read_curve(log, name) == read_curve(tmp_path / "alone" / name)
+    for name, seed, label in (("kd", 1, "kd/seed1"), ("dkd_b4", 0, "dkd_b4")):
+        _assert_same(tmp_path / "alone" / name / "model.pt", dirs[name] / "model.pt", seed)
+        assert read_curve(log, label) == read_curve(tmp_path / "alone" / name)
+    logged = json.loads((log / "metrics.json").read_text())
+    assert set(logged["kd"]) == {"seed0", "seed1"} and "loss" in logged["kd"]["seed1"]
 
 
 def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
@@ -76,7 +85,9 @@ def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
     logged = json.loads((tmp_path / "sweeps" / "training" / "metrics.json").read_text())
     assert set(logged) == {*names, "step", "steps", "seconds", "frames_per_second",
                            "resumed_from_step"}  # fmt: skip
-    assert all(read_curve(tmp_path / "sweeps" / "training", n) for n in names)
+    for name in names:  # each grid point keeps dkd_b4's training seeds
+        curves = read_curves(tmp_path / "sweeps" / "training", name)
+        assert set(curves) == {f"{name}/seed0", f"{name}/seed1"} and all(curves.values())
     result = CliRunner().invoke(app, [*args[:2], "--grid", "losses.dkd.betta=1", *args[6:]])
     assert result.exit_code == 2 and "unknown key" in result.output
 
@@ -114,7 +125,9 @@ def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tm
     _assert_same(tmp_path / "ref" / "model.pt", out / "model.pt")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == 9
-    assert read_curve(out) == read_curve(tmp_path / "ref")  # no point logged twice or lost
+    curves = read_curves(out)
+    assert set(curves) == {"seed0", "seed1"}  # the tiny params' kd has two training seeds
+    assert curves == read_curves(tmp_path / "ref")  # no point logged twice or lost
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu_at_toy_sizes():

@@ -18,6 +18,7 @@ class _RawStudent:
     arch: str
     model: dict[str, Any]
     losses: dict[str, dict[str, Any]]
+    seeds: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,19 @@ class StudentConfig:
         arch: registered student architecture (``lstm``).
         model: that architecture's config dataclass.
         losses: loss name -> its config (each has a ``weight``); the total is their weighted sum.
+        seeds: training seeds: one model per seed (its initialisation and dropout), all trained
+            in one pass over the cache, on the same batches (their order is ``train.seed``'s),
+            each evaluated; None trains one, with ``train.seed``.
     """
 
     arch: str
     model: Any
     losses: dict[str, Any]
+    seeds: tuple[int, ...] | None = None
+
+    def training_seeds(self, default: int) -> tuple[int, ...]:
+        """The seeds this student trains with (``default``: ``train.seed``, without ``seeds``)."""
+        return self.seeds if self.seeds is not None else (default,)
 
 
 def parse_student(data: Mapping[str, Any], where: str) -> StudentConfig:
@@ -45,12 +54,16 @@ def parse_student(data: Mapping[str, Any], where: str) -> StudentConfig:
         raise ConfigError(f"{where}: {err.args[0]}") from err
     if not raw.losses:
         raise ConfigError(f"{where}.losses: name at least one loss ({', '.join(LOSSES.names())})")
+    if raw.seeds is not None and (not raw.seeds or len(set(raw.seeds)) < len(raw.seeds)
+                                  or min(raw.seeds) < 0):  # fmt: skip
+        raise ConfigError(f"{where}.seeds: a list of distinct seeds >= 0, got {raw.seeds}")
     model = from_dict(model_type, raw.model, f"{where}.model")
     losses = {
         name: from_dict(loss_types[name], cfg, f"{where}.losses.{name}")
         for name, cfg in raw.losses.items()
     }
-    return StudentConfig(arch=raw.arch, model=model, losses=losses)
+    seeds = None if raw.seeds is None else tuple(raw.seeds)
+    return StudentConfig(arch=raw.arch, model=model, losses=losses, seeds=seeds)
 
 
 def parse_students(params: Mapping[str, Any]) -> dict[str, StudentConfig]:

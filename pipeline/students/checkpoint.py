@@ -67,23 +67,54 @@ def from_recipe(spec: dict[str, Any], where: str) -> nn.Module:
     return rebuild(spec, from_dict(arch.config_type, spec["model_config"], f"{where}:model_config"))
 
 
-def save_student(path: Path, model: nn.Module, cfg: StudentConfig, extra: dict[str, Any]) -> None:
-    """Write ``path`` (a ``.pt`` file) atomically: state dict, recipe, losses, provenance."""
+def save_student(
+    path: Path, models: dict[int, nn.Module], cfg: StudentConfig, extra: dict[str, Any]
+) -> None:
+    """Write ``path`` (a ``.pt`` file) atomically: the recipe, the losses, provenance, and the
+    weights of each training seed (``models``: seed -> model, in the student's seed order)."""
+    first = next(iter(models.values()))
     payload = {
-        **recipe(model),
+        **recipe(first),
         "losses": {name: to_dict(c) for name, c in cfg.losses.items()},
-        "state_dict": model.state_dict(),
+        "seeds": list(models),
+        "state_dicts": [m.state_dict() for m in models.values()],
         **extra,
     }
     with atomic_file(path) as tmp:
         torch.save(payload, tmp)
 
 
-def load_student(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a saved student in eval mode; returns ``(model, checkpoint dict)``."""
+def load_students(path: Path) -> tuple[dict[int, nn.Module], dict[str, Any]]:
+    """Rebuild every training seed of a saved student, in eval mode; returns ``({seed: model}
+    in the student's seed order, checkpoint dict)``.
+
+    Raises:
+        CheckpointError: not a student checkpoint (named).
+    """
     ckpt = load_weights(path, "student checkpoint")
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    if isinstance(ckpt, dict) and "state_dict" in ckpt:
+        raise CheckpointError(f"{path}: a student checkpoint of an earlier version (one model, "
+                              "before training seeds): retrain it with train-student")  # fmt: skip
+    if not isinstance(ckpt, dict) or "state_dicts" not in ckpt or "seeds" not in ckpt:
         raise CheckpointError(f"{path}: not a student checkpoint written by train-student")
-    model = from_recipe(ckpt, str(path))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval(), ckpt
+    models = {}
+    for seed, state in zip(ckpt["seeds"], ckpt["state_dicts"], strict=True):
+        model = from_recipe(ckpt, str(path))
+        model.load_state_dict(state)
+        models[seed] = model.eval()
+    return models, ckpt
+
+
+def load_student(path: Path, seed: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a saved student in eval mode, with the weights of training seed ``seed`` (None:
+    the first it declares, never a choice by results); returns ``(model, checkpoint dict)``.
+
+    Raises:
+        CheckpointError: not a student checkpoint, or no such seed (named).
+    """
+    models, ckpt = load_students(path)
+    if seed is None:
+        seed = ckpt["seeds"][0]
+    if seed not in models:
+        raise CheckpointError(f"{path}: no training seed {seed} (it has {ckpt['seeds']})")
+    return models[seed], ckpt

@@ -14,7 +14,8 @@ class LoopConfig:
     """The settings of the one training loop (students and teacher pre-training alike).
 
     Attributes:
-        seed: seed for weights, batching and dropout.
+        seed: seed of the batch order; and of the weights and dropout of a model without seeds
+            of its own (a student's ``seeds``).
         steps: optimizer updates.
         batch_seconds: padded audio per update, over every micro-batch and every rank.
         lr: peak learning rate.

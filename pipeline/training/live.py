@@ -3,8 +3,10 @@
 A training run writes one dvclive folder: ``metrics.json`` (the latest value of each term, the
 step, and at the end the run's figures) and ``plots/metrics/<term>.tsv`` (every logged point),
 which ``dvc exp show``, ``dvc plots`` and DVC's VS Code extension read while the run goes on.
-A sweep's log holds each student's terms under its name (``plots/metrics/<name>/loss.tsv``,
-``{"<name>": {"loss": ...}}``).
+Each model of the run logs under its label: a sweep's students under their names
+(``plots/metrics/<name>/loss.tsv``, ``{"<name>": {"loss": ...}}``), a student's training seeds
+under ``seed<k>`` (``dkd_b1/seed3`` in a sweep), and the one model of a one-seed student
+unlabelled (``plots/metrics/loss.tsv``, ``{"loss": ...}``).
 
 The folder is rewritten from the checkpointed curve when a killed run resumes, so it never
 holds points that were logged after the checkpoint and are computed again.
@@ -21,10 +23,11 @@ SUMMARY = "metrics.json"
 
 
 class TrainingLog:
-    """The dvclive folder ``folder`` of one training run over ``names`` (its students), each
-    one's terms under its name when ``by_name`` (a sweep), else as they are (one student)."""
+    """The dvclive folder ``folder`` of one training run over the models of ``labels`` (each
+    model's key, e.g. ``(student, seed)``, -> its label: see above; "" for the one model of a
+    run that trains one)."""
 
-    def __init__(self, folder: Path, names: list[str], by_name: bool) -> None:
+    def __init__(self, folder: Path, labels: dict) -> None:
         from dvclive import Live
 
         class DeclaredLive(Live):
@@ -41,13 +44,14 @@ class TrainingLog:
         self._live = DeclaredLive(str(folder), resume=False, report=None, save_dvc_exp=False,
                                   dvcyaml=None)  # fmt: skip
         (folder / PLOTS).mkdir(parents=True, exist_ok=True)  # there even before a first point
-        if len(names) > 1 and not by_name:
-            raise ValueError("a training log of several students holds them by name")
-        self._prefix = {n: f"{n}/" if by_name else "" for n in names}
+        if len(labels) > 1 and not all(labels.values()):
+            raise ValueError("a training log of several models holds each under a label")
+        self.labels = labels
+        self._prefix = {n: f"{n}/" if n else "" for n in labels.values()}
         self._step = 0
 
     def log(self, name: str, point: dict) -> None:
-        """One curve point ``{"step": s, term: value, ...}`` of student ``name``."""
+        """One curve point ``{"step": s, term: value, ...}`` of the model labelled ``name``."""
         self._step = self._live.step = point["step"]
         for term, value in point.items():
             if term != "step":
@@ -57,12 +61,14 @@ class TrainingLog:
         """Write the summary, and tell DVC (and its VS Code extension) a step is done."""
         self._live.next_step()
 
-    def finish(self, figures: dict[str, dict], shared: dict) -> None:
-        """End the run: each student's ``figures`` (under its name when there are several)
-        and the ``shared`` ones (time, throughput) join the latest values in the summary."""
+    def finish(self, figures: dict, shared: dict) -> None:
+        """End the run: each model's ``figures`` (by its key) and the ``shared`` ones (time,
+        throughput) join the latest values in the summary."""
         summary = self._live.summary
-        for name, values in figures.items():
-            target = summary.setdefault(name, {}) if self._prefix[name] else summary
+        for key, values in figures.items():
+            target = summary
+            for part in filter(None, self.labels[key].split("/")):
+                target = target.setdefault(part, {})
             target.update(values)
         summary.update(shared)
         self._live.step = self._step  # next_step() counted one past the last point
@@ -70,7 +76,7 @@ class TrainingLog:
 
 
 def read_curve(folder: Path, name: str = "") -> list[dict]:
-    """The points dvclive logged in ``folder`` (for student ``name`` of a sweep's folder):
+    """The points dvclive logged in ``folder`` (for the model labelled ``name``):
     ``[{"step": s, term: value, ...}]`` in step order; ``[]`` if there are none."""
     root = Path(folder) / PLOTS / name
     points: dict[int, dict] = {}
@@ -80,3 +86,16 @@ def read_curve(folder: Path, name: str = "") -> list[dict]:
                 step = int(row["step"])
                 points.setdefault(step, {"step": step})[tsv.stem] = float(row[tsv.stem])
     return [points[s] for s in sorted(points)]
+
+
+def read_curves(folder: Path, name: str = "") -> dict[str, list[dict]]:
+    """The curves of every training seed of the student ``name`` of ``folder`` (its own log:
+    ""): ``{label: points}``, one entry for a one-seed student, one per ``seed<k>`` otherwise;
+    ``{}`` if there are none."""
+    root = Path(folder) / PLOTS / name
+    curves = {name: read_curve(folder, name)} if any(root.glob("*.tsv")) else {}
+    seeds = sorted(p.name for p in root.glob("seed*") if p.is_dir()) if root.is_dir() else []
+    for seed in seeds:
+        curves[f"{name}/{seed}" if name else seed] = read_curve(folder, f"{name}/{seed}" if name
+                                                                else seed)  # fmt: skip
+    return curves

@@ -86,28 +86,52 @@ def training_data(
     return reader.header, utts, cache_streams(cache, utts, manifest, cfg), decode
 
 
+def run_labels(students: dict[str, StudentConfig], cfg: TrainConfig, sweep: bool) -> dict:
+    """``(student, seed) -> label`` of each model a run trains, as its training log names it:
+    by student in a sweep, by seed where a student has several (``dkd_b1/seed3``, ``seed3``),
+    or "" for the one model of a one-seed student."""
+    labels = {}
+    for name, student in students.items():
+        seeds = student.training_seeds(cfg.seed)
+        for seed in seeds:
+            parts = ([name] if sweep else []) + ([f"seed{seed}"] if len(seeds) > 1 else [])
+            labels[name, seed] = "/".join(parts)
+    return labels
+
+
+def describe(labels: dict[tuple[str, int], str]) -> str:
+    """The progress bar's title of a run over the models of ``labels``."""
+    names = list(dict.fromkeys(name for name, _ in labels))
+    about = ", ".join(names) if len(names) < 4 else f"a sweep of {len(names)}"
+    return f"train {about}" + (f" ({len(labels)} models)" if len(labels) > len(names) else "")
+
+
 def student_runs(
     students: dict[str, StudentConfig],
     header: CacheHeader,
     teacher_frontend,
     cfg: TrainConfig,
     device: torch.device,
+    labels: dict[tuple[str, int], str],
     training_log: TrainingLog | None = None,
 ) -> list[Trainee]:
-    """One run per student, each initialised exactly as it would be alone, logging its curve
-    to ``training_log`` (rank 0's)."""
+    """One run per student and training seed (``labels``' keys), each initialised and drawing
+    dropout exactly as it would alone, logging its curve to ``training_log`` (rank 0's) under
+    its label."""
     frames = FrameSpec(tuple(header.frame_kernels), tuple(header.frame_strides))
     dims = {f: spec["dim"] for f, spec in header.features.items()}
     runs = []
-    for name, student in students.items():
-        torch.manual_seed(cfg.seed)
+    for (name, seed), label in labels.items():
+        student = students[name]
+        torch.manual_seed(seed)
         model = build_student(student, header.num_classes, frames, teacher_frontend, dims)
         losses = {n: LOSSES[n](c) for n, c in student.losses.items()}
         params = sum(p.numel() for p in model.parameters())
-        log.info("student %s: %s, %.2fM parameters, losses %s", name, student.arch,
-                 params / 1e6, list(losses))  # fmt: skip
-        on_point = None if training_log is None else partial(_log_point, training_log, name)
-        runs.append(Trainee(name, model, losses, cfg, device, cfg.distill_warmup_steps, on_point))
+        log.info("student %s (seed %d): %s, %.2fM parameters, losses %s", name, seed,
+                 student.arch, params / 1e6, list(losses))  # fmt: skip
+        on_point = None if training_log is None else partial(_log_point, training_log, label)
+        runs.append(Trainee(name, model, losses, cfg, device, cfg.distill_warmup_steps, on_point,
+                            seed=seed))  # fmt: skip
     return runs
 
 
@@ -118,11 +142,12 @@ def forget(state_path: Path) -> None:
     distributed.barrier()
 
 
-def training_log(log_dir: Path | None, names: list[str], sweep: bool) -> TrainingLog | None:
-    """The run's training log in ``log_dir`` (rank 0 writes it); None without a folder."""
+def training_log(log_dir: Path | None, labels: dict[tuple[str, int], str]) -> TrainingLog | None:
+    """The run's training log in ``log_dir`` (rank 0 writes it), its models under ``labels``;
+    None without a folder."""
     if log_dir is None or not distributed.is_main():
         return None
-    return TrainingLog(log_dir, names, by_name=sweep)
+    return TrainingLog(log_dir, labels)
 
 
 def _log_point(training_log: TrainingLog, name: str, point: dict) -> None:
@@ -158,19 +183,22 @@ def save_outputs(
     out_dirs: dict[str, Path],
     training_log: TrainingLog | None,
 ) -> dict[str, dict]:
-    """Each student's checkpoint, and the run's figures in its training log (if any); returns
-    each student's figures (parameters, final loss terms) and the run's (time, throughput)."""
+    """Each student's checkpoint (every training seed's weights), and the run's figures in its
+    training log (if any); returns each student's figures (parameters, final loss terms of its
+    first seed) and the run's (time, throughput)."""
     results = {}
-    for run in runs:
-        out = out_dirs[run.name]
+    for name, student in students.items():
+        mine = [run for run in runs if run.name == name]
+        out = out_dirs[name]
         out.mkdir(parents=True, exist_ok=True)
-        provenance = {"name": run.name, "cache_fingerprint": header.fingerprint,
+        provenance = {"name": name, "cache_fingerprint": header.fingerprint,
                       "train": to_dict(cfg)}  # fmt: skip
-        save_student(out / CHECKPOINT, run.model, students[run.name], provenance)
-        final = {k: v for k, v in run.curve[-1].items() if k not in ("step", "lr")}
-        results[run.name] = {"parameters": sum(p.numel() for p in run.model.parameters()),
-                             **summary, "final": final}  # fmt: skip
+        save_student(out / CHECKPOINT, {run.seed: run.model for run in mine}, student, provenance)
+        final = {k: v for k, v in mine[0].curve[-1].items() if k not in ("step", "lr")}
+        size = sum(p.numel() for p in mine[0].model.parameters())
+        seeds = [run.seed for run in mine]
+        results[name] = {"parameters": size, "seeds": seeds, **summary, "final": final}
     if training_log is not None:
-        figures = {r.name: {"parameters": results[r.name]["parameters"]} for r in runs}
+        figures = {(r.name, r.seed): {"parameters": results[r.name]["parameters"]} for r in runs}
         training_log.finish(figures, summary)
     return results

@@ -46,7 +46,8 @@ class Trainee:
     ``loss(outputs, batch) -> {terms}``) score; the total is their weighted sum, distillation
     terms scaled up over ``distill_warmup_steps``. Loss values stay on the device and are read
     every ``log_every`` steps into the curve, each point also given to ``on_point`` (a logger);
-    a curve restored from a checkpoint is given to it again, point by point.
+    a curve restored from a checkpoint is given to it again, point by point. ``seed`` (default
+    ``cfg.seed``) seeds its dropout and masking; its initial weights are the caller's.
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class Trainee:
         device: torch.device,
         distill_warmup_steps: int = 0,
         on_point: Callable[[dict], None] | None = None,
+        seed: int | None = None,
     ) -> None:
         self.name = name
+        self.seed = cfg.seed if seed is None else seed
         self.on_point = on_point
         self.device = device
         self.model = model.to(device)
@@ -90,7 +93,7 @@ class Trainee:
         for i, (stream, batch) in enumerate(micro):
             weight = batch.num_frames * share
             batch = batch.to(self.device)
-            torch.manual_seed(micro_seed(cfg.seed, step, stream))
+            torch.manual_seed(micro_seed(self.seed, step, stream))
             last = i == len(micro) - 1
             sync = last or not hasattr(self.module, "no_sync")  # DDP: reduce once, at the end
             with nullcontext() if sync else self.module.no_sync():
