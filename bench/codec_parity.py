@@ -1,9 +1,11 @@
 """Student parity: does a student trained from a compressed cache match one trained from the
 exact cache? Both caches are made from the same teacher and corpus (``full`` float16 and the
 codec under test); the same student (``--student``, default the demo's dkd_b4) is trained from
-each with several training seeds, and every one is evaluated against the exact cache (top-1
-agreement and KL with the exact teacher) and in the ASR probe (WER). Parity: the compressed
-cache's range over seeds overlaps the exact one's.
+each with several training seeds (one pass each), and every seed is evaluated against the
+exact cache (top-1 agreement and KL with the exact teacher) and in the probes (PER, WER). The
+compressed cache's student is then compared with the exact one's, paired by utterance, with
+an interval over seeds and utterances (``pipeline.evaluation.compare``): parity is a
+difference that is not resolved, and the interval says how large a difference could hide.
 
     .venv/bin/python bench/codec_parity.py [--codec pq:62] [--seeds 0,1,2] [--student dkd_b4]
 """
@@ -11,6 +13,7 @@ cache's range over seeds overlaps the exact one's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 from pathlib import Path
@@ -18,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.core.config import section
+from pipeline.evaluation.report import ReportConfig, compare_models
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.students import parse_students
 from pipeline.teacher.caching import CacheTeacherConfig
@@ -42,9 +46,11 @@ def main() -> None:
     setting = {"pq": lambda: {"bytes": int(value)}, "full": lambda: {"dtype": value}}
     codecs = {"exact (full float16)": {"kind": "full", "dtype": "float16"},
               args.codec: {"kind": kind, **setting.get(kind, dict)()}}  # fmt: skip
-    student = {args.student: parse_students(params)[args.student]}
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    student = {args.student: dataclasses.replace(parse_students(params)[args.student],
+                                                 seeds=seeds)}  # fmt: skip
     eval_cfg = section(params, "evaluate", EvaluateConfig)
-    results: dict[str, list[dict]] = {name: [] for name in codecs}
+    evaluations: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         caches = {}
         for name, codec in codecs.items():
@@ -54,28 +60,35 @@ def main() -> None:
             header = cache_teacher.run(cfg, manifest, caches[name])
             print(f"{name}: {header.bytes_per_frame()} bytes/frame ({header.codec})", flush=True)
         exact = caches["exact (full float16)"]
-        for seed in (int(s) for s in args.seeds.split(",")):
-            train_cfg = section({"train": dict(params["train"], seed=seed)}, "train", TrainConfig)
-            for name, cache in caches.items():
-                out = Path(tmp) / f"{cache.name}-{seed}"
-                train_student.run(student, train_cfg, manifest, cache, {args.student: out},
-                                  out / "state.pt")  # fmt: skip
-                metrics = evaluate_student.run(eval_cfg, args.student, out / "model.pt",
-                                               manifest, exact, out / "eval.json")  # fmt: skip
-                scores = next(iter(metrics["splits"].values()))
-                results[name].append(scores)
-                wer, top1, kl = scores["wer"]["mean"], scores["top1_agreement"], scores["kl"]
-                print(f"  seed {seed} {name}: WER {wer:.3f} top-1 {top1:.4f} KL {kl:.4f}")
-    print(f"\n{args.student}, seeds {args.seeds}: mean (min-max) over training seeds, against the "
-          "exact teacher")  # fmt: skip
-    print("| cache | WER | top-1 agreement | KL(T, S) |\n|---|---|---|---|")
-    for name, runs in results.items():
+        train_cfg = section(params, "train", TrainConfig)
+        for name, cache in caches.items():
+            out = Path(tmp) / f"{cache.name}-student"
+            train_student.run(student, train_cfg, manifest, cache, {args.student: out},
+                              out / "state.pt")  # fmt: skip
+            evaluations[name] = evaluate_student.run(
+                eval_cfg, args.student, out / "model.pt", manifest, exact, out / "eval.json"
+            )
+    split = eval_cfg.splits[0]
+    print(f"\n{args.student}, training seeds {args.seeds}, {split}: mean (min-max) over training "
+          "seeds, against the exact teacher")  # fmt: skip
+    print("| cache | PER | WER | top-1 agreement | KL(T, S) |\n|---|---|---|---|---|")
+    for name, metrics in evaluations.items():
+        scores = metrics["splits"][split]
         cells = []
-        for key, fmt in (("wer", "{:.1%}"), ("top1_agreement", "{:.2%}"), ("kl", "{:.4f}")):
-            values = [r[key]["mean"] if isinstance(r[key], dict) else r[key] for r in runs]
+        for key, fmt in (("per", "{:.1%}"), ("wer", "{:.1%}"), ("top1_agreement", "{:.2%}"),
+                         ("kl", "{:.4f}")):  # fmt: skip
+            values = scores[key].get("seeds") or scores[key]["runs"]
             cells.append(f"{fmt.format(statistics.fmean(values))} ({fmt.format(min(values))}-"
                          f"{fmt.format(max(values))})")  # fmt: skip
         print(f"| {name} | " + " | ".join(cells) + " |")
+    report = ReportConfig()
+    compressed, reference = evaluations[args.codec], evaluations["exact (full float16)"]
+    for metric in ("per", "wer"):
+        d = compare_models(compressed, reference, split, metric, report)
+        print(
+            f"{args.codec} - exact, {metric.upper()}: {100 * d['value']:+.2f} points "
+            f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (95%): {d['verdict']}"
+        )
 
 
 if __name__ == "__main__":

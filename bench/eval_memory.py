@@ -43,10 +43,11 @@ def child(args) -> None:
     """Evaluate one upstream on ``args.manifest``; print the peak RSS (MiB) and the time."""
     from pipeline.core.config import load_params, override, section
     from pipeline.corpus.manifest import read_manifest
-    from pipeline.evaluation.scoring import EvaluateConfig, probe_splits, score_upstream
+    from pipeline.evaluation.scoring import EvaluateConfig, probe_splits, score_upstreams
     from pipeline.evaluation.upstream import Upstream
 
-    raw = override(load_params(args.params), {"evaluate.probe.epochs": 1,
+    raw = override(load_params(args.params), {"evaluate.probe.asr.epochs": 1,
+                                              "evaluate.probe.pr.epochs": 1,
                                               "evaluate.probe.seeds": 1})  # fmt: skip
     cfg = section(raw, "evaluate", EvaluateConfig)
     if args.upstream == "teacher":
@@ -62,10 +63,9 @@ def child(args) -> None:
         model, _ = load_student(Path(args.checkpoint))
         upstream = Upstream("student", "student", model.extract_features, model)
     manifest = Path(args.manifest)
-    splits = probe_splits(cfg, read_manifest(manifest))
+    splits, refs = probe_splits(cfg, read_manifest(manifest))
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        score_upstream(upstream, cfg, splits, manifest, Path(tmp) / "metrics.json")
+    score_upstreams({None: upstream}, cfg, splits, refs, manifest)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     frames = sum(u.samples for rows in splits.values() for u in rows) // 320
     print(json.dumps({"peak_mib": peak, "seconds": time.perf_counter() - start,

@@ -53,7 +53,7 @@ def main() -> None:
         for split, row in metrics["splits"].items():
             print(
                 f"  {name:<12} {split}: WER {row['wer']['mean']:.3f}  CER {row['cer']['mean']:.3f}"
-                f"  PER {row['per']['mean']:.3f}  top-1 {row['top1_agreement']:.3f}"
+                f"  PER {row['per']['mean']:.3f}  top-1 {row['top1_agreement']['mean']:.3f}"
             )
 
 

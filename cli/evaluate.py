@@ -91,10 +91,11 @@ def report_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Gather the teacher, the baselines, every student and every sweep student in params into
-    one report."""
+    one report, with every model's intervals and the comparisons of params `report`."""
+    from pipeline.evaluation.report import ReportConfig
     from pipeline.evaluation.scoring import EvaluateConfig
     from pipeline.students import parse_students, sweep_students
-    from pipeline.training.live import read_curve
+    from pipeline.training.live import read_curves
     from stages import report
 
     with reported():
@@ -102,11 +103,48 @@ def report_cmd(
         cfg = section(raw, "evaluate", EvaluateConfig)
         students = list(parse_students(raw))
         swept = list(sweep_students(raw)) if "sweep" in raw else []
-        curves = {n: read_curve(students_dir / n) for n in students}
-        curves |= {n: read_curve(sweep_log, n) for n in swept}
+        curves = {n: read_curves(students_dir / n) for n in students}
+        curves |= {n: read_curves(sweep_log, n) for n in swept}
         names = ["teacher", *cfg.baselines, *students, *swept]
-        metrics = report.run(cfg, names, models, curves, out)
+        metrics = report.run(cfg, section(raw, "report", ReportConfig), names, models, curves, out)
     typer.echo(f"report: {out / 'report.md'}  metrics: {out / report.METRICS}")
     for split in metrics["splits"]:
-        for name, m in metrics["models"].items():
-            typer.echo(f"  {split} {name}: WER {m['splits'][split]['wer']['mean']:.3f}")
+        for pair, per_split in metrics["comparisons"].items():
+            for metric, d in per_split[split].items():
+                interval = "" if d["low"] is None else \
+                    f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"  # fmt: skip
+                typer.echo(f"  {split} {pair}: {metric.upper()} {100 * d['diff']:+.1f}{interval}"
+                           f" points, {d['verdict']}")  # fmt: skip
+
+
+@app.command("compare")
+def compare_cmd(
+    a: str = typer.Argument(..., help="MODEL or MODEL@REV (a git revision or a DVC experiment)"),
+    b: str = typer.Argument(..., help="the model A is compared with, the same way"),
+    split: list[str] = typer.Option(None, help="scored split(s) (default: every split of A)"),
+    models: Path = typer.Option(MODELS, help="folder of the per-model evaluations"),
+    params: Path = PARAMS,
+) -> None:
+    """A's error rates minus B's (PER, WER, CER), paired by utterance, with the interval and
+    verdict of params `report` (confidence, bootstrap): e.g. `pipeline compare dkd_b4@exp-a
+    dkd_b4@exp-b` reads a queued sweep."""
+    from pipeline.evaluation.report import RATES, ReportConfig, compare_models
+    from pipeline.evaluation.revisions import read_evaluation
+
+    with reported():
+        raw = load_params(params) if params.is_file() else {}
+        cfg = section(raw, "report", ReportConfig) if "report" in raw else ReportConfig()
+        docs = read_evaluation(a, models), read_evaluation(b, models)
+        level = round(100 * cfg.confidence)
+        for name in split or list(docs[0]["splits"]):
+            for metric, title in RATES:
+                d = compare_models(*docs, name, metric, cfg)
+                if d is None:
+                    continue
+                interval = "(no interval: one replicate)" if d["low"] is None else \
+                    f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] ({level}%)"  # fmt: skip
+                typer.echo(
+                    f"{name} {title}: {a} - {b} = {100 * d['value']:+.2f} points "
+                    f"{interval}: {d['verdict']} ({d['replicates'][0]} vs "
+                    f"{d['replicates'][1]} replicates, {d['utterances']} utterances)"
+                )

@@ -17,6 +17,9 @@ def export_cmd(
         None, "--format", help="hf | onnx, repeatable (default: params `export`)"
     ),
     quantize: str = typer.Option(None, help='int8: also write an int8 ONNX form ("" for none)'),
+    seed: int = typer.Option(
+        None, help="the training seed to export (default: params export.seed, else the first)"
+    ),
     checkpoint: Path = typer.Option(None, help="default: students/<name>/model.pt"),
     out: Path = typer.Option(None, help="output folder (default: exports/<name>)"),
     manifest: Path = typer.Option(
@@ -34,11 +37,13 @@ def export_cmd(
 
     with reported():
         raw = load_params(params) if params.is_file() else {}
-        raw = override(raw, {"export.formats": formats or None, "export.quantize": quantize})
+        raw = override(raw, {"export.formats": formats or None, "export.quantize": quantize,
+                             "export.seed": seed})  # fmt: skip
         cfg = from_dict(ExportConfig, raw.get("export", {}), "export")
         checkpoint = checkpoint or Path("students") / name / "model.pt"
         out = out or Path("exports") / name
         record = export.run(cfg, checkpoint, out, manifest)
+    typer.echo(f"{name}: training seed {record['seed']}")
     for form, info in record["forms"].items():
         typer.echo(f"{out / info['path']}: {form}, max |diff| {info['max_abs_diff']:.1e}")
     agreement = record.get("int8_agreement") or {}

@@ -105,7 +105,7 @@ def _provenance(cfg, curve, scores, summary, fit_frames, manifest, train_utts) -
             "train_seconds": summary["seconds"],
             "threads": cfg.threads,
         },
-        "corpus": {"fingerprint": corpus_fingerprint(read_manifest(manifest)),
+        "corpus": {"fingerprint": corpus_fingerprint(train_utts),  # the split it learnt from
                    "train_utterances": len(train_utts),
                    "train_hours": round(sum(u.seconds for u in train_utts) / 3600, 4)},
     }  # fmt: skip

@@ -8,7 +8,7 @@ from conftest import ROOT, tiny_params, write_params
 from typer.testing import CliRunner
 
 from cli.main import app
-from pipeline.training.live import read_curve
+from pipeline.training.live import read_curve, read_curves
 
 runner = CliRunner()
 
@@ -31,6 +31,8 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
     params["students"] = {k: params["students"][k] for k in ("ce", "dkd_b4")}
     params["sweep"]["students"] = {"dkd_b8": {"losses.dkd.beta": 8.0}}
     params["evaluate"]["baselines"] = ["fbank"]
+    params["report"]["compare"] = [["dkd_b4", "ce"], ["dkd_b8", "teacher"]]
+    del params["students"]["ce"]["seeds"]  # ce: one model, trained with train.seed
     write_params(tmp_path / "params.yaml", params)
     for args in (
         ["prepare"],
@@ -47,20 +49,39 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
+    assert "test dkd_b4 vs ce: PER" in result.output and "points," in result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["models"]) == {"teacher", "fbank", "ce", "dkd_b4", "dkd_b8"}
-    assert read_curve(tmp_path / "sweeps" / "training", "dkd_b8")  # the sweep's training log
-    for name in ("ce", "dkd_b4", "dkd_b8"):
+    assert set(metrics["comparisons"]) == {"dkd_b4 vs ce", "dkd_b8 vs teacher"}
+    assert read_curves(tmp_path / "sweeps" / "training", "dkd_b8")  # the sweep's training log
+    for name, seeds in (("ce", 1), ("dkd_b4", 2), ("dkd_b8", 1)):
         values = metrics["models"][name]["splits"]["test"]
-        assert (
-            0.0 <= values["top1_agreement"] <= 1.0 and values["kl"] >= 0.0 and values["frames"] > 0
-        )
+        assert len(values["top1_agreement"]["seeds"]) == seeds
+        assert 0.0 <= values["top1_agreement"]["mean"] <= 1.0 and values["kl"]["mean"] >= 0.0
     # the training log is dvclive's: the latest terms and the run's figures, and every point
-    student = json.loads((tmp_path / "students" / "dkd_b4" / "metrics.json").read_text())
-    assert {"ce", "dkd", "tckd", "nckd", "loss", "parameters", "seconds"} <= set(student)
+    student = json.loads((tmp_path / "students" / "ce" / "metrics.json").read_text())
+    assert {"ce", "loss", "parameters", "seconds"} <= set(student)
     assert student["step"] == 3
-    curve = read_curve(tmp_path / "students" / "dkd_b4")
+    curve = read_curve(tmp_path / "students" / "ce")
     assert [p["step"] for p in curve] == [2, 3] and curve[-1]["loss"] == student["loss"]
+    seeded = json.loads((tmp_path / "students" / "dkd_b4" / "metrics.json").read_text())
+    assert {"ce", "dkd", "tckd", "nckd", "loss", "parameters"} <= set(seeded["seed1"])
+
+    # a model against another, in the workspace (across revisions: tests/test_dvc.py)
+    result = runner.invoke(app, ["compare", "dkd_b4", "ce"])
+    assert result.exit_code == 0, result.output
+    assert "test PER: dkd_b4 - ce = " in result.output and "(2 vs 1 replicates" in result.output
+    result = runner.invoke(app, ["compare", "dkd_b4@", "ce"])
+    assert result.exit_code == 1 and "expected MODEL or MODEL@REV" in result.output
+    result = runner.invoke(
+        app, ["export", "dkd_b4", "--seed", "1", "--format", "hf", "--quantize", ""]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "exports" / "dkd_b4" / "export.json").read_text())["seed"] == 1
+    result = runner.invoke(
+        app, ["export", "dkd_b4", "--seed", "5", "--format", "hf", "--quantize", ""]
+    )
+    assert result.exit_code == 1 and "no training seed 5 (it has [0, 1])" in result.output
 
 
 def test_config_errors_exit_2_and_name_the_key(tmp_path, monkeypatch):

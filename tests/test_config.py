@@ -5,6 +5,7 @@ from conftest import ROOT, tiny_params, with_kmeans
 
 from pipeline.core.config import ConfigError, from_dict, load_params, override, section, to_dict
 from pipeline.corpus.demo import DemoConfig
+from pipeline.evaluation.report import ReportConfig
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.export.config import ExportConfig
 from pipeline.pretraining.hubert import PretrainConfig
@@ -18,6 +19,7 @@ SECTIONS = {
     "cache_teacher": CacheTeacherConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "report": ReportConfig,
     "pretrain_teacher": PretrainConfig,
     "export": ExportConfig,
     "sweep": SweepConfig,
@@ -67,7 +69,10 @@ def test_repository_params_load():
     assert students["dkd_b4"].losses["dkd"].beta == 4.0
     swept = sweep_students(params)
     assert {n: s.losses["dkd"].beta for n, s in swept.items()} == {"dkd_b1": 1.0, "dkd_b8": 8.0}
-    assert params["sweep"]["base"] == params["students"]["dkd_b4"]  # the demo sweeps dkd_b4
+    base = {k: v for k, v in params["students"]["dkd_b4"].items() if k != "seeds"}
+    assert params["sweep"]["base"] == base  # the demo sweeps dkd_b4 (with one training seed)
+    for name in ("ce", "kd", "dkd_b4", "distilhubert"):  # the paper's question: 3 seeds or more
+        assert len(students[name].training_seeds(0)) >= 3
 
 
 KD = object()  # stands for the kd student's settings

@@ -1,5 +1,6 @@
 """Corpus sources and the prepare stage: demo, LibriSpeech folders, user lists, bad audio."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -37,7 +38,7 @@ def _tone(path, seconds=0.5, rate=16000, channels=1, value=None, subtype=None):
 
 def test_demo_corpus_speakers_splits_and_text(tiny_corpus):
     rows = read_manifest(tiny_corpus)
-    assert len(rows) == 12
+    assert len(rows) == 13  # 3 a speaker, 4 for the test speaker
     by_split = {s: {r.speaker for r in rows if r.split == s} for s in ("train", "dev", "test")}
     assert len(by_split["train"]) == 2 and len(by_split["dev"]) == 1 and len(by_split["test"]) == 1
     assert not (by_split["test"] & by_split["train"]) and not (by_split["dev"] & by_split["train"])
@@ -48,7 +49,8 @@ def test_demo_corpus_speakers_splits_and_text(tiny_corpus):
         wav = read_audio(audio_path(row, tiny_corpus))
         assert len(wav) == row.samples and 0.01 < float(wav.abs().max()) <= 1.0
     summary = json.loads((tiny_corpus.parent / prepare.SUMMARY).read_text())
-    assert summary["utterances"] == 12 and summary["speakers"] == 4
+    assert summary["utterances"] == 13 and summary["speakers"] == 4
+    assert summary["splits"]["test"] == 4
 
 
 def test_demo_is_deterministic_for_a_seed(tiny_corpus, tmp_path):
@@ -58,6 +60,17 @@ def test_demo_is_deterministic_for_a_seed(tiny_corpus, tmp_path):
     a = sf.read(str(audio_path(first, tiny_corpus)))[0]
     b = sf.read(str(tmp_path / "again" / first.audio))[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_larger_test_split_leaves_every_other_utterance_as_it_was(tiny_corpus, tmp_path):
+    """The test speakers' extra sentences are drawn after everyone else's: without them, the
+    corpus is the same but for those rows (and the audio of every other row is the same)."""
+    cfg = _cfg()
+    smaller = dataclasses.replace(cfg.source.cfg, test_utterances_per_speaker=0)
+    prepare.run(dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, cfg=smaller)),
+                tmp_path / "small")  # fmt: skip
+    small = read_manifest(tmp_path / "small" / "manifest.jsonl")
+    assert small == [r for r in read_manifest(tiny_corpus) if r.id != "spk000-0003"]
 
 
 def test_demo_voices_vary_and_grammar_is_closed():

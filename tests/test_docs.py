@@ -12,6 +12,7 @@ from conftest import ROOT
 
 from cli.main import app
 from pipeline.core.config import Choice
+from pipeline.evaluation.report import ReportConfig
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.export.config import ExportConfig
 from pipeline.losses import LOSSES
@@ -24,12 +25,13 @@ from stages.prepare import PrepareConfig
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SECTIONS = {
     "prepare": PrepareConfig, "cache_teacher": CacheTeacherConfig, "train": TrainConfig,
-    "evaluate": EvaluateConfig, "export": ExportConfig, "pretrain_teacher": PretrainConfig,
+    "evaluate": EvaluateConfig, "report": ReportConfig, "export": ExportConfig,
+    "pretrain_teacher": PretrainConfig,
     "sweep": SweepConfig, "students": dict[str, StudentConfig],
 }  # fmt: skip
 # a dotted key that is not part of a path, a module or a file name, nor quoted as an error
 KEY = re.compile(rf"(?<![\w./-])(?<!unknown key )(?:{'|'.join(SECTIONS)})(?:\.[\w<>$]+)+")
-FILES = ("json", "yaml", "md", "py", "tsv", "pt", "onnx", "safetensors")
+FILES = ("json", "yaml", "md", "py", "tsv", "pt", "onnx", "safetensors", "png")
 PLACEHOLDER = re.compile(r"^(<\w+>|\$\{\w+\}|\w+)$")
 
 

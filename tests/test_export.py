@@ -39,7 +39,7 @@ def _lstm(tmp_path, name="s", **model):
     frontend = TEACHER_CONV if cfg.frontend == "cached" else None
     student = STUDENTS["lstm"](cfg, num_classes=12, frames=HUBERT_FRAMES, frontend=frontend)
     spec = StudentConfig(arch="lstm", model=cfg, losses={"ce": CEConfig(weight=1.0)})
-    save_student(tmp_path / f"{name}.pt", student, spec, {})
+    save_student(tmp_path / f"{name}.pt", {0: student}, spec, {})
     return student.eval(), tmp_path / f"{name}.pt"
 
 

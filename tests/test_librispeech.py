@@ -41,7 +41,9 @@ def shrunk_paper_config(librispeech: Path, checkpoint: Path) -> dict:
         student["model"].update(proj_dim=16, lstm_layers=1, lstm_hidden=16)
     evaluate = params["evaluate"]
     evaluate.update(batch_seconds=20.0, threads=2, device="cpu", efficiency_seconds=1.0)
-    evaluate["probe"].update(hidden=8, layers=1, epochs=1, batch_frames=400, seeds=1)
+    evaluate["probe"].update(batch_frames=400, seeds=1)
+    evaluate["probe"]["asr"].update(hidden=8, layers=1, epochs=1)
+    evaluate["probe"]["pr"].update(epochs=1)
     params["export"].update(batch_seconds=20.0, threads=2)
     return params
 
@@ -64,5 +66,7 @@ def test_the_readme_librispeech_recipe_runs_as_written(librispeech, tmp_path):
     assert header["codec"]["name"] == "pq" and header["num_utterances"] == 12
     metrics = yaml.safe_load((work / "eval" / "models" / "dkd_b4.json").read_text())
     assert set(metrics["splits"]) == {"dev-clean", "test-clean", "test-other"}
+    for split in metrics["splits"].values():  # PER from eSpeak NG's phonemes of the transcripts
+        assert {"wer", "cer", "per"} <= set(split) and len(split["per"]["runs"]) == 3
     exported = yaml.safe_load((work / "exports" / "dkd_b4" / "export.json").read_text())
     assert {"hf", "onnx", "onnx-int8"} <= set(exported["forms"])

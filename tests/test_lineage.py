@@ -75,7 +75,7 @@ def test_each_stage_declares_the_params_sections_its_command_loads():
         "evaluate_baseline": ["evaluate", "cache_teacher.teacher"],
         "evaluate_student": ["evaluate"],
         "evaluate_sweep": ["evaluate"],
-        "report": ["evaluate", "students", "sweep"],
+        "report": ["evaluate", "report", "students", "sweep"],
         "export": ["export"],
     }
     assert dvc["train"]["foreach"] == dvc["evaluate_student"]["foreach"] == "${students}"

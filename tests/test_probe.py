@@ -8,23 +8,25 @@ import jiwer
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import TINY_MODEL, tiny_params
 
 from pipeline.core.config import from_dict, section
+from pipeline.corpus.phonemes import normalize_text
+from pipeline.evaluation.compare import edit_counts
+from pipeline.evaluation.figures import plot, plot_curves
 from pipeline.evaluation.probe import (
     ProbeBatch,
     ProbeConfig,
     Reference,
     Vocabulary,
-    normalize_text,
     score,
-    train_probe,
+    train_probes,
 )
-from pipeline.evaluation.report import markdown, overlapping, write_report
+from pipeline.evaluation.report import ReportConfig, gather, markdown
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.students.checkpoint import CHECKPOINT
 from pipeline.teacher.config import TeacherConfig
-from pipeline.training.live import read_curve
+from pipeline.training.live import read_curves
 from stages import evaluate_baseline, evaluate_student, evaluate_teacher, report
 
 
@@ -36,6 +38,11 @@ def test_normalisation_and_scoring_on_hand_made_pairs():
     assert jiwer.wer(refs, hyps) == pytest.approx(1 / 5)  # one substitution in five words
     assert jiwer.cer(refs, hyps) == pytest.approx(1 / 16)  # one character in 11 + 5
     assert jiwer.wer("ð ə k a t", "ð ə k t") == pytest.approx(1 / 5)  # PER on phoneme tokens
+    errors, tokens = edit_counts(refs, hyps, "words")  # per utterance, summing to jiwer's
+    assert (errors, tokens) == ([1, 0], [3, 2])
+    errors, tokens = edit_counts(refs, ["the cat sit", ""], "chars")
+    assert sum(errors) / sum(tokens) == pytest.approx(jiwer.cer(refs, ["the cat sit", ""]))
+    assert edit_counts(["a b"], ["a b c d"], "words") == ([2], [2])  # insertions count
 
 
 def test_greedy_ctc_decoding_merges_repeats_and_drops_blanks():
@@ -71,22 +78,23 @@ def test_probe_learns_a_tiny_synthetic_task_from_streamed_batches():
             yield ProbeBatch(group, layers, lengths)
 
     train, test = list(refs)[:128], list(refs)[128:]
-    cfg = ProbeConfig(hidden=32, layers=1, epochs=25, batch_frames=600, lr=0.005, train="train",
-                      train_utterances=0, seeds=1)  # fmt: skip
-    model, vocabs, curve = train_probe(
-        lambda e: batches(train, e),
-        {k: refs[k] for k in train},
-        (2, 16),
-        cfg,
-        seed=0,
-        device=torch.device("cpu"),
-    )
-    scores = score(model, vocabs, batches(test, None), refs, torch.device("cpu"))
-    assert scores["wer"] < 0.5 and scores["cer"] < 0.2  # an empty guess scores WER 1.0
-    assert "per" in scores and scores["per"] < 0.3
-    assert curve[-1] < curve[0] / 2
-    first, noise = model.weights.softmax(0).tolist()
-    assert first > noise  # the weighted sum prefers the informative layer
+    params = tiny_params()["evaluate"]["probe"]
+    params.update(batch_frames=600, seeds=1, asr={"hidden": 32, "layers": 1, "lr": 0.005,
+                                                  "epochs": 25}, pr={"lr": 0.01, "epochs": 25})
+    cfg = from_dict(ProbeConfig, params, "probe")
+    probes = train_probes(lambda e: batches(train, e), {k: refs[k] for k in train}, (2, 16), cfg,
+                          seed=0, device=torch.device("cpu"))  # fmt: skip
+    assert [p.task.name for p in probes] == ["asr", "pr"]
+    scores = score(probes, batches(test, None), refs, torch.device("cpu"))
+    rates = {m: sum(c["errors"]) / sum(c["tokens"]) for m, c in scores.items()}
+    assert scores["wer"]["ids"] == sorted(test) and len(scores["per"]["errors"]) == len(test)
+    assert rates["wer"] < 0.5 and rates["cer"] < 0.2  # an empty guess scores WER 1.0
+    assert rates["per"] < 0.3
+    for probe in probes:
+        assert probe.curve[-1] < probe.curve[0] / 2
+        first, noise = probe.model.weights.softmax(0).tolist()
+        assert first > noise  # the weighted sum prefers the informative layer
+    assert probes[0].model.lstm is not None and probes[1].model.lstm is None  # PR: linear
 
 
 def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cache, tmp_path):
@@ -94,8 +102,8 @@ def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cach
     shapes, so bounded per-shape kernel memory): every upstream (teacher, each student kind,
     fbank) gives the same features for every valid frame, and probe batches come out padded
     to the step with zeros past each length."""
-    from pipeline.corpus.manifest import read_manifest
-    from pipeline.evaluation.features import StoreBatches, _layers, write_store
+    from pipeline.corpus.manifest import audio_batches, read_manifest
+    from pipeline.evaluation.features import StoreBatches, _layers, pad_to_multiple, write_stores
     from pipeline.evaluation.upstream import Upstream, fbank_layers
     from pipeline.nn.frames import HUBERT_FRAMES
     from pipeline.students import parse_students
@@ -116,14 +124,18 @@ def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cach
                               read_frontend(tiny_cache), dims).eval()  # fmt: skip
         upstreams.append(Upstream(name, "student", model.extract_features, model))
     utts = read_manifest(tiny_corpus)
+    batches = list(audio_batches(utts, tiny_corpus, 3.0))
     for upstream in upstreams:
-        plain = dict(_layers(upstream, utts, tiny_corpus, 3.0, 0))
-        padded = dict(_layers(upstream, utts, tiny_corpus, 3.0, 5120))
+        plain, padded = {}, {}
+        for group, wav, lengths in batches:
+            plain.update(_layers(upstream, group, wav, lengths))
+            padded.update(_layers(upstream, group, pad_to_multiple(wav, 5120, 1), lengths))
         assert plain.keys() == padded.keys()
         for utt, x in plain.items():
             np.testing.assert_allclose(padded[utt], x, rtol=1e-4, atol=1e-5, err_msg=upstream.name)
 
-    write_store(upstreams[1], {"test": utts}, tiny_corpus, tmp_path / "store", 3.0, "float16", 0.32)
+    write_stores({0: upstreams[1]}, {"test": utts}, tiny_corpus, {0: tmp_path / "store"}, 3.0,
+                 "float16", 0.32)  # fmt: skip
     plain = StoreBatches(tmp_path / "store", "test", 600).epoch(seed=None)
     padded = StoreBatches(tmp_path / "store", "test", 600, pad_seconds=0.32).epoch(seed=None)
     for a, b in zip(plain, padded, strict=True):
@@ -133,31 +145,52 @@ def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cach
         assert not b.layers[:, :, a.layers.shape[2] :].any()
 
 
-def _row(kind, wers, params=1000, **split_extra):
-    wer = {"mean": sum(wers) / len(wers), "min": min(wers), "max": max(wers), "seeds": wers}
+def _model(kind, runs, errors, params=1000, **split_extra):
+    """An evaluation json: ``errors[metric]`` per run, on three utterances of 10 tokens."""
+    ids = ["u0", "u1", "u2"]
+    rates = {m: [sum(e) / 30 for e in per_run] for m, per_run in errors.items()}
+    scores = {m: {"mean": sum(r) / len(r), "runs": r} for m, r in rates.items()}
     return {"kind": kind, "parameters": params, "rtf": 0.01, "peak_memory_mb": 3.0,
-            "splits": {"test": {"wer": wer, "cer": wer, **split_extra}}}  # fmt: skip
+            "runs": runs, "splits": {"test": {**scores, **split_extra}},
+            "utterances": {"test": {"ids": ids, "tokens": {m: [10, 10, 10] for m in errors},
+                                    "errors": errors}}}  # fmt: skip
 
 
-def test_report_marks_differences_within_the_seed_spread(tmp_path):
+def test_report_gives_intervals_and_verdicts_of_the_declared_pairs(tmp_path):
+    seeds = [{"train_seed": s, "probe_seed": 0} for s in range(3)]
+    probes = [{"train_seed": None, "probe_seed": p} for p in range(2)]
+    good = [[1, 1, 1], [1, 1, 2], [1, 2, 1]]  # about 4% PER
+    bad = [[6, 6, 7], [6, 7, 6], [7, 6, 6]]  # about 21%
     models = {
-        "teacher": _row("teacher", [0.30, 0.32]),
-        "fbank": _row("baseline", [0.60, 0.62], params=0),
-        "kd": _row("student", [0.40, 0.45], top1_agreement=0.4),
-        "dkd": _row("student", [0.44, 0.50], top1_agreement=0.5),
+        "teacher": _model("teacher", probes, {"per": good[:2], "wer": bad[:2]}),
+        "fbank": _model("baseline", probes, {"per": bad[:2], "wer": bad[:2]}, params=0),
+        "kd": _model("student", seeds, {"per": good, "wer": bad}, top1_agreement={"mean": 0.4}),
+        "ce": _model("student", seeds, {"per": bad, "wer": bad}),
+        "one": _model("student", seeds[:1], {"per": good[:1], "wer": bad[:1]}),
     }
-    metrics = {"splits": ["test"], "probe": "a tiny probe", "models": models}
-    assert overlapping(models, "test", "kd") == ["dkd"]
-    assert overlapping(models, "test", "teacher") == []
+    cfg = ReportConfig(compare=[["kd", "ce"], ["ce", "kd"], ["kd", "one"]], bootstrap=200)
+    metrics = gather(models, "tiny probes", ["test"], cfg)
+    per = {pair: c["test"]["per"] for pair, c in metrics["comparisons"].items()}
+    assert per["kd vs ce"]["verdict"] == "better" and per["ce vs kd"]["verdict"] == "worse"
+    assert per["kd vs ce"]["high"] < 0 < per["ce vs kd"]["low"]
+    assert per["kd vs one"]["verdict"] == "not resolved" and per["kd vs one"]["low"] is None
+    kd = metrics["models"]["kd"]
+    assert "utterances" not in kd and kd["replicates"] == 3
+    assert kd["splits"]["test"]["per"]["low"] < kd["splits"]["test"]["per"]["mean"]
+    assert metrics["models"]["teacher"]["replicates"] == 2  # probe seeds of a model not trained
+    assert "utterances" in models["kd"]  # the inputs are left as they were
     text = markdown(metrics)
     for name in models:
         assert f"| {name} |" in text
-    assert "a tiny probe" in text and "40.0%" in text and "42.5% (40.0%-45.0%)" in text
-    assert "| - |" in text  # missing cells are dashes
-    curves = {"kd": [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}]}
-    write_report(metrics, curves, tmp_path)
+    assert "tiny probes" in text and "| kd vs ce | -" in text and " better |" in text
+    assert "not resolved" in text and "| - |" in text  # missing cells are dashes
+    curves = {"kd": {"seed0": [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}]}}
+    plot(metrics, tmp_path / "report.png")
+    plot_curves(curves, tmp_path / "curves.png")
     for image in ("report.png", "curves.png"):
         assert (tmp_path / image).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="report.compare names 'nobody'"):
+        gather(models, "p", ["test"], ReportConfig(compare=[["kd", "nobody"]]))
 
 
 def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
@@ -171,8 +204,10 @@ def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
 
     params = tiny_params()
     params["evaluate"]["work_dir"] = str(tmp_path / "scratch")
+    params["evaluate"]["probe"]["seeds"] = 2
+    params["students"]["ce"]["seeds"] = [0, 1]
+    del params["students"]["distilhubert"]["seeds"]  # one model, with train.seed
     cfg = section(params, "evaluate", EvaluateConfig)
-    assert cfg.probe.seeds == 2
     teacher = from_dict(TeacherConfig, params["cache_teacher"]["teacher"], "teacher")
     students = parse_students(params)
     chosen = {k: students[k] for k in ("ce", "distilhubert")}
@@ -188,19 +223,31 @@ def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
     assert not list(out.glob(".*"))  # nothing beside the metrics
     assert not list((tmp_path / "scratch").iterdir())  # the probe features are gone
     names = ["teacher", "fbank", "ce", "distilhubert"]
-    curves = {n: read_curve(tmp_path / "log", n) for n in dirs}
-    metrics = report.run(cfg, names, out, curves, tmp_path / "eval")
+    curves = {n: read_curves(tmp_path / "log", n) for n in dirs}
+    assert set(curves["ce"]) == {"ce/seed0", "ce/seed1"} and set(curves["distilhubert"]) == {
+        "distilhubert"}  # fmt: skip
+    pairs = ReportConfig(compare=[["ce", "distilhubert"]], bootstrap=200)
+    metrics = report.run(cfg, pairs, names, out, curves, tmp_path / "eval")
     assert list(metrics["models"]) == names and metrics["splits"] == ["test"]
+    runs = {"ce": 4, "distilhubert": 2, "teacher": 2, "fbank": 2}  # seeds x probe seeds
     for name, row in metrics["models"].items():
         scores = row["splits"]["test"]
-        assert {"wer", "cer", "per"} <= set(scores) and len(scores["wer"]["seeds"]) == 2
-        assert len(row["probe_curves"]) == 2 and row["rtf"] > 0
+        assert {"wer", "cer", "per"} <= set(scores) and len(scores["wer"]["runs"]) == runs[name]
+        assert len(row["probe_curves"]) == runs[name] and row["rtf"] > 0
         assert ("top1_agreement" in scores) == (name == "ce")  # students with logits only
+    assert metrics["models"]["ce"]["replicates"] == 2
+    assert len(metrics["models"]["ce"]["splits"]["test"]["top1_agreement"]["seeds"]) == 2
+    saved_ce = json.loads((out / "ce.json").read_text())
+    test_utts = saved_ce["utterances"]["test"]
+    assert len(test_utts["errors"]["per"]) == 4 and len(test_utts["errors"]["per"][0]) == len(
+        test_utts["ids"])  # fmt: skip
+    assert metrics["comparisons"]["ce vs distilhubert"]["test"]["per"]["verdict"] in (
+        "better", "worse", "not resolved")  # fmt: skip
     assert metrics["models"]["fbank"]["parameters"] == 0
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["models"].keys() == metrics["models"].keys()
     text = (tmp_path / "eval" / "report.md").read_text()
-    assert all(f"| {name} |" in text for name in names) and "2 seeds" in text
+    assert all(f"| {name} |" in text for name in names) and "2 probe seeds" in text
     assert (tmp_path / "eval" / "curves.png").is_file()
 
 
@@ -217,7 +264,8 @@ def test_evaluation_names_splits_and_subsets():
     params["evaluate"]["splits"] = ["test-clean", "test-other"]
     params["evaluate"]["probe"]["train"] = "train-clean-100"
     cfg = section(params, "evaluate", EvaluateConfig)
-    splits = probe_splits(cfg, rows)
+    splits, refs = probe_splits(cfg, rows)
+    assert set(refs) == {"u0", "u2", "u3"}
     assert {k: [u.id for u in v] for k, v in splits.items()} == {
         "train-clean-100": ["u0"], "test-clean": ["u2"], "test-other": ["u3"]}  # fmt: skip
     params["evaluate"]["splits"] = ["dev-clean"]
@@ -244,3 +292,44 @@ def test_probe_features_refuse_a_scratch_folder_without_room(tiny_corpus, tmp_pa
     with pytest.raises(OutputError, match="set evaluate.work_dir"):
         evaluate_baseline.run(cfg, "fbank", teacher, tiny_corpus, tmp_path / "fbank.json")
     assert not list((tmp_path / "scratch").iterdir()) and not (tmp_path / "fbank.json").exists()
+
+
+def test_seeds_that_share_a_frozen_front_end_run_it_once_per_batch():
+    """A student's training seeds with the same front-end weights (the teacher's frozen conv
+    stack) get their layers from one front-end pass per batch, exactly as each alone; seeds
+    whose front ends differ (trained ones) each run their own."""
+    from test_export import TEACHER_CONV
+
+    from pipeline.evaluation.upstream import student_upstreams
+    from pipeline.nn.frames import HUBERT_FRAMES
+    from pipeline.nn.lstm import LSTMStudentConfig
+    from pipeline.students import STUDENTS
+
+    def seeds(frontend):
+        cfg = LSTMStudentConfig(**{**TINY_MODEL, "frontend": frontend})
+        spec = TEACHER_CONV if frontend == "cached" else None
+        models = {}
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            models[seed] = STUDENTS["lstm"](cfg, num_classes=12, frames=HUBERT_FRAMES,
+                                            frontend=spec).eval()  # fmt: skip
+        if frontend == "cached":  # frozen: the teacher's weights, the same for every seed
+            models[1].frontend.load_state_dict(models[0].frontend.state_dict())
+        return models
+
+    g = torch.Generator().manual_seed(0)
+    wav, lengths = 0.1 * torch.randn(2, 16_000, generator=g), torch.tensor([16_000, 9_000])
+    for frontend, passes in (("cached", 1), ("conv", 2)):
+        models = seeds(frontend)
+        calls = []
+        for model in models.values():
+            model.frontend.register_forward_hook(lambda *_: calls.append(1))
+        upstreams = student_upstreams("s", models)
+        with torch.inference_mode():
+            got = {seed: u.layers(wav, lengths) for seed, u in upstreams.items()}
+            assert len(calls) == passes, frontend
+            for seed, model in models.items():
+                alone, frames = model.extract_features(wav, lengths)
+                assert torch.equal(got[seed][1], frames)
+                for a, b in zip(got[seed][0], alone, strict=True):
+                    assert torch.equal(a, b)

@@ -1,7 +1,9 @@
-"""An upstream's frozen probe layers, computed once and streamed back batch by batch.
+"""Upstreams' frozen probe layers, computed once and streamed back batch by batch.
 
-The upstream runs once over the probe's utterances; its layers (those as wide as its last,
-as SUPERB weighs them) go, frame by frame, into a store written with the teacher cache's own
+The upstreams of a model (a student's training seeds) run once over the probe's utterances,
+together (each batch of audio read once, a shared frozen front end computed once); each one's
+layers (those as wide as its last, as SUPERB weighs them) go, frame by frame, into a store of
+its own, written with the teacher cache's own
 storage code (a features-only cache: one part per split, zstd-compressed zarr chunks, checked
 on every read). Probe training then streams length-bucketed batches from it, so memory is
 bounded by the batch, whatever the corpus.
@@ -18,6 +20,7 @@ import logging
 import random
 import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -42,50 +45,66 @@ log = logging.getLogger(__name__)
 STORE = ZarrConfig(chunk_frames=1024, zstd_level=1)
 
 
-def write_store(
-    upstream: Upstream,
+def write_stores(
+    upstreams: dict[object, Upstream],
     splits: dict[str, list[Utterance]],
     manifest: Path,
-    path: Path,
+    paths: dict[object, Path],
     batch_seconds: float,
     encoding: str,
     pad_seconds: float = 0.0,
-) -> CacheHeader:
-    """Run ``upstream`` over each split's utterances and store its probe layers, one part per
-    split (``split-<name>``), each layer a feature ``layer_<i>`` in ``encoding``; each batch
-    of audio is padded to a multiple of ``pad_seconds``."""
-    prepare_location(path)
-    second = torch.zeros(1, SAMPLE_RATE)
-    layers, _ = upstream.probe_layers(second, torch.tensor([SAMPLE_RATE]))  # (1, L, T, D)
-    header = _header(upstream, layers.shape[1], layers.shape[3], encoding)
-    _check_room(path, header, layers.shape[2] * sum(u.seconds for v in splits.values() for u in v))
+) -> None:
+    """Run every upstream over each split's utterances, in one pass over the audio (each batch
+    read once for all: upstreams that share a frozen front end compute it once,
+    :func:`~pipeline.evaluation.upstream.student_upstreams`), and store each one's probe
+    layers in its own store at ``paths[key]``: one part per split (``split-<name>``), each layer
+    a feature ``layer_<i>`` in ``encoding``. Each batch of audio is padded to a multiple of
+    ``pad_seconds``."""
+    headers = {}
+    for key, upstream in upstreams.items():
+        prepare_location(paths[key])
+        second = torch.zeros(1, SAMPLE_RATE)
+        layers, _ = upstream.probe_layers(second, torch.tensor([SAMPLE_RATE]))  # (1, L, T, D)
+        headers[key] = _header(upstream, layers.shape[1], layers.shape[3], encoding)
+    rate = SAMPLE_RATE / 320  # the frame rate every upstream's layers come at (_header)
+    frames = sum(u.seconds for v in splits.values() for u in v) * rate
+    _check_room(next(iter(paths.values())), list(headers.values()), frames)
+    name = next(iter(upstreams.values())).name
     with progress_bar() as bar:
-        task = bar.add_task(f"features {upstream.name}", total=sum(map(len, splits.values())),
+        task = bar.add_task(f"features {name}" + (f" ({len(upstreams)} seeds)" if
+                            len(upstreams) > 1 else ""), total=sum(map(len, splits.values())),
                             info="")  # fmt: skip
-        for name, utts in splits.items():
-            with open_part(path, f"split-{name}", header, STORE) as part:
-                batches = _layers(upstream, utts, manifest, batch_seconds,
-                                  round(pad_seconds * SAMPLE_RATE))  # fmt: skip
-                for utt, layers in batches:
-                    fields = {}
-                    for i, x in enumerate(layers):
-                        fields.update(encode_feature(f"layer_{i}", x, encoding))
-                    part.write(utt.id, fields)
-                    bar.update(task, advance=1)
-    return finalize(path, header, [f"split-{n}" for n in splits], None)
+        for split, utts in splits.items():
+            with ExitStack() as stack:
+                parts = {k: stack.enter_context(open_part(paths[k], f"split-{split}", headers[k],
+                                                          STORE)) for k in upstreams}  # fmt: skip
+                batches = audio_batches(utts, manifest, batch_seconds)
+                for group, wav, lengths in batches:
+                    wav = pad_to_multiple(wav, round(pad_seconds * SAMPLE_RATE), dim=1)
+                    for key, upstream in upstreams.items():
+                        for utt, layers in _layers(upstream, group, wav, lengths):
+                            fields = {}
+                            for i, x in enumerate(layers):
+                                fields.update(encode_feature(f"layer_{i}", x, encoding))
+                            parts[key].write(utt.id, fields)
+                    bar.update(task, advance=len(group))
+    for key in upstreams:
+        finalize(paths[key], headers[key], [f"split-{n}" for n in splits], None)
 
 
-def _check_room(path: Path, header: CacheHeader, frames: float) -> None:
-    """Log the disk the features need; refuse before writing when ``path`` lacks it.
+def _check_room(path: Path, headers: list[CacheHeader], frames: float) -> None:
+    """Log the disk the features of ``frames`` frames in stores of ``headers`` need; refuse
+    before writing when ``path``'s disk lacks it.
 
     Raises:
         OutputError: less free space than the features need (set ``evaluate.work_dir``).
     """
-    need = frames * header.bytes_per_frame()
+    size = sum(h.bytes_per_frame() for h in headers)
+    need = frames * size
     free = shutil.disk_usage(path).free
     log.info(
         "probe features: %.0f frames x %d bytes = %.2f GB in %s (removed afterwards; %.1f GB "
-        "free)", frames, header.bytes_per_frame(), need / 1e9, path, free / 1e9,
+        "free)", frames, size, need / 1e9, path, free / 1e9,
     )  # fmt: skip
     if need > free:
         raise OutputError(
@@ -101,15 +120,12 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
     return F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [0, -x.shape[dim] % multiple])
 
 
-def _layers(upstream: Upstream, utts: list[Utterance], manifest: Path, batch_seconds: float,
-            pad_samples: int):  # fmt: skip
-    """``(utterance, layers (L, T, D) float32 numpy)``, length-sorted batch by batch."""
-    for group, wav, lengths in audio_batches(utts, manifest, batch_seconds):
-        wav = pad_to_multiple(wav, pad_samples, dim=1)
-        layers, frame_lengths = upstream.probe_layers(wav, lengths)
-        layers = layers.float().cpu().numpy()
-        for i, (utt, n) in enumerate(zip(group, frame_lengths.tolist(), strict=True)):
-            yield utt, layers[i, :, :n]
+def _layers(upstream: Upstream, group: list[Utterance], wav: torch.Tensor, lengths: torch.Tensor):
+    """``(utterance, layers (L, T, D) float32 numpy)`` for each utterance of a batch of audio."""
+    layers, frame_lengths = upstream.probe_layers(wav, lengths)
+    layers = layers.float().cpu().numpy()
+    for i, (utt, n) in enumerate(zip(group, frame_lengths.tolist(), strict=True)):
+        yield utt, layers[i, :, :n]
 
 
 def _header(upstream: Upstream, layers: int, dim: int, encoding: str) -> CacheHeader:

@@ -1,27 +1,73 @@
-"""The SUPERB-style ASR probe: a frozen upstream's layers, a learnt weighted sum, a small BiLSTM
-and CTC heads on characters (WER, CER) and, when the manifest has them, phonemes (PER).
+"""SUPERB-style probes on a frozen upstream: a learnt softmax-weighted sum of its layers, a
+layer norm, then
 
-The probe never holds a corpus of features: it reads batches (``ProbeBatch``) from a source
+- **ASR**: a small BiLSTM and a CTC head over characters: WER and CER;
+- **PR** (SUPERB's phoneme recognition): a linear CTC head over phonemes: PER, when every
+  reference has phonemes (``evaluate.probe.phonemes``).
+
+Both learn from the same batches, in one pass over the features per epoch, each with its own
+optimizer. Scoring counts each utterance's edit errors (jiwer's alignments), so that two
+models can be compared utterance by utterance (:mod:`pipeline.evaluation.compare`).
+
+The probes never hold a corpus of features: they read batches (``ProbeBatch``) from a source
 that streams them (``pipeline.evaluation.features``), so memory is bounded by the batch.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Annotated
 
-import jiwer
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.core.config import non_negative, positive
+from pipeline.core.config import Choice, non_negative, positive
 from pipeline.core.progress import progress_bar
+from pipeline.corpus.phonemes import PHONEMIZERS, normalize_text
+from pipeline.evaluation.compare import edit_counts
 from pipeline.nn.recurrent import LSTMStack
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AsrProbeConfig:
+    """The ASR probe (``evaluate.probe.asr``).
+
+    Attributes:
+        hidden: BiLSTM hidden size per direction.
+        layers: BiLSTM layers.
+        lr: Adam learning rate (its peak: it decays linearly over the epochs).
+        epochs: passes over the probes' train utterances.
+    """
+
+    hidden: int
+    layers: int
+    lr: float
+    epochs: int
+
+    def __post_init__(self) -> None:
+        positive(self, "hidden", "layers", "lr", "epochs")
+
+
+@dataclass(frozen=True)
+class PhonemeProbeConfig:
+    """The phoneme recognition probe (``evaluate.probe.pr``): a linear CTC head, as SUPERB's PR.
+
+    Attributes:
+        lr: Adam learning rate (its peak: it decays linearly over the epochs).
+        epochs: passes over the probes' train utterances (a linear probe is cheap: give it
+            enough to settle, so that its PER is the upstream's, not the probe's luck).
+    """
+
+    lr: float
+    epochs: int
+
+    def __post_init__(self) -> None:
+        positive(self, "lr", "epochs")
 
 
 @dataclass(frozen=True)
@@ -29,36 +75,37 @@ class ProbeConfig:
     """The ``evaluate.probe`` section.
 
     Attributes:
-        hidden: BiLSTM hidden size per direction.
-        layers: BiLSTM layers.
-        epochs: passes over the probe's train utterances.
-        batch_frames: padded upstream frames per batch.
-        lr: Adam learning rate.
-        train: the split or subset (``train``, ``train-clean-100``) the probe trains on.
+        train: the split or subset (``train``, ``train-clean-100``) the probes train on.
         train_utterances: of those, this many (evenly spaced; 0 = all).
-        seeds: probe trainings per model (initialisation and batch order), averaged in the
-            report with their spread.
+        seeds: probe trainings per upstream (per training seed of a student): initialisation
+            and batch order.
+        batch_frames: padded upstream frames per batch.
+        asr: the BiLSTM ASR probe.
+        pr: the linear phoneme recognition probe.
+        phonemes: where the references' phonemes come from: ``{kind: manifest}`` (the
+            manifest's own, e.g. the demo's), ``{kind: espeak, voice}`` or ``{kind: lexicon,
+            path}`` (:mod:`pipeline.corpus.phonemes`).
     """
 
-    hidden: int
-    layers: int
-    epochs: int
-    batch_frames: int
-    lr: float
     train: str
     train_utterances: int
     seeds: int
+    batch_frames: int
+    asr: AsrProbeConfig
+    pr: PhonemeProbeConfig
+    phonemes: Annotated[Choice, PHONEMIZERS]
 
     def __post_init__(self) -> None:
-        positive(self, "hidden", "layers", "epochs", "batch_frames", "lr", "seeds")
+        positive(self, "batch_frames", "seeds")
         non_negative(self, "train_utterances")
 
     def describe(self) -> str:
-        """The probe's size and budget, in words, for the report."""
+        """The probes' size and budget, in words, for the report."""
         return (
-            f"{self.layers} x {self.hidden} BiLSTM probe, {self.epochs} epochs of batches of "
-            f"{self.batch_frames} frames on {self.train} "
-            f"({self.train_utterances or 'all'} utterances), {self.seeds} seeds"
+            f"a {self.asr.layers} x {self.asr.hidden} BiLSTM ASR probe ({self.asr.epochs} "
+            f"epochs) and a linear phoneme probe ({self.pr.epochs} epochs), batches of "
+            f"{self.batch_frames} frames on {self.train} ({self.train_utterances or 'all'} "
+            f"utterances), {self.seeds} probe seed{'s' if self.seeds > 1 else ''} per upstream"
         )
 
 
@@ -73,16 +120,32 @@ class ProbeBatch:
 
 @dataclass(frozen=True)
 class Reference:
-    """What an utterance says: its transcript and (if known) phonemes."""
+    """What an utterance says: its transcript and (if known) phonemes, space-separated."""
 
     transcript: str
     phonemes: str
 
 
-def normalize_text(text: str) -> str:
-    """Lower case, letters, digits and apostrophes only, single spaces: applied to references
-    and hypotheses alike."""
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+@dataclass(frozen=True)
+class Task:
+    """A probe's job: the CTC symbols of a reference, and the metrics it is scored on (each a
+    metric name and whether it counts words or characters of the joined symbols)."""
+
+    name: str
+    symbols: Callable[[Reference], list[str]]
+    joiner: str
+    metrics: tuple[tuple[str, str], ...]
+
+
+ASR = Task(
+    "asr", lambda r: list(normalize_text(r.transcript)), "", (("wer", "words"), ("cer", "chars"))
+)
+PR = Task("pr", lambda r: r.phonemes.split(), " ", (("per", "words"),))
+
+
+def tasks_for(refs: dict[str, Reference]) -> list[Task]:
+    """ASR always; PR when every reference has phonemes."""
+    return [ASR, PR] if all(r.phonemes for r in refs.values()) else [ASR]
 
 
 class Vocabulary:
@@ -104,123 +167,151 @@ class Vocabulary:
         return [self.symbols[i - 1] for i in best if i]
 
 
-@dataclass(frozen=True)
-class Task:
-    """A CTC head: how references become symbol sequences, and how they are joined."""
-
-    name: str
-    split: Callable[[Reference], list[str]]
-    joiner: str
-
-
-TASKS = {
-    "chars": Task("chars", lambda r: list(normalize_text(r.transcript)), ""),
-    "phonemes": Task("phonemes", lambda r: r.phonemes.split(), " "),
-}
-
-
 class Probe(nn.Module):
-    """Softmax-weighted sum of L layers, layer norm, BiLSTM, and one linear CTC head per task."""
+    """Softmax-weighted sum of L layers, layer norm, an optional BiLSTM, a linear CTC head.
 
-    def __init__(self, num_layers: int, width: int, cfg: ProbeConfig, vocab_sizes: list[int]):
+    Without a BiLSTM the probe starts from zeros (equal layer weights, a zero head), so its
+    only randomness is the batch order: a linear probe from random heads lands in visibly
+    different places after a short training, a noise that is the probe's, not the upstream's.
+    """
+
+    def __init__(self, num_layers: int, width: int, vocab: int, lstm: AsrProbeConfig | None):
         super().__init__()
         self.weights = nn.Parameter(torch.zeros(num_layers))
         self.norm = nn.LayerNorm(width)
-        self.lstm = LSTMStack(width, cfg.hidden, cfg.layers, bidirectional=True)
-        self.heads = nn.ModuleList(nn.Linear(self.lstm.output_size, n) for n in vocab_sizes)
+        self.lstm = None if lstm is None else LSTMStack(width, lstm.hidden, lstm.layers,
+                                                        bidirectional=True)  # fmt: skip
+        self.head = nn.Linear(width if lstm is None else self.lstm.output_size, vocab)
+        if lstm is None:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
-    def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """``layers (B, L, T, D)`` -> per head ``(B, T, V)`` log-probabilities."""
+    def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``layers (B, L, T, D)`` -> ``(B, T, V)`` log-probabilities."""
         x = self.norm((self.weights.softmax(0)[:, None, None] * layers).sum(1))
-        x = self.lstm(x, lengths)[-1]
-        return [head(x).log_softmax(-1) for head in self.heads]
+        if self.lstm is not None:
+            x = self.lstm(x, lengths)[-1]
+        return self.head(x).log_softmax(-1)
 
 
-def tasks_for(refs: dict[str, Reference]) -> list[Task]:
-    """Characters always; phonemes when every reference has them."""
-    return [TASKS["chars"]] + ([TASKS["phonemes"]] if all(r.phonemes for r in refs.values())
-                               else [])  # fmt: skip
+@dataclass
+class TrainedProbe:
+    """A probe of one task, its vocabulary, its curve (mean CTC per epoch), and what trains it:
+    the CTC targets of the train utterances, the optimizer and the learning-rate schedule."""
+
+    task: Task
+    model: Probe
+    vocab: Vocabulary
+    curve: list[float]
+    epochs: int = 0
+    targets: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = field(default=None, repr=False)
+
+    def layer_weights(self) -> list[float]:
+        """The learnt weight of each upstream layer (softmax of the probe's weights)."""
+        return self.model.weights.softmax(0).tolist()
+
+    def step(self, layers: torch.Tensor, batch: ProbeBatch) -> torch.Tensor:
+        """One update on a batch; returns its CTC loss (on the device, detached)."""
+        self.model.train()
+        loss = _ctc(self.model(layers, batch.lengths), batch, self.targets, layers.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.optimizer.step()
+        return loss.detach()
 
 
-def train_probe(
+def _probe(task: Task, refs: dict[str, Reference], shape, cfg: ProbeConfig, device):
+    vocab = Vocabulary([task.symbols(r) for r in refs.values()])
+    lstm, settings = (cfg.asr, cfg.asr) if task is ASR else (None, cfg.pr)
+    model = Probe(*shape, len(vocab), lstm).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    epochs = settings.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1 - e / epochs)
+    targets = {k: vocab.encode(task.symbols(r)) for k, r in refs.items()}
+    return TrainedProbe(task, model, vocab, [], epochs, targets, optimizer, schedule)
+
+
+def train_probes(
     epochs: Callable[[int], Iterable[ProbeBatch]],
     refs: dict[str, Reference],
     shape: tuple[int, int],
     cfg: ProbeConfig,
     seed: int,
     device: torch.device,
-) -> tuple[Probe, list[Vocabulary], list[float]]:
-    """Train a probe on the batches of ``epochs(e)`` (each streamed, never all in memory).
+) -> list[TrainedProbe]:
+    """Train the probes of :func:`tasks_for` on the batches of ``epochs(e)`` (each streamed,
+    never all in memory): each probe takes a step on every batch of each of its epochs (one
+    pass over the features serves all the probes still training), its learning rate decaying
+    linearly (epoch ``e`` of ``E`` at ``(E - e) / E`` of the peak), so that it ends where it
+    settled, not at a noisy last step.
 
     Args:
         refs: the references of the train utterances, by key.
         shape: ``(L, D)``: layers per frame and their width.
-
-    Returns:
-        The probe, its vocabularies (one per task) and the mean CTC loss of each epoch.
     """
-    tasks = tasks_for(refs)
-    vocabs = [Vocabulary([t.split(r) for r in refs.values()]) for t in tasks]
-    targets = {k: [v.encode(t.split(r)) for v, t in zip(vocabs, tasks, strict=True)]
-               for k, r in refs.items()}  # fmt: skip
     torch.manual_seed(seed)
-    model = Probe(*shape, cfg, [len(v) for v in vocabs]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    curve = []
+    probes = [_probe(task, refs, shape, cfg, device) for task in tasks_for(refs)]
+    longest = max(p.epochs for p in probes)
     with progress_bar() as bar:
-        task = bar.add_task(f"probe (seed {seed})", total=cfg.epochs, info="")
-        for epoch in range(cfg.epochs):
-            model.train()
-            total, count = torch.zeros((), device=device), 0
+        job = bar.add_task(f"probes (seed {seed})", total=longest, info="")
+        for epoch in range(longest):
+            active = [p for p in probes if epoch < p.epochs]
+            totals = [torch.zeros((), device=device) for _ in active]
+            count = 0
             for batch in epochs(epoch):
-                loss = _ctc(model, batch, targets, device)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                optimizer.step()
-                total, count = total + loss.detach(), count + 1
-            curve.append(float(total) / max(count, 1))
-            bar.update(task, advance=1, info=f"ctc {curve[-1]:.3f}")
-    return model, vocabs, curve
+                layers = batch.layers.to(device)
+                totals = [t + p.step(layers, batch) for t, p in zip(totals, active, strict=True)]
+                count += 1
+            for probe, total in zip(active, totals, strict=True):
+                probe.curve.append(float(total) / max(count, 1))
+                probe.schedule.step()
+            info = "  ".join(f"{p.task.name} ctc {p.curve[-1]:.3f}" for p in probes)
+            bar.update(job, advance=1, info=info)
+    return probes
 
 
-def _ctc(model: Probe, batch: ProbeBatch, targets: dict, device: torch.device) -> torch.Tensor:
-    outputs = model(batch.layers.to(device), batch.lengths)
-    loss = torch.zeros((), device=device)
-    for k, log_probs in enumerate(outputs):
-        ys = [targets[key][k] for key in batch.keys]
-        loss = loss + F.ctc_loss(
-            log_probs.transpose(0, 1), torch.cat(ys).to(device), batch.lengths,
-            torch.tensor([len(y) for y in ys]), zero_infinity=True,
-        )  # fmt: skip
-    return loss
+def _ctc(log_probs: torch.Tensor, batch: ProbeBatch, targets: dict, device) -> torch.Tensor:
+    ys = [targets[key] for key in batch.keys]
+    return F.ctc_loss(
+        log_probs.transpose(0, 1), torch.cat(ys).to(device), batch.lengths,
+        torch.tensor([len(y) for y in ys]), zero_infinity=True,
+    )  # fmt: skip
 
 
 @torch.inference_mode()
 def score(
-    model: Probe,
-    vocabs: list[Vocabulary],
+    probes: list[TrainedProbe],
     batches: Iterable[ProbeBatch],
     refs: dict[str, Reference],
     device: torch.device,
-) -> dict[str, float]:
-    """Greedy decoding of ``batches`` scored with jiwer: ``wer``, ``cer`` and (with phonemes)
-    ``per``, edit distance over phoneme tokens."""
-    model.eval()
-    tasks = tasks_for(refs)[: len(vocabs)]
-    ref_text = {t.name: [] for t in tasks}
-    hyp_text = {t.name: [] for t in tasks}
+) -> dict[str, dict]:
+    """Greedy decoding of ``batches`` by every probe, scored per utterance.
+
+    Returns:
+        Per metric (``wer``, ``cer``, ``per``): ``{"ids": [...], "errors": [...], "tokens":
+        [...]}``, utterances sorted by id.
+    """
+    texts: dict[str, dict[str, tuple[str, str]]] = {p.task.name: {} for p in probes}
+    for probe in probes:
+        probe.model.eval()
     for batch in batches:
-        outputs = model(batch.layers.to(device), batch.lengths)
-        for k, task in enumerate(tasks):
+        layers = batch.layers.to(device)
+        for probe in probes:
+            outputs = probe.model(layers, batch.lengths).cpu()
+            joiner = probe.task.joiner
             for i, key in enumerate(batch.keys):
-                ref_text[task.name].append(task.joiner.join(task.split(refs[key])))
-                hyp = vocabs[k].greedy(outputs[k][i, : batch.lengths[i]].cpu())
-                hyp_text[task.name].append(task.joiner.join(hyp))
-    result = {
-        "wer": jiwer.wer(ref_text["chars"], hyp_text["chars"]),
-        "cer": jiwer.cer(ref_text["chars"], hyp_text["chars"]),
-    }
-    if "phonemes" in ref_text:
-        result["per"] = jiwer.wer(ref_text["phonemes"], hyp_text["phonemes"])
-    return {k: round(v, 4) for k, v in result.items()}
+                hyp = probe.vocab.greedy(outputs[i, : batch.lengths[i]])
+                ref = joiner.join(probe.task.symbols(refs[key]))
+                texts[probe.task.name][key] = (ref, joiner.join(hyp))
+    result = {}
+    for probe in probes:
+        pairs = texts[probe.task.name]
+        ids = sorted(pairs)
+        for metric, unit in probe.task.metrics:
+            errors, tokens = edit_counts([pairs[k][0] for k in ids], [pairs[k][1] for k in ids],
+                                         unit)  # fmt: skip
+            result[metric] = {"ids": ids, "errors": errors, "tokens": tokens}
+    return result

@@ -1,12 +1,13 @@
-"""Scoring one frozen upstream: the ASR probe over several seeds on each evaluated split, and
-its efficiency. Each evaluated model (teacher, baseline, student) is its own DVC stage that
-calls :func:`score_upstream`; a cheap last stage gathers them into the report."""
+"""Scoring a model's frozen upstreams (one per training seed of a student; one for the teacher
+or a baseline): the probes over several probe seeds on each evaluated split, with each
+utterance's errors kept for paired comparisons, and the model's efficiency. Each evaluated
+model is its own DVC stage that calls :func:`score_upstreams`; a cheap last stage gathers them
+into the report."""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ import torch
 from pipeline.core.config import check, non_negative, positive
 from pipeline.core.device import check_device, resolve_device
 from pipeline.corpus.manifest import Utterance
-from pipeline.evaluation.features import StoreBatches, write_store
-from pipeline.evaluation.probe import ProbeConfig, Reference, score, train_probe
+from pipeline.corpus.phonemes import normalize_text
+from pipeline.evaluation.features import StoreBatches, write_stores
+from pipeline.evaluation.probe import ProbeConfig, Reference, score, tasks_for, train_probes
 from pipeline.evaluation.upstream import Upstream, efficiency
 from storage.features import FEATURE_ENCODINGS
 
@@ -74,15 +76,20 @@ class EvaluateConfig:
         non_negative(self, "pad_seconds")
 
 
-def probe_splits(cfg: EvaluateConfig, utts: list[Utterance]) -> dict[str, list[Utterance]]:
-    """The probe's train utterances (``probe.train``, evenly thinned to ``train_utterances``)
-    and each scored split's, transcribed ones only.
+def probe_splits(
+    cfg: EvaluateConfig, utts: list[Utterance]
+) -> tuple[dict[str, list[Utterance]], dict[str, Reference]]:
+    """The probes' train utterances (``probe.train``, evenly thinned to ``train_utterances``)
+    and each scored split's, transcribed ones only; and every one's reference, its phonemes
+    from ``probe.phonemes``.
 
     Raises:
         ValueError: a split or subset with no transcribed utterance (named).
+        CorpusError: a word the phoneme lexicon lacks (named).
     """
     names = [cfg.probe.train, *cfg.splits]
-    out = {name: [u for u in utts if u.belongs_to(name) and u.transcript] for name in names}
+    out = {name: [u for u in utts if u.belongs_to(name) and normalize_text(u.transcript)]
+           for name in names}  # fmt: skip
     empty = [name for name, rows in out.items() if not rows]
     if empty:
         raise ValueError(f"no transcribed utterances in split or subset {empty[0]!r} of the "
@@ -90,73 +97,115 @@ def probe_splits(cfg: EvaluateConfig, utts: list[Utterance]) -> dict[str, list[U
     train, keep = out[cfg.probe.train], cfg.probe.train_utterances
     if keep and len(train) > keep:
         out[cfg.probe.train] = [train[int(i * len(train) / keep)] for i in range(keep)]
-    return out
+    phonemize = cfg.probe.phonemes.build()
+    refs = {u.id: Reference(u.transcript, phonemize(u)) for rows in out.values() for u in rows}
+    if len(tasks_for(refs)) == 1:
+        log.warning("not every utterance has phonemes (evaluate.probe.phonemes: %s): no PER",
+                    cfg.probe.phonemes.kind)  # fmt: skip
+    return out, refs
 
 
-def score_upstream(
-    upstream: Upstream,
+def score_upstreams(
+    upstreams: dict[int | None, Upstream],
     cfg: EvaluateConfig,
     splits: dict[str, list[Utterance]],
+    refs: dict[str, Reference],
     manifest: Path,
-    out: Path,
 ) -> dict:
-    """Probe ``upstream`` ``cfg.probe.seeds`` times and score each split, plus its parameters,
-    RTF and peak memory. ``out`` is where the caller writes these metrics; the probe features
-    live in a folder of ``cfg.work_dir`` while it runs, removed at the end."""
+    """Probe each upstream ``cfg.probe.seeds`` times and score each split utterance by
+    utterance; add the parameters, RTF and peak memory of the first.
+
+    Args:
+        upstreams: training seed -> the upstream trained with it (a student's seeds), or
+            ``{None: upstream}`` for a model not trained here (the teacher, a baseline).
+
+    Returns:
+        The model's metrics: ``runs`` (each run's training and probe seed), per split and
+        metric the mean over runs and each run's rate, per split each utterance's tokens and
+        each run's errors (``utterances``), the probes' curves and layer weights.
+    """
     device = resolve_device(cfg.device, "evaluate.device")
     torch.set_num_threads(cfg.threads)
-    if upstream.module is not None:
-        upstream.module.to(device).eval()
-    scratch = Path(cfg.work_dir) if cfg.work_dir else None
-    if scratch is not None:
-        scratch.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"hubert-kd-{upstream.name}-", dir=scratch))
-    try:
-        write_store(upstream, splits, manifest, work, cfg.batch_seconds, cfg.feature_encoding,
-                    cfg.pad_seconds)  # fmt: skip
-        probe = _probe(cfg.probe, splits, work, device, cfg.pad_seconds)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    scored = [name for name in splits if name != cfg.probe.train]
+    runs: list[dict] = []
+    counts: dict[str, dict[str, dict]] = {name: {} for name in scored}
+    curves, weights = {}, {}
+    for train_seed, probe_seed, probes, results in _probe_runs(upstreams, cfg, splits, refs,
+                                                               manifest, device):  # fmt: skip
+        label = f"probe {probe_seed}" if train_seed is None else \
+            f"seed {train_seed} probe {probe_seed}"  # fmt: skip
+        runs.append({"train_seed": train_seed, "probe_seed": probe_seed})
+        curves[label] = {p.task.name: [round(v, 4) for v in p.curve] for p in probes}
+        weights[label] = {p.task.name: [round(w, 4) for w in p.layer_weights()] for p in probes}
+        for name, metrics in results.items():
+            for metric, result in metrics.items():
+                kept = counts[name].setdefault(metric, {"ids": result["ids"],
+                                                        "tokens": result["tokens"],
+                                                        "errors": []})  # fmt: skip
+                kept["errors"].append(result["errors"])
+    first = next(iter(upstreams.values()))
     return {
-        "name": upstream.name,
-        "kind": upstream.kind,
-        "parameters": upstream.parameters,
-        **probe,
-        **efficiency(upstream, cfg.efficiency_seconds),
+        "name": first.name,
+        "kind": first.kind,
+        "parameters": first.parameters,
+        "runs": runs,
+        "splits": {
+            name: {m: _summary(c) for m, c in metrics.items()} for name, metrics in counts.items()
+        },  # fmt: skip
+        "utterances": {name: _utterances(metrics) for name, metrics in counts.items()},
+        "probe_curves": curves,
+        "layer_weights": weights,
+        **efficiency(first, cfg.efficiency_seconds),
         "device": str(device),
     }
 
 
-def _probe(
-    cfg: ProbeConfig, splits: dict[str, list[Utterance]], store: Path, device, pad_seconds: float
-) -> dict:
-    refs = {u.id: Reference(u.transcript, u.phonemes) for rows in splits.values() for u in rows}
-    train = StoreBatches(store, cfg.train, cfg.batch_frames, pad_seconds)
-    train_refs = {u.id: refs[u.id] for u in splits[cfg.train]}
-    scored = [name for name in splits if name != cfg.train]
-    runs, curves, weights = {name: [] for name in scored}, {}, []
-    for seed in range(cfg.seeds):
-        model, vocabs, curve = train_probe(
-            lambda e, seed=seed: train.epoch(seed * 1_000 + e), train_refs, train.shape, cfg,
-            seed, device,
-        )  # fmt: skip
-        curves[f"seed {seed}"] = [round(v, 4) for v in curve]
-        weights.append([round(w, 4) for w in model.weights.softmax(0).tolist()])
-        for name in scored:
-            test = StoreBatches(store, name, cfg.batch_frames, pad_seconds).epoch(seed=None)
-            runs[name].append(score(model, vocabs, test, refs, device))
-    return {
-        "splits": {name: _spread(results) for name, results in runs.items()},
-        "probe_curves": curves,
-        "layer_weights": weights,
-    }
+def _probe_runs(upstreams: dict[int | None, Upstream], cfg: EvaluateConfig, splits, refs,
+                manifest, device):  # fmt: skip
+    """``(training seed, probe seed, probes, {split: per-metric counts})`` for each probe seed
+    of each upstream. Their features are computed first, in one pass over the audio, into
+    scratch stores removed at the end."""
+    for upstream in upstreams.values():
+        if upstream.module is not None:
+            upstream.module.to(device).eval()
+    scratch = Path(cfg.work_dir) if cfg.work_dir else None
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
+    name = next(iter(upstreams.values())).name
+    work = Path(tempfile.mkdtemp(prefix=f"hubert-kd-{name}-", dir=scratch))
+    stores = {key: work / f"seed-{key}" for key in upstreams}
+    try:
+        write_stores(upstreams, splits, manifest, stores, cfg.batch_seconds, cfg.feature_encoding,
+                     cfg.pad_seconds)  # fmt: skip
+        probe = cfg.probe
+        train_refs = {u.id: refs[u.id] for u in splits[probe.train]}
+        for key, store in stores.items():
+            train = StoreBatches(store, probe.train, probe.batch_frames, cfg.pad_seconds)
+            for seed in range(probe.seeds):
+                probes = train_probes(lambda e, s=seed, t=train: t.epoch(s * 1_000 + e),
+                                      train_refs, train.shape, probe, seed, device)  # fmt: skip
+                results = {}
+                for split in splits:
+                    if split != probe.train:
+                        test = StoreBatches(store, split, probe.batch_frames, cfg.pad_seconds)
+                        results[split] = score(probes, test.epoch(seed=None), refs, device)
+                yield key, seed, probes, results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def _spread(results: list[dict[str, float]]) -> dict[str, dict]:
-    """Per metric: the mean over seeds, the min and max, and every seed's value."""
-    out = {}
-    for key in results[0]:
-        values = [r[key] for r in results]
-        out[key] = {"mean": round(statistics.fmean(values), 4), "min": min(values),
-                    "max": max(values), "seeds": values}  # fmt: skip
-    return out
+def _summary(counts: dict) -> dict:
+    """A metric over runs: the mean of the runs' rates, and each run's."""
+    total = max(sum(counts["tokens"]), 1)
+    rates = [round(sum(errors) / total, 6) for errors in counts["errors"]]
+    return {"mean": round(sum(rates) / len(rates), 6), "runs": rates}
+
+
+def _utterances(metrics: dict[str, dict]) -> dict:
+    """Each utterance's reference tokens per metric and each run's errors: what a paired
+    comparison of two models reads (:mod:`pipeline.evaluation.compare`)."""
+    ids = next(iter(metrics.values()))["ids"]
+    if any(c["ids"] != ids for c in metrics.values()):
+        raise AssertionError("the probes scored different utterances")
+    return {"ids": ids, "tokens": {m: c["tokens"] for m, c in metrics.items()},
+            "errors": {m: c["errors"] for m, c in metrics.items()}}  # fmt: skip

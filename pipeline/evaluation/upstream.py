@@ -7,8 +7,11 @@ weighted sum of the layers that share the last layer's width (SUPERB style).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +48,43 @@ class Upstream:
         """The layers the probe weighs: those as wide as the last one. ``(B, L, T, D)``."""
         layers, frame_lengths = self.layers(wav, lengths)
         return torch.stack(same_width(layers), 1), frame_lengths
+
+
+def student_upstreams(name: str, models: dict[int, nn.Module]) -> dict[int, Upstream]:
+    """One upstream per training seed of student ``name``. Where every seed has the same
+    front-end weights (the teacher's frozen conv stack of ``frontend: cached``), the front end
+    runs once per batch of audio for all of them (:func:`~pipeline.evaluation.features.
+    write_stores` hands every upstream the same batch): the same features, a fraction of the
+    cost."""
+    first = next(iter(models.values()))
+    shared = _SharedFront(first.frontend) if _same_frontend(models.values()) else None
+
+    def layers(model: nn.Module) -> Layers:
+        if shared is None:
+            return model.extract_features
+        return lambda wav, lengths: model.extract_features(wav, lengths, front=shared(wav, lengths))
+
+    return {seed: Upstream(name, "student", layers(m), m) for seed, m in models.items()}
+
+
+def _same_frontend(models) -> bool:
+    states = [m.frontend.state_dict() for m in models]
+    return all(s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s)
+               for s in states[1:])  # fmt: skip
+
+
+class _SharedFront:
+    """A front end shared by several models: computed once for a batch of audio, its output
+    kept until another batch comes (the same tensors, by identity)."""
+
+    def __init__(self, frontend: nn.Module) -> None:
+        self.frontend = frontend
+        self._last: tuple | None = None
+
+    def __call__(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self._last is None or self._last[0] is not wav or self._last[1] is not lengths:
+            self._last = (wav, lengths, self.frontend(wav, lengths))
+        return self._last[2]
 
 
 def fbank_layers(frames: FrameSpec, bins: int = 80) -> Layers:
@@ -89,6 +129,21 @@ def efficiency(upstream: Upstream, seconds: float = 10.0, repeats: int = 5) -> d
     }
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Standard error closed to native code for a while: torch's profiler (kineto) prints a
+    trace line at each start and stop that no setting turns off. Python errors still raise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _peak_bytes(upstream: Upstream, wav, lengths, device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -97,7 +152,8 @@ def _peak_bytes(upstream: Upstream, wav, lengths, device: torch.device) -> float
         return torch.cuda.max_memory_allocated(device) - base
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU],
+                                            profile_memory=True) as prof:  # fmt: skip
         upstream.layers(wav, lengths)
     live = peak = 0
     # Each op's own allocations (frees are negative), in the order the ops started.

@@ -98,11 +98,13 @@ class DistilHubertStudent(nn.Module):
         return self.frontend.spec
 
     def extract_features(
-        self, wav: torch.Tensor, lengths: torch.Tensor
+        self, wav: torch.Tensor, lengths: torch.Tensor, front: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Layer outputs ``[projection, layer 1, ..., layer N]``, each ``(B, T, hidden)``, and
-        the frame lengths."""
-        return self._encode(self.frontend(wav, lengths), self.frames.num_frames(lengths))
+        the frame lengths. ``front``: the front end's output on this audio, when the caller has
+        it already (a frozen front end shared by models)."""
+        front = self.frontend(wav, lengths) if front is None else front
+        return self._encode(front, self.frames.num_frames(lengths))
 
     def _encode(self, front: torch.Tensor, frame_lengths: torch.Tensor):
         x = self.proj(front)

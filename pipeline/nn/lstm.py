@@ -100,12 +100,14 @@ class LSTMStudent(nn.Module):
         return {"logits": self.head(self._encode(front, frame_lengths)[-1])}
 
     def extract_features(
-        self, wav: torch.Tensor, lengths: torch.Tensor
+        self, wav: torch.Tensor, lengths: torch.Tensor, front: torch.Tensor | None = None
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Layer outputs for downstream use: ``[proj, lstm_1, ..., lstm_N]``, each ``(B, T, *)``,
-        zero on padded frames, and the frame lengths ``(B,)``."""
+        zero on padded frames, and the frame lengths ``(B,)``. ``front``: the front end's output
+        on this audio, when the caller has it already (a frozen front end shared by models)."""
         frame_lengths = self.frames.num_frames(lengths)
-        return self._encode(self.frontend(wav, lengths), frame_lengths), frame_lengths
+        front = self.frontend(wav, lengths) if front is None else front
+        return self._encode(front, frame_lengths), frame_lengths
 
     def _encode(self, front: torch.Tensor, frame_lengths: torch.Tensor) -> list[torch.Tensor]:
         """Front-end features -> ``[proj, lstm_1, ..., lstm_N]``."""

@@ -91,14 +91,15 @@ class Shard:
 def load_teacher(cfg: TeacherConfig, utts: list[Utterance], manifest: Path) -> Teacher:
     """The configured teacher (k-means centroids still to be fitted are attached by
     :func:`~pipeline.teacher.fitting.fitted_state`); warns when a pre-trained teacher was
-    trained on another corpus."""
+    trained on another corpus (another train split than ``utts``')."""
     trained_on = teacher_info(cfg.source).get("corpus", {}).get("fingerprint")
-    if trained_on and trained_on != corpus_fingerprint(utts):
+    train = [u for u in utts if u.split == "train"]
+    if trained_on and trained_on != corpus_fingerprint(train):
         log.warning(
             "%s was pre-trained on another corpus (fingerprint %s...) than %s (%s...). If this is "
             "the demo corpus, its generator has changed: re-run `pipeline pretrain-teacher` "
             "(README) to match it.",
-            cfg.source, trained_on[:12], manifest, corpus_fingerprint(utts)[:12],
+            cfg.source, trained_on[:12], manifest, corpus_fingerprint(train)[:12],
         )  # fmt: skip
     return build_teacher(cfg)
 
