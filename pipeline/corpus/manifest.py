@@ -135,12 +135,15 @@ def write_manifest(path: Path, utterances: Iterable[Utterance]) -> None:
     """Write rows as JSONL, atomically. The address fields beyond a file's path (``start``,
     ``row``, ``column``) are left out where they hold their defaults, so a corpus of whole
     files keeps the manifest it always had, byte for byte."""
-    rows = (
-        {k: v for k, v in dataclasses.asdict(u).items() if k not in _ADDRESS or v != _ADDRESS[k]}
-        for u in utterances
-    )
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    lines = [json.dumps(_row(u), ensure_ascii=False) for u in utterances]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _row(utt: Utterance) -> dict:
+    """The row's fields in order, less the address fields at their defaults (a shallow copy:
+    ``dataclasses.asdict`` deep-copies every value, a third of a millisecond a row)."""
+    row = {f.name: getattr(utt, f.name) for f in dataclasses.fields(utt)}
+    return {k: v for k, v in row.items() if k not in _ADDRESS or v != _ADDRESS[k]}
 
 
 def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
