@@ -95,12 +95,15 @@ def s3prl_release() -> tuple[Path, Path]:
 
 
 def documented_lines() -> list[str]:
-    """docs/export.md's lines that copy the upstream into s3prl and register it."""
-    text = (ROOT / "docs" / "export.md").read_text()
-    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "s3prl/hub.py" in b]
-    lines = [line for line in block.splitlines() if line.startswith(("cp ", "echo "))]
-    assert len(lines) == 2 and EXPORT in lines[0], lines
-    return lines
+    """The lines that copy the upstream into s3prl and register it, as docs/export.md and the
+    README quote them (the same two)."""
+    quoted = []
+    for page in (ROOT / "docs" / "export.md", ROOT / "README.md"):
+        blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)
+        (block,) = [b for b in blocks if "s3prl/hub.py" in b]
+        quoted.append([line for line in block.splitlines() if line.startswith(("cp ", "echo "))])
+    assert quoted[0] == quoted[1] and len(quoted[0]) == 2 and EXPORT in quoted[0][0], quoted
+    return quoted[0]
 
 
 def test_s3prl_finds_the_registered_upstream_and_its_featurizer_weighs_its_layers(tmp_path):

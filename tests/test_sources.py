@@ -6,20 +6,26 @@ and line (or row), or is skipped and counted with --skip-bad."""
 
 import hashlib
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import ROOT, tiny_params
 from corpora import RATE, UTTS, cut, cut_files, hf_shards, kaldi_dir, lhotse_manifests
 
 from pipeline.audio import parquet
 from pipeline.audio.files import read_audio, to_samples
 from pipeline.core.config import section
 from pipeline.core.errors import AudioError, CorpusError
-from pipeline.corpus.manifest import read_manifest, read_utterance, write_manifest
+from pipeline.corpus.manifest import (
+    audio_batches,
+    read_manifest,
+    read_utterance,
+    write_manifest,
+)
 from pipeline.teacher.caching import CacheTeacherConfig
 from stages import cache_teacher, prepare
 
@@ -57,6 +63,20 @@ def test_times_become_samples_rounding_half_up():
     assert to_samples("0.5", 22_050) == 11_025 and to_samples("1e-4", 22_050) == 2  # 2.205
 
 
+def test_every_stage_reads_audio_through_the_manifest_row():
+    """No stage reads a file by its path alone: read_utterance is the one way in, so no stage
+    knows which shape the corpus had."""
+    readers = {"pipeline/audio/files.py", "pipeline/corpus/manifest.py"}
+    calls = [
+        str(path.relative_to(ROOT))
+        for package in ("pipeline", "stages", "storage", "cli")
+        for path in (ROOT / package).rglob("*.py")
+        if re.search(r"\b(read_audio|read_range)\(", path.read_text())
+        and str(path.relative_to(ROOT)) not in readers
+    ]
+    assert calls == []
+
+
 def test_a_corpus_of_files_keeps_its_manifest_byte_for_byte(tiny_corpus, tmp_path):
     """The address fields a file does not need are left out, so the manifests (and the teacher
     caches, whose identity hashes them) of corpora of files stay as they were."""
@@ -68,12 +88,22 @@ def test_a_corpus_of_files_keeps_its_manifest_byte_for_byte(tiny_corpus, tmp_pat
 
 @pytest.mark.parametrize("kind", SOURCES)
 def test_every_source_reads_the_samples_its_utterances_cut_into_files_hold(tmp_path, kind):
+    """Each row reads (read_utterance, and the batches evaluation and export's checks read)
+    exactly what the file cut from its recording at the same samples reads; its identity is
+    that of the bytes it uses."""
     manifest = _prepare(SOURCES[kind](tmp_path / "corpus"), tmp_path / "data")
     rows = read_manifest(manifest)
     assert [r.id for r in rows] == [u.id for u in UTTS]  # in the source's order
     assert {r.transcript for r in rows} == {u.text for u in UTTS}
     assert {r.speaker for r in rows} == {"s1", "s2"}
-    cut_files(tmp_path / "cuts", rows)
+    files = _prepare({"kind": "manifest", "path": str(cut_files(tmp_path / "cuts", rows))},
+                     tmp_path / "files")  # fmt: skip
+    for (ids, wav, lengths), (ids_f, wav_f, lengths_f) in zip(
+        audio_batches(rows, manifest, 2.0), audio_batches(read_manifest(files), files, 2.0),
+        strict=True,
+    ):  # fmt: skip
+        assert [u.id for u in ids] == [u.id for u in ids_f]
+        assert torch.equal(wav, wav_f) and torch.equal(lengths, lengths_f)
     for row, utt in zip(rows, UTTS, strict=True):
         want = read_audio(tmp_path / "cuts" / f"{row.id}.flac")  # stereo averaged
         assert torch.equal(read_utterance(row, manifest), want), row.id

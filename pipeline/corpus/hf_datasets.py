@@ -40,8 +40,9 @@ class HFConfig:
 @SOURCES.register
 class HFSource:
     """One utterance per row of each shard. The split comes from the shard's name, before
-    ``-0000N-of-0000M`` (``train*``; ``validation``/``dev*``; ``test*``), which each row also
-    keeps as its subset (``test.other``)."""
+    ``-0000N-of-0000M`` (``train*``; ``validation``/``dev*``; ``test*``), or else from its
+    folder's name (the hub's ``<config>/<split>/0000.parquet``), which each row also keeps as
+    its subset (``test.other``)."""
 
     name = "hf"
     config_type = HFConfig
@@ -73,7 +74,7 @@ class HFSource:
             raise CorpusError(f"{shard}: no audio column {cfg.audio_column!r} (columns: "
                               f"{', '.join(names)}; prepare.source.audio_column)")  # fmt: skip
         match = _SHARD.match(shard.stem)
-        subset = match["split"] if match else shard.stem
+        subset = match["split"] if match else shard.parent.name  # <split>/0000.parquet
         rows = pq.ParquetFile(shard).metadata.num_rows
         ids = table.get(cfg.id_column) or [f"{shard.stem}_{row}" for row in range(rows)]
         for row in range(rows):

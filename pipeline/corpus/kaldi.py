@@ -77,7 +77,8 @@ def _recordings(path: Path, root: Path) -> Iterator[tuple[str, Entry]]:
     for where, (rec, location) in _lines(path, 2):
         error = ""
         if location.endswith("|"):
-            error = f"{location!r} is a piped command; hubert-kd reads files: write the audio out"
+            error = (f"{location!r} is a piped command, not a file: write the audio to files "
+                     "(e.g. with Kaldi's wav-copy) and list them")  # fmt: skip
         audio = Path(location).expanduser()
         yield rec, Entry(id=rec, audio=audio if audio.is_absolute() else root / audio,
                          where=where, error=error)  # fmt: skip
