@@ -1,6 +1,7 @@
 """Tiny corpora in the shapes speech people keep them, built with the real libraries: a Kaldi
 data directory with ``segments``, a Lhotse cut set (and recordings + supervisions), parquet
-shards in the `datasets` layout; and the same utterances cut into files, for comparison.
+shards in the `datasets` layout and a `datasets` ``save_to_disk`` folder; and the same
+utterances cut into files, for comparison.
 
 Two 16 kHz FLAC recordings (16-bit, so decoding is exact): ``rec-a`` mono, ``rec-b`` stereo.
 Utterance boundaries are written as times; one start (1.50003125 s = 24000.5 samples) and its
@@ -137,26 +138,45 @@ def lhotse_manifests(root: Path) -> dict[str, Path]:
     return out
 
 
-def hf_shards(root: Path, nulls: tuple[str, ...] = ()) -> Path:
-    """``root/data/train-0000N-of-00002.parquet``: the utterances as a `datasets` Audio column
-    (its own Arrow schema, a struct of FLAC ``bytes`` and ``path``), two rows per row group;
-    utterances in ``nulls`` have no bytes. Returns ``root``."""
+def _audio_table(utts: list[Utt], nulls: tuple[str, ...] = ()):
+    """The utterances as an Arrow table with `datasets`' own schema for an Audio column (a
+    struct of FLAC ``bytes`` and ``path``); utterances in ``nulls`` have no bytes."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from datasets import Audio, Features, Value
 
     features = Features({"id": Value("string"), "speaker_id": Value("string"),
                          "text": Value("string"), "audio": Audio()})  # fmt: skip
+    return pa.Table.from_pydict(
+        {"id": [u.id for u in utts], "speaker_id": [u.speaker for u in utts],
+         "text": [u.text for u in utts],
+         "audio": [{"bytes": None if u.id in nulls else flac_bytes(cut(u)),
+                    "path": f"{u.id}.flac"} for u in utts]},
+        schema=features.arrow_schema,
+    )  # fmt: skip
+
+
+def hf_saved(root: Path) -> Path:
+    """The utterances as `datasets` saves a DatasetDict (``save_to_disk``): ``train`` (the first
+    four) and ``validation`` folders of Arrow files. Returns ``root``."""
+    from datasets import Dataset, DatasetDict
+
+    splits = {"train": UTTS[:4], "validation": UTTS[4:]}
+    DatasetDict({name: Dataset(_audio_table(utts)) for name, utts in splits.items()}).save_to_disk(
+        str(root)
+    )
+    return root
+
+
+def hf_shards(root: Path, nulls: tuple[str, ...] = ()) -> Path:
+    """``root/data/train-0000N-of-00002.parquet``: the utterances as a `datasets` Audio column
+    (its own Arrow schema, a struct of FLAC ``bytes`` and ``path``), two rows per row group;
+    utterances in ``nulls`` have no bytes. Returns ``root``."""
+    import pyarrow.parquet as pq
+
     (root / "data").mkdir(parents=True, exist_ok=True)
     halves = [UTTS[:4], UTTS[4:]]
     for i, utts in enumerate(halves):
-        table = pa.Table.from_pydict(
-            {"id": [u.id for u in utts], "speaker_id": [u.speaker for u in utts],
-             "text": [u.text for u in utts],
-             "audio": [{"bytes": None if u.id in nulls else flac_bytes(cut(u)),
-                        "path": f"{u.id}.flac"} for u in utts]},
-            schema=features.arrow_schema,
-        )  # fmt: skip
-        pq.write_table(table, root / "data" / f"train-{i:05d}-of-{len(halves):05d}.parquet",
+        pq.write_table(_audio_table(utts, nulls),
+                       root / "data" / f"train-{i:05d}-of-{len(halves):05d}.parquet",
                        row_group_size=2)  # fmt: skip
     return root

@@ -1,8 +1,8 @@
 """Corpora as speech people keep them: Kaldi data directories (with segments), Lhotse cut sets
-and supervisions, `datasets` parquet shards. Each is built with the real library, prepared,
-read sample-exactly (as the same audio cut into files reads) and cached by a tiny teacher into
-the cache the cut files give; each bad input stops `prepare` with one line naming its file
-and line (or row), or is skipped and counted with --skip-bad."""
+and supervisions, `datasets` parquet shards and save_to_disk folders. Each is built with the
+real library, prepared, read sample-exactly (as the same audio cut into files reads) and cached
+by a tiny teacher into the cache the cut files give; each bad input stops `prepare` with one
+line naming its file and line (or row), or is skipped and counted with --skip-bad."""
 
 import hashlib
 import json
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, tiny_params
-from corpora import RATE, UTTS, cut, cut_files, hf_shards, kaldi_dir, lhotse_manifests
+from corpora import RATE, UTTS, cut, cut_files, hf_saved, hf_shards, kaldi_dir, lhotse_manifests
 
-from pipeline.audio import parquet
+from pipeline.audio import embedded
 from pipeline.audio.files import read_audio, to_samples
 from pipeline.core.config import section
 from pipeline.core.errors import AudioError, CorpusError
@@ -53,6 +53,7 @@ SOURCES = {
     "lhotse-cuts": lambda root: _lhotse(root, "cuts"),
     "lhotse-supervisions": lambda root: _lhotse(root, "recordings", "supervisions"),
     "hf-parquet": lambda root: {"kind": "hf", "path": str(hf_shards(root))},
+    "hf-save-to-disk": lambda root: {"kind": "hf", "path": str(hf_saved(root))},
 }
 
 
@@ -96,6 +97,8 @@ def test_every_source_reads_the_samples_its_utterances_cut_into_files_hold(tmp_p
     assert [r.id for r in rows] == [u.id for u in UTTS]  # in the source's order
     assert {r.transcript for r in rows} == {u.text for u in UTTS}
     assert {r.speaker for r in rows} == {"s1", "s2"}
+    if kind == "hf-save-to-disk":  # its split folders: train, validation
+        assert [r.split for r in rows] == ["train"] * 4 + ["dev"] * 2
     files = _prepare({"kind": "manifest", "path": str(cut_files(tmp_path / "cuts", rows))},
                      tmp_path / "files")  # fmt: skip
     for (ids, wav, lengths), (ids_f, wav_f, lengths_f) in zip(
@@ -108,7 +111,7 @@ def test_every_source_reads_the_samples_its_utterances_cut_into_files_hold(tmp_p
         want = read_audio(tmp_path / "cuts" / f"{row.id}.flac")  # stereo averaged
         assert torch.equal(read_utterance(row, manifest), want), row.id
         assert row.samples == utt.last - utt.first and row.sample_rate == RATE
-        if kind == "hf-parquet":  # the embedded bytes, named by shard and row
+        if kind.startswith("hf"):  # the embedded bytes, named by file and row
             assert row.row is not None and row.column == "audio" and row.start == 0
             assert row.sha256 == hashlib.sha256((tmp_path / "cuts" / f"{row.id}.flac")
                                                 .read_bytes()).hexdigest()  # fmt: skip
@@ -154,7 +157,9 @@ def _cache(manifest: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind", ["kaldi-segments", "lhotse-cuts", "hf-parquet", "kaldi-files"])
+@pytest.mark.parametrize(
+    "kind", ["kaldi-segments", "lhotse-cuts", "hf-parquet", "hf-save-to-disk", "kaldi-files"]
+)
 def test_the_teacher_caches_each_source_as_it_caches_the_same_audio_in_files(tmp_path, kind):
     """Stage one over the container gives the logits, targets and features the cut files
     give; where the rows' identities match (the embedded bytes are the files' bytes; Kaldi
@@ -168,7 +173,7 @@ def test_the_teacher_caches_each_source_as_it_caches_the_same_audio_in_files(tmp
     files = _prepare({"kind": "manifest", "path": str(listing)}, tmp_path / "files")
     ours, theirs = _cache(manifest, tmp_path / "cache"), _cache(files, tmp_path / "reference")
     _same_per_utterance(ours, theirs)
-    if kind in ("hf-parquet", "kaldi-files"):
+    if kind in ("hf-parquet", "hf-save-to-disk", "kaldi-files"):
         assert _parts(ours) == _parts(theirs) != {}
 
 
@@ -194,7 +199,7 @@ def test_parquet_rows_read_out_of_order_read_each_row_group_once(tmp_path, monke
     are kept, so each is read from its file once."""
     manifest = _prepare(SOURCES["hf-parquet"](tmp_path / "corpus"), tmp_path / "data")
     reads = []
-    open_shard = parquet._open
+    open_shard = embedded._parquet
 
     class Counted:
         def __init__(self, path):
@@ -205,8 +210,8 @@ def test_parquet_rows_read_out_of_order_read_each_row_group_once(tmp_path, monke
             reads.append((self.path.name, group))
             return self.shard.read_row_group(group, columns=columns)
 
-    parquet._GROUPS.clear()
-    monkeypatch.setattr(parquet, "_open", Counted)
+    embedded._GROUPS.clear()
+    monkeypatch.setattr(embedded, "_parquet", Counted)
     rows = read_manifest(manifest)
     for row in rows[::2] + rows[1::2]:  # every row group visited twice, apart
         read_utterance(row, manifest)

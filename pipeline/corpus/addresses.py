@@ -7,8 +7,8 @@ from __future__ import annotations
 import io
 from typing import NamedTuple
 
+from pipeline.audio.embedded import embedded_audio
 from pipeline.audio.files import open_audio, read_frames
-from pipeline.audio.parquet import embedded_audio
 from pipeline.core.errors import AudioError
 from pipeline.core.hashing import sha256_bytes, sha256_file
 from pipeline.corpus.base import Entry
@@ -28,10 +28,10 @@ class Address(NamedTuple):
 def locate(entry: Entry) -> Address:
     """Decode the audio ``entry`` names, check it, and say where its samples are: a whole
     file; a span of a recording, its times made samples by rounding half up (``time x rate``,
-    :meth:`Span.samples`), checked to lie inside the recording; or a parquet cell's embedded
-    file.
+    :meth:`Span.samples`), checked to lie inside the recording; or a table cell's embedded
+    file (parquet or Arrow).
 
-    Identity: a file's sha256; a parquet cell's embedded bytes' sha256; a span's decoded
+    Identity: a file's sha256; a table cell's embedded bytes' sha256; a span's decoded
     samples' sha256 (float32 little-endian, channels interleaved, at the file's rate), so a
     span changes identity exactly when its samples do.
 

@@ -41,13 +41,13 @@ class Entry:
     Attributes:
         id: the utterance id (:func:`safe_id`).
         audio: where its bytes are: an audio file, a long recording (with ``span``) or a
-            parquet shard (with ``row`` and ``column``).
+            parquet or Arrow file (with ``row`` and ``column``).
         transcript, speaker, phonemes: "" when unknown.
         split: None when the source does not know it; the prepare stage then assigns one.
         subset: the corpus's own name for the part it comes from ("" when none).
         span: the time range of the recording ``audio`` it is; None: the whole file.
-        row: the row of the parquet shard ``audio`` (0-based, of the whole shard).
-        column: the shard's audio column (a struct of ``bytes`` and ``path``).
+        row: the row of the parquet or Arrow file ``audio`` (0-based, of the whole file).
+        column: the file's audio column (a struct of ``bytes`` and ``path``).
         where: where the source lists the utterance (``wav.scp:3``), prefixed to messages.
         error: why the source already knows the entry is unusable (a piped command, an unknown
             recording); prepare counts it as bad audio, so ``--skip-bad`` skips it.

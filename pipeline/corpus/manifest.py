@@ -13,8 +13,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.audio.batching import length_batches
+from pipeline.audio.embedded import embedded_audio
 from pipeline.audio.files import read_range
-from pipeline.audio.parquet import embedded_audio
 from pipeline.core.config import from_dict
 from pipeline.core.errors import ConfigError, ManifestError
 from pipeline.core.io import atomic_write_text
@@ -26,12 +26,12 @@ SPLITS = ("train", "dev", "test")
 class Utterance:
     """One manifest row. Its audio is named by where its bytes are (:func:`read_utterance`):
     a whole file; the samples ``[start, start + samples)`` of a longer recording (a Kaldi
-    segment, a Lhotse supervision or cut); or the encoded file in row ``row`` of a parquet
-    shard's column ``column`` (the `datasets` layout).
+    segment, a Lhotse supervision or cut); or the encoded file in row ``row`` of column
+    ``column`` of a parquet shard or Arrow file (the `datasets` layouts).
 
     Attributes:
         id: unique utterance id (letters, digits, ``-`` and ``_``; no dots, for WebDataset keys).
-        audio: path to the audio file, the recording or the parquet shard; a relative path is
+        audio: path to the audio file, the recording or the table file; a relative path is
             relative to the corpus's audio root (:func:`audio_root`), so a corpus can move
             without changing its manifest.
         samples: the utterance's number of samples at its own ``sample_rate``.
@@ -43,12 +43,13 @@ class Utterance:
         subset: the corpus's own subset name (LibriSpeech: ``train-clean-100``, ``test-other``,
             ...), "" when it has none; evaluation can name subsets as well as splits.
         sha256: the sha256 of the bytes the utterance uses ("" when unknown): the audio file's
-            bytes; the parquet cell's embedded bytes; for a range of a recording, its decoded
+            bytes; a table cell's embedded bytes; for a range of a recording, its decoded
             samples (float32, little-endian, channels interleaved, at the file's rate). The
             manifest changes exactly when the audio does, wherever it lives.
         start: the utterance's first sample within ``audio`` (0 for a whole file).
-        row: the row (0-based) of the parquet shard ``audio``; None when ``audio`` is a file.
-        column: that shard's audio column ("" when ``audio`` is a file).
+        row: the row (0-based) of the parquet or Arrow file ``audio``; None when ``audio`` is
+            an audio file.
+        column: that file's audio column ("" when ``audio`` is an audio file).
     """
 
     id: str
@@ -106,7 +107,7 @@ def audio_path(utt: Utterance, manifest: Path) -> Path:
 def read_utterance(utt: Utterance, manifest: Path) -> torch.Tensor:
     """The audio of ``utt`` (listed in ``manifest``), wherever its bytes are, as a mono float32
     waveform at 16 kHz, shape ``(samples,)``: a file, the utterance's range of a recording
-    (found by seeking), or the audio embedded in a parquet row. Every stage reads audio here.
+    (found by seeking), or the audio embedded in a table's row. Every stage reads audio here.
 
     Raises:
         AudioError: naming the file (and row): missing, unreadable or changed audio.
