@@ -121,6 +121,24 @@ def test_every_source_reads_the_samples_its_utterances_cut_into_files_hold(tmp_p
             assert row.sha256 == hashlib.sha256(decoded.tobytes()).hexdigest()
 
 
+def test_a_segment_of_an_8_khz_recording_reads_as_its_cut_file(tmp_path):
+    """Seeking and resampling the range alone gives what resampling the cut file gives."""
+    import soundfile as sf
+
+    rec = np.random.default_rng(0).integers(-4000, 4000, size=(16_000, 2), dtype=np.int16)
+    data = tmp_path / "data" / "train"
+    data.mkdir(parents=True)
+    sf.write(str(data / "rec.flac"), rec, 8_000, subtype="PCM_16")
+    sf.write(str(tmp_path / "cut.flac"), rec[2_000:12_001], 8_000, subtype="PCM_16")
+    (data / "wav.scp").write_text("r rec.flac\n")
+    (data / "segments").write_text("u r 0.25 1.5000625\n")  # 12000.5 samples: up to 12001
+    manifest = _prepare({"kind": "kaldi", "dir": str(data)}, tmp_path / "out")
+    (row,) = read_manifest(manifest)
+    assert (row.start, row.samples, row.sample_rate) == (2_000, 10_001, 8_000)
+    wav = read_utterance(row, manifest)
+    assert len(wav) == 20_002 and torch.equal(wav, read_audio(tmp_path / "cut.flac"))
+
+
 def test_lhotse_reads_the_samples_this_project_reads(tmp_path):
     """lhotse's own reading of each cut (every channel, then averaged) gives our samples."""
     from lhotse import load_manifest
