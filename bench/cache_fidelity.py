@@ -37,9 +37,8 @@ import torch
 import yaml
 from torch.nn.utils.rnn import pad_sequence
 
-from pipeline.audio.files import read_audio
 from pipeline.core.config import section
-from pipeline.corpus.manifest import audio_path, read_manifest
+from pipeline.corpus.manifest import read_manifest, read_utterance
 from pipeline.losses import dkd_loss, kd_loss
 from pipeline.nn.frames import lengths_to_mask
 from pipeline.students.checkpoint import load_student
@@ -64,7 +63,7 @@ def teacher_logits(source: str, manifest: Path, fit: int, test: int):
     teacher = load_teacher(cfg.teacher, utts, manifest)
 
     def wavs(split: str, n: int) -> list[torch.Tensor]:
-        return [read_audio(audio_path(u, manifest)) for u in utts if u.split == split][:n]
+        return [read_utterance(u, manifest) for u in utts if u.split == split][:n]
 
     def run(audio: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([teacher.forward_batch([w])[0][0] for w in audio])

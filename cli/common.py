@@ -40,14 +40,15 @@ def one_line(err: BaseException) -> str:
 @contextmanager
 def reported() -> Iterator[None]:
     """Domain errors become a one-line message and exit code 2 (a bad config, naming the key)
-    or 1 (bad input: a file, a cache, a checkpoint, an output that must not be written; any
-    other ValueError/KeyError the library raises with a message)."""
+    or 1 (bad input: a file, a cache, a checkpoint, an output that must not be written; an
+    optional package to install; any other ValueError/KeyError the library raises with a
+    message)."""
     try:
         yield
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {escape(one_line(err))}", soft_wrap=True)
         raise typer.Exit(2) from err
-    except (ValueError, KeyError, OSError) as err:
+    except (ValueError, KeyError, OSError, ImportError) as err:
         console.print(f"[red]error:[/red] {escape(one_line(err))}", soft_wrap=True)
         raise typer.Exit(1) from err
 

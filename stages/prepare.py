@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pipeline.audio.files import SAMPLE_RATE, AudioError, check_audio, resampled_length
+from pipeline.audio.files import SAMPLE_RATE, AudioError, resampled_length
 from pipeline.core.config import Choice, check, non_negative
 from pipeline.core.errors import CorpusError
-from pipeline.core.hashing import sha256_file
 from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.locks import output_lock
 from pipeline.core.progress import progress_bar
+from pipeline.corpus.addresses import locate
 from pipeline.corpus.base import Entry
 from pipeline.corpus.manifest import SUMMARY, Utterance, write_manifest
 from pipeline.corpus.sources import SOURCES
@@ -34,9 +34,12 @@ class PrepareConfig:
 
     Attributes:
         source: the corpus source and its settings: ``{kind: demo, seed, speakers, ...}``,
-            ``{kind: librispeech, root}`` or ``{kind: manifest, path}``.
-        skip_bad: skip and count unusable audio (unreadable, empty, non-finite, shorter than a
-            frame) instead of stopping.
+            ``{kind: librispeech, root}``, ``{kind: manifest, path}``, ``{kind: kaldi, dir}``,
+            ``{kind: lhotse, cuts}`` (or ``recordings`` and ``supervisions``), ``{kind: hf,
+            path}``.
+        skip_bad: skip and count unusable audio (missing, unreadable, empty, non-finite,
+            shorter than a frame, a segment outside its recording, a source's bad entry)
+            instead of stopping.
         max_bad_fraction: even with ``skip_bad``, fail when more than this fraction is bad.
         dev_fraction: share of speakers put in dev when the source gives no split.
         test_fraction: share of speakers put in test when the source gives no split.
@@ -65,8 +68,9 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
     """Build ``out_dir/manifest.jsonl`` (+ ``summary.json``, + demo audio) atomically.
 
     Audio paths are relative to the corpus's audio root (the folder holding all its files,
-    recorded in ``summary.json``), and every row carries its file's sha256: the same corpus
-    moved elsewhere gives the same manifest, byte for byte, so nothing downstream reruns.
+    recorded in ``summary.json``), and every row carries the sha256 of the bytes it uses: the
+    same corpus moved elsewhere gives the same manifest, byte for byte, so nothing downstream
+    reruns.
 
     Returns:
         The corpus summary (utterances, hours, speakers, per-split counts, vocabulary, skipped,
@@ -104,12 +108,14 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
 
 
 def _checked(entry: Entry, cfg: PrepareConfig) -> Utterance:
-    samples, rate = check_audio(entry.audio)
+    address = locate(entry)
     least = HUBERT_FRAMES.receptive_field
-    if resampled_length(samples, rate) < least:
+    if (n := resampled_length(address.samples, address.sample_rate)) < least:
+        where = f"{entry.where}: " if entry.where else ""
+        whole = entry.span is None and entry.row is None
         raise AudioError(
-            f"{entry.audio}: {resampled_length(samples, rate)} samples at 16 kHz, shorter than "
-            f"one teacher frame ({least} samples, {1000 * least / SAMPLE_RATE:g} ms)"
+            f"{where}{entry.audio}{'' if whole else f' ({entry.id})'}: {n} samples at 16 kHz, "
+            f"shorter than one teacher frame ({least} samples, {1000 * least / SAMPLE_RATE:g} ms)"
         )
     split = entry.split or assign_split(
         entry.speaker or entry.id, cfg.dev_fraction, cfg.test_fraction
@@ -117,14 +123,12 @@ def _checked(entry: Entry, cfg: PrepareConfig) -> Utterance:
     return Utterance(
         id=entry.id,
         audio=str(_absolute(entry.audio)),
-        samples=samples,
-        sample_rate=rate,
         transcript=entry.transcript,
         speaker=entry.speaker,
         split=split,
         phonemes=entry.phonemes,
         subset=entry.subset,
-        sha256=sha256_file(entry.audio),
+        **address._asdict(),
     )
 
 

@@ -1,5 +1,6 @@
 """The README and docs/ tell the truth about the interface: every `pipeline` command and flag
-they quote exists, and every params key they quote is one the config loader accepts."""
+they quote exists, and every params key they quote (dotted, or in an inline ``{kind: ...}``
+setting) is one the config loader accepts."""
 
 import dataclasses
 import re
@@ -101,6 +102,48 @@ def _accepts(kind, keys: list[str]) -> bool:
         fields = _fields(kind)
         return keys[0] in fields and _accepts(fields[keys[0]], keys[1:])
     return False  # a leaf (a number, a string, a list) has no keys inside
+
+
+FLOW = re.compile(r"\{kind: ([\w-]+)([^{}]*)\}")  # a setting quoted inline: {kind: kaldi, dir: ...}
+
+
+def _kinds(kind, found: dict[str, list]) -> dict[str, list]:
+    """Every ``kind`` a setting of type ``kind`` can name (``Annotated[Choice, registry]``,
+    at any depth) -> the config dataclasses registered under that name."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is typing.Annotated and args[0] is Choice:
+        for name in args[1].names():
+            config = args[1][name].config_type
+            if config not in found.setdefault(name, []):
+                found[name].append(config)
+                _kinds(config, found)
+    elif dataclasses.is_dataclass(kind):
+        for field in _fields(kind).values():
+            _kinds(field, found)
+    else:
+        for arg in args:
+            _kinds(arg, found)
+    return found
+
+
+def test_every_quoted_kind_and_its_keys_exist():
+    """``{kind: <name>, key: value, ...}`` quoted anywhere names a registered kind and only keys
+    its settings have (the corpus sources, storage backends, codecs, ...)."""
+    kinds: dict[str, list] = {}
+    for section in SECTIONS.values():
+        _kinds(section, kinds)
+    problems, seen = [], set()
+    for page in PAGES:
+        for line in snippets(page.read_text()):
+            for name, rest in FLOW.findall(line):
+                seen.add(name)
+                keys = re.findall(r"(?:^|,)\s*(\w+)\s*:", rest)
+                if name not in kinds:
+                    problems.append(f"{page.name}: {{kind: {name}}} is not a registered kind")
+                elif not any(all(k in _fields(c) for k in keys) for c in kinds[name]):
+                    problems.append(f"{page.name}: {{kind: {name}}} takes no such keys: {keys}")
+    assert problems == []
+    assert {"kaldi", "lhotse", "hf", "manifest", "librispeech"} <= seen
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

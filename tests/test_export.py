@@ -104,7 +104,7 @@ np.savez(sys.argv[3], frames=frames.numpy(), last=out.last_hidden_state.numpy(),
 S3PRL = (
     FRESH
     + """
-sys.path.insert(0, sys.argv[4])  # what s3prl/upstream/ is to s3prl
+sys.path.insert(0, sys.argv[4])  # the folder the export copies into s3prl/upstream/
 from hubert_kd.hubconf import hubert_kd_local
 
 upstream = hubert_kd_local(sys.argv[1])
@@ -167,8 +167,9 @@ def test_an_exported_student_loads_with_transformers_alone(tmp_path, frontend):
 
 
 def test_the_s3prl_upstream_gives_the_students_layers_at_a_320_sample_rate(tmp_path):
-    """The upstream s3prl finds in s3prl/upstream/hubert_kd (copied from the export): a list
-    of waveforms in, the LSTM layers out, zero beyond each utterance's frames."""
+    """The export's upstream folder, through its own entry point (quick, without s3prl; the
+    real s3prl runs it in tests/test_s3prl.py): a list of waveforms in, the LSTM layers out,
+    zero beyond each utterance's frames."""
     student, ckpt = _lstm(tmp_path)
     export.run(ExportConfig(formats=["hf"]), ckpt, tmp_path / "out", None)
     wavs = [

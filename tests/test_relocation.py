@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 from conftest import PIPELINE, tiny_params, write_params
+from corpora import hf_shards, kaldi_dir
 from test_dvc import _ran, _run, repo  # noqa: F401  (the temp DVC repository fixture)
 from typer.testing import CliRunner
 
@@ -76,6 +77,51 @@ def test_a_moved_corpus_keeps_its_manifest_its_cache_and_a_training_checkpoint(
     ok("prepare", "--out", str(data))
     ok("train-student", "kd", *manifest, "--cache", str(cache), "--out", str(out))
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] == 4
+
+
+def _kaldi(corpus):
+    return {"kind": "kaldi", "dir": str(kaldi_dir(corpus)), "root": str(corpus)}
+
+
+def _hf(corpus):
+    return {"kind": "hf", "path": str(hf_shards(corpus))}
+
+
+@pytest.mark.parametrize("source", [_kaldi, _hf], ids=["kaldi-segments", "hf-parquet"])
+def test_a_moved_kaldi_directory_or_parquet_folder_keeps_its_manifest_and_cache(tmp_path, source):
+    """Utterances that are ranges of recordings or rows of shards move as files do: the same
+    manifest, byte for byte, and every part of the cache kept."""
+    corpus = tmp_path / "mnt-a" / "corpus"
+    params = tiny_params()
+    params["prepare"]["source"] = source(corpus)
+    params["cache_teacher"]["shard_utterances"] = 2  # several parts
+    args = ["--params", str(write_params(tmp_path / "params.yaml", params))]
+    data, cache = tmp_path / "data", tmp_path / "cache"
+    commands = (
+        ["prepare", "--out", str(data)],
+        ["cache-teacher", "--manifest", str(data / "manifest.jsonl"), "--out", str(cache)],
+    )
+
+    def ok(command):
+        result = runner.invoke(app, [*command, *args])
+        assert result.exit_code == 0, (command, result.output)
+
+    for command in commands:
+        ok(command)
+    rows = (data / "manifest.jsonl").read_text()
+    assert str(corpus) not in rows and ('"start"' in rows or '"row"' in rows)
+    before = {p.name: p.stat().st_ino for p in cache.glob("parts/part-*")}
+    assert len(before) > 1
+
+    moved = tmp_path / "mnt-b" / "corpus"
+    moved.parent.mkdir()
+    shutil.move(corpus, moved)
+    text = (tmp_path / "params.yaml").read_text().replace(str(corpus), str(moved))
+    (tmp_path / "params.yaml").write_text(text)
+    for command in commands:
+        ok(command)
+    assert (data / "manifest.jsonl").read_text() == rows
+    assert {p.name: p.stat().st_ino for p in cache.glob("parts/part-*")} == before
 
 
 @pytest.mark.slow

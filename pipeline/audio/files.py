@@ -1,8 +1,13 @@
-"""Audio input: read any soundfile-readable file as 16 kHz mono float32, or fail naming it."""
+"""Audio input: read any soundfile-readable file, or a sample range of one, as 16 kHz mono
+float32, or fail naming it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -25,19 +30,52 @@ def resampled_length(samples: int, rate: int) -> int:
     return -(-samples * SAMPLE_RATE // rate)
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Decode ``path`` to float32 ``(samples, channels)`` and its rate, or raise AudioError."""
-    if not path.is_file():
-        raise AudioError(f"{path}: audio file not found")
+def to_samples(seconds: Decimal | str, rate: int) -> int:
+    """The sample a time falls on: ``seconds x rate`` rounded half up, computed exactly in
+    decimal (``"0.00003125"`` s at 16 kHz is sample 1, not 0 as binary floats would give)."""
+    return int((Decimal(seconds) * rate).to_integral_value(rounding=ROUND_HALF_UP))
+
+
+@contextmanager
+def open_audio(source: Path | BinaryIO, where: str | Path) -> Iterator[sf.SoundFile]:
+    """``source`` (a path, or bytes in a file-like object) open for reading.
+
+    Raises:
+        AudioError: naming ``where``: the file is missing or cannot be decoded.
+    """
+    if isinstance(source, Path) and not source.is_file():
+        raise AudioError(f"{where}: audio file not found")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        f = sf.SoundFile(str(source) if isinstance(source, Path) else source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(f"{path}: cannot decode audio ({err})") from err
+        raise AudioError(f"{where}: cannot decode audio ({err})") from err
+    with f:
+        yield f
+
+
+def read_frames(f: sf.SoundFile, where: str | Path, start: int = 0, frames: int = -1) -> np.ndarray:
+    """Samples ``[start, start + frames)`` of an open file (to its end for ``frames = -1``),
+    float32 ``(samples, channels)``, found by seeking (nothing before ``start`` is decoded).
+
+    Raises:
+        AudioError: naming ``where``: no samples, NaN/Inf, fewer samples than asked for.
+    """
+    try:
+        if start:
+            f.seek(start)
+        data = f.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{where}: cannot decode audio ({err})") from err
     if data.shape[0] == 0:
-        raise AudioError(f"{path}: audio is empty (0 samples)")
+        raise AudioError(f"{where}: audio is empty (0 samples)")
+    if 0 <= frames != data.shape[0]:
+        raise AudioError(
+            f"{where}: {data.shape[0]} samples from sample {start}, where {frames} were listed; "
+            "the audio changed since `pipeline prepare` (run it again)"
+        )
     if not np.isfinite(data).all():
-        raise AudioError(f"{path}: audio contains NaN or Inf samples")
-    return data, rate
+        raise AudioError(f"{where}: audio contains NaN or Inf samples")
+    return data
 
 
 def check_audio(path: str | Path) -> tuple[int, int]:
@@ -46,20 +84,32 @@ def check_audio(path: str | Path) -> tuple[int, int]:
     Raises:
         AudioError: the file is missing, unreadable, has no samples, or holds NaN/Inf.
     """
-    data, rate = _decode(Path(path))
-    return data.shape[0], rate
+    with open_audio(Path(path), path) as f:
+        return read_frames(f, path).shape[0], f.samplerate
+
+
+def read_range(
+    source: Path | BinaryIO, where: str | Path, start: int = 0, frames: int = -1
+) -> torch.Tensor:
+    """Samples ``[start, start + frames)`` of ``source`` (at its own rate; the whole file for
+    ``0, -1``) as a mono float32 waveform at 16 kHz, shape ``(samples,)``: exactly what reading
+    a file that holds only those samples gives. Channels are averaged; any rate is resampled.
+
+    Raises:
+        AudioError: naming ``where``: missing, unreadable, empty, NaN/Inf or short audio.
+    """
+    with open_audio(source, where) as f:
+        data, rate = read_frames(f, where, start, frames), f.samplerate
+    return resample(torch.from_numpy(data.mean(axis=1)), rate).contiguous()
 
 
 def read_audio(path: str | Path) -> torch.Tensor:
-    """Read ``path`` as a mono float32 waveform at 16 kHz, shape ``(samples,)``.
-
-    Multi-channel audio is averaged to mono; any sample rate is resampled.
+    """Read the file ``path`` as a mono float32 waveform at 16 kHz, shape ``(samples,)``.
 
     Raises:
         AudioError: the file is missing, unreadable, has no samples, or holds NaN/Inf.
     """
-    data, rate = _decode(Path(path))
-    return resample(torch.from_numpy(data.mean(axis=1)), rate).contiguous()
+    return read_range(Path(path), path)
 
 
 def write_audio(path: str | Path, wav: torch.Tensor | np.ndarray, rate: int = SAMPLE_RATE) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
+from pipeline.audio.files import to_samples
 from pipeline.core.registry import Registry
 
 SOURCES: Registry = Registry("corpus source")
@@ -13,11 +16,41 @@ SOURCES: Registry = Registry("corpus source")
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+class Span(NamedTuple):
+    """A time range of a recording, in seconds: from ``start`` to ``end`` (Kaldi's segments),
+    or for ``duration`` (Lhotse's supervisions and cuts), or to the recording's end."""
+
+    start: Decimal
+    end: Decimal | None = None
+    duration: Decimal | None = None
+
+    def samples(self, rate: int, total: int) -> tuple[int, int]:
+        """``[first, last)``: its samples in a recording of ``total`` samples at ``rate`` Hz,
+        each time rounded half up (:func:`to_samples`); a duration becomes a sample count the
+        same way, as Lhotse counts it (so ``last`` may be past ``total``: the caller checks)."""
+        first = to_samples(self.start, rate)
+        if self.duration is not None:
+            return first, first + to_samples(self.duration, rate)
+        return first, total if self.end is None else to_samples(self.end, rate)
+
+
 @dataclass(frozen=True)
 class Entry:
     """An utterance found by a source, before its audio is checked.
 
-    ``split`` is None when the source does not know it; the prepare stage then assigns one.
+    Attributes:
+        id: the utterance id (:func:`safe_id`).
+        audio: where its bytes are: an audio file, a long recording (with ``span``) or a
+            parquet or Arrow file (with ``row`` and ``column``).
+        transcript, speaker, phonemes: "" when unknown.
+        split: None when the source does not know it; the prepare stage then assigns one.
+        subset: the corpus's own name for the part it comes from ("" when none).
+        span: the time range of the recording ``audio`` it is; None: the whole file.
+        row: the row of the parquet or Arrow file ``audio`` (0-based, of the whole file).
+        column: the file's audio column (a struct of ``bytes`` and ``path``).
+        where: where the source lists the utterance (``wav.scp:3``), prefixed to messages.
+        error: why the source already knows the entry is unusable (a piped command, an unknown
+            recording); prepare counts it as bad audio, so ``--skip-bad`` skips it.
     """
 
     id: str
@@ -27,6 +60,11 @@ class Entry:
     split: str | None = None
     phonemes: str = ""
     subset: str = ""
+    span: Span | None = None
+    row: int | None = None
+    column: str = ""
+    where: str = ""
+    error: str = ""
 
 
 def safe_id(raw: str) -> str:
@@ -35,3 +73,13 @@ def safe_id(raw: str) -> str:
     if not cleaned or not _ID_OK.match(cleaned):
         raise ValueError(f"cannot make an utterance id from {raw!r}")
     return cleaned
+
+
+_SPLIT_NAMES = {"train": "train", "dev": "dev", "valid": "dev", "test": "test", "eval": "test"}
+
+
+def split_of(name: str) -> str | None:
+    """The split a corpus part's name says: ``train*``; ``dev*`` or ``valid*`` (``validation``);
+    ``test*`` or ``eval*``; else None (``train-clean-100`` -> train, ``test.other`` -> test)."""
+    lowered = name.lower()
+    return next((s for prefix, s in _SPLIT_NAMES.items() if lowered.startswith(prefix)), None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry
+from pipeline.corpus.base import SOURCES, Entry, split_of
 
 
 @dataclass(frozen=True)
@@ -17,13 +17,6 @@ class LibriSpeechConfig:
     """
 
     root: str
-
-
-def _split_of(subset: str) -> str | None:
-    for split in ("train", "dev", "test"):
-        if subset.startswith(split):
-            return split
-    return None
 
 
 def _is_subset(folder: Path) -> bool:
@@ -57,7 +50,7 @@ class LibriSpeechSource:
                 "prepare.librispeech.root at a subset such as train-clean-100 or at its parent"
             )
         for subset in subsets:
-            split = _split_of(subset.name)
+            split = split_of(subset.name)
             for trans in sorted(subset.glob("*/*/*.trans.txt")):
                 yield from self._chapter(trans, split, subset.name)
 
@@ -77,4 +70,4 @@ class LibriSpeechSource:
                 raise CorpusError(f"{trans}:{lineno}: expected '<utterance-id> <TRANSCRIPT>'")
             audio = trans.parent / f"{utt_id}.flac"
             yield Entry(id=utt_id, audio=audio, transcript=text.strip(), speaker=speaker,
-                        split=split, subset=subset)  # fmt: skip
+                        split=split, subset=subset, where=f"{trans}:{lineno}")  # fmt: skip

@@ -109,4 +109,5 @@ def _entry(where: str, base: Path, row: dict) -> Entry:
         transcript=fields["transcript"],
         speaker=fields["speaker"],
         split=split,
+        where=where,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from pipeline.audio.batching import length_batches
-from pipeline.audio.files import read_audio
+from pipeline.audio.embedded import embedded_audio
+from pipeline.audio.files import read_range
 from pipeline.core.config import from_dict
 from pipeline.core.errors import ConfigError, ManifestError
 from pipeline.core.io import atomic_write_text
@@ -22,22 +24,32 @@ SPLITS = ("train", "dev", "test")
 
 @dataclass(frozen=True)
 class Utterance:
-    """One manifest row.
+    """One manifest row. Its audio is named by where its bytes are (:func:`read_utterance`):
+    a whole file; the samples ``[start, start + samples)`` of a longer recording (a Kaldi
+    segment, a Lhotse supervision or cut); or the encoded file in row ``row`` of column
+    ``column`` of a parquet shard or Arrow file (the `datasets` layouts).
 
     Attributes:
         id: unique utterance id (letters, digits, ``-`` and ``_``; no dots, for WebDataset keys).
-        audio: path to the audio file; a relative path is relative to the corpus's audio root
-            (:func:`audio_root`), so a corpus can move without changing its manifest.
-        samples: number of samples in the file at its own ``sample_rate``.
-        sample_rate: the file's sample rate in Hz (loaders resample to 16 kHz).
+        audio: path to the audio file, the recording or the table file; a relative path is
+            relative to the corpus's audio root (:func:`audio_root`), so a corpus can move
+            without changing its manifest.
+        samples: the utterance's number of samples at its own ``sample_rate``.
+        sample_rate: the audio's sample rate in Hz (loaders resample to 16 kHz).
         transcript: the words spoken ("" when unknown).
         speaker: speaker id ("" when unknown).
         split: one of ``train``, ``dev``, ``test``.
         phonemes: optional phoneme transcript (space-separated), "" when unknown.
         subset: the corpus's own subset name (LibriSpeech: ``train-clean-100``, ``test-other``,
             ...), "" when it has none; evaluation can name subsets as well as splits.
-        sha256: the audio file's sha256 ("" when unknown): the manifest changes exactly when the
-            audio does, wherever it lives.
+        sha256: the sha256 of the bytes the utterance uses ("" when unknown): the audio file's
+            bytes; a table cell's embedded bytes; for a range of a recording, its decoded
+            samples (float32, little-endian, channels interleaved, at the file's rate). The
+            manifest changes exactly when the audio does, wherever it lives.
+        start: the utterance's first sample within ``audio`` (0 for a whole file).
+        row: the row (0-based) of the parquet or Arrow file ``audio``; None when ``audio`` is
+            an audio file.
+        column: that file's audio column ("" when ``audio`` is an audio file).
     """
 
     id: str
@@ -50,6 +62,9 @@ class Utterance:
     phonemes: str = ""
     subset: str = ""
     sha256: str = ""
+    start: int = 0
+    row: int | None = None
+    column: str = ""
 
     def belongs_to(self, name: str) -> bool:
         """Whether this row is in split or subset ``name`` (``test``, ``test-other``, ...)."""
@@ -89,20 +104,47 @@ def audio_path(utt: Utterance, manifest: Path) -> Path:
     return path if path.is_absolute() else audio_root(manifest) / path
 
 
+def read_utterance(utt: Utterance, manifest: Path) -> torch.Tensor:
+    """The audio of ``utt`` (listed in ``manifest``), wherever its bytes are, as a mono float32
+    waveform at 16 kHz, shape ``(samples,)``: a file, the utterance's range of a recording
+    (found by seeking), or the audio embedded in a table's row. Every stage reads audio here.
+
+    Raises:
+        AudioError: naming the file (and row): missing, unreadable or changed audio.
+    """
+    path = audio_path(utt, manifest)
+    if utt.row is None:
+        return read_range(path, path, utt.start, utt.samples)
+    data = io.BytesIO(embedded_audio(path, utt.row, utt.column))
+    return read_range(data, f"{path}: row {utt.row}", utt.start, utt.samples)
+
+
 def audio_batches(
     utts: list[Utterance], manifest: Path, batch_seconds: float
 ) -> Iterator[tuple[list[Utterance], torch.Tensor, torch.Tensor]]:
     """Length-sorted batches ``(utterances, wav (B, S) zero-padded, lengths (B,))`` of at most
     ``batch_seconds`` of padded audio (at least one utterance each)."""
     for group in length_batches(utts, lambda u: u.seconds, batch_seconds):
-        wavs = [read_audio(audio_path(u, manifest)) for u in group]
+        wavs = [read_utterance(u, manifest) for u in group]
         yield group, pad_sequence(wavs, batch_first=True), torch.tensor([len(w) for w in wavs])
 
 
+_ADDRESS = {"start": 0, "row": None, "column": ""}  # written only where a row needs them
+
+
 def write_manifest(path: Path, utterances: Iterable[Utterance]) -> None:
-    """Write rows as JSONL, atomically."""
-    lines = [json.dumps(dataclasses.asdict(u), ensure_ascii=False) for u in utterances]
+    """Write rows as JSONL, atomically. The address fields beyond a file's path (``start``,
+    ``row``, ``column``) are left out where they hold their defaults, so a corpus of whole
+    files keeps the manifest it always had, byte for byte."""
+    lines = [json.dumps(_row(u), ensure_ascii=False) for u in utterances]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _row(utt: Utterance) -> dict:
+    """The row's fields in order, less the address fields at their defaults (a shallow copy:
+    ``dataclasses.asdict`` deep-copies every value, a third of a millisecond a row)."""
+    row = {f.name: getattr(utt, f.name) for f in dataclasses.fields(utt)}
+    return {k: v for k, v in row.items() if k not in _ADDRESS or v != _ADDRESS[k]}
 
 
 def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:

@@ -22,10 +22,9 @@ from transformers import HubertModel
 
 from pipeline.audio.batching import length_batches
 from pipeline.audio.features import mfcc_features
-from pipeline.audio.files import read_audio
 from pipeline.core.config import check, positive
 from pipeline.core.progress import progress_bar
-from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.corpus.manifest import Utterance, read_utterance
 from pipeline.nn.frames import FrameSpec, lengths_to_mask
 from pipeline.teacher.config import RandomTeacherConfig
 from pipeline.teacher.head import ClusterHead
@@ -128,7 +127,7 @@ def mfcc_examples(
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(utts), info="")
         for utt in utts:
-            wav = read_audio(audio_path(utt, manifest))
+            wav = read_utterance(utt, manifest)
             feats = mfcc_features(wav, int(frames.num_frames(len(wav)))).numpy()
             if centroids is None:
                 out.append(feats)
@@ -178,7 +177,7 @@ def batches(
 
 def load_batch(group: list[Example], manifest: Path) -> Batch:
     """Audio, zero-padded, with the MFCC cluster labels as the targets."""
-    wavs = [read_audio(audio_path(e.utt, manifest)) for e in group]
+    wavs = [read_utterance(e.utt, manifest) for e in group]
     labels = [e.labels.long() for e in group]
     return Batch(
         ids=[e.utt.id for e in group],

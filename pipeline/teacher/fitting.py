@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.audio.files import read_audio
 from pipeline.core.config import to_dict
 from pipeline.core.errors import OutputError
 from pipeline.core.hashing import sha256_bytes
-from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.corpus.manifest import Utterance, read_utterance
 from pipeline.teacher.kmeans import KMeansHead, fit_centroids
 from pipeline.teacher.model import Teacher
 from storage import put_atomic
@@ -142,7 +141,7 @@ def _fit(teacher: Teacher, cfg, codec: Codec, kmeans: bool, utts, manifest) -> t
              codec.learned else "k-means" if kmeans else "the codec", len(sample))  # fmt: skip
     feats, head_logits = [], []
     for utt in sample:
-        wav = read_audio(audio_path(utt, manifest)).to(teacher.device)
+        wav = read_utterance(utt, manifest).to(teacher.device)
         with torch.inference_mode():
             final, layer, _ = teacher.encode([wav], km.layer if kmeans else None)
             if kmeans:

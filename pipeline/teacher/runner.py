@@ -12,9 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.audio.batching import length_batches
-from pipeline.audio.files import read_audio
 from pipeline.core.errors import AudioError, CheckpointError
-from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.corpus.manifest import Utterance, audio_path, read_utterance
 from pipeline.nn.frames import FrameSpec
 from pipeline.teacher.caching import CacheTeacherConfig, Shard
 from pipeline.teacher.config import TeacherConfig
@@ -75,7 +74,7 @@ class BatchAudio(Dataset):
     def __getitem__(self, i: int) -> list[torch.Tensor]:
         wavs = []
         for utt in self.batches[i]:
-            wav = read_audio(audio_path(utt, self.manifest))
+            wav = read_utterance(utt, self.manifest)
             if self.frames.num_frames(len(wav)) < 1:
                 raise AudioError(
                     f"{audio_path(utt, self.manifest)}: {len(wav)} samples at 16 kHz is too "

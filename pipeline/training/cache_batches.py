@@ -11,8 +11,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.audio.batching import length_batches
-from pipeline.audio.files import read_audio
-from pipeline.corpus.manifest import Utterance, audio_path
+from pipeline.corpus.manifest import Utterance, read_utterance
 from pipeline.nn.frames import FrameSpec
 from pipeline.training.batches import Batch, collate
 from storage import CacheFormatError, open_cache
@@ -107,7 +106,7 @@ class CacheBatches(IterableDataset):
                 pool = []
 
     def _item(self, utt: Utterance, fields: dict, header, frames: FrameSpec) -> dict:
-        wav = read_audio(audio_path(utt, self.manifest))
+        wav = read_utterance(utt, self.manifest)
         expected = frames.num_frames(len(wav))
         if len(fields["targets"]) != expected:
             raise CacheFormatError(

@@ -1,5 +1,7 @@
-"""s3prl's entry point for a hubert-kd student: copy this folder into ``s3prl/upstream/``, then
-``python3 run_downstream.py -m train -n <name> -u hubert_kd_local -k <export>/hf -d asr``."""
+"""s3prl's entry point for a hubert-kd student: copy this folder into ``s3prl/upstream/``,
+append ``from s3prl.upstream.hubert_kd.hubconf import *`` to ``s3prl/hub.py`` (its list of
+upstreams), then ``python3 run_downstream.py -m train -n <name> -u hubert_kd_local -k
+<export>/hf -d asr``."""
 
 from .expert import UpstreamExpert as _UpstreamExpert
 

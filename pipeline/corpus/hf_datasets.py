@@ -1,0 +1,99 @@
+"""Corpora as the `datasets` library keeps them: parquet shards in the layout it publishes
+(``data/<split>-0000N-of-0000M.parquet``) or a ``save_to_disk`` folder (Arrow files,
+``<split>/data-0000N-of-0000M.arrow``), with an Audio column stored as a struct of the encoded
+file's ``bytes`` and its ``path``. Read with pyarrow (datasets itself, which wants torchcodec to
+decode audio, is not needed); the bytes are decoded with soundfile when a stage reads the row."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.audio.embedded import SUFFIXES, table_columns
+from pipeline.core.errors import AudioError, CorpusError
+from pipeline.corpus.base import SOURCES, Entry, safe_id, split_of
+
+_SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+$")
+
+
+@dataclass(frozen=True)
+class HFConfig:
+    """Column names default to LibriSpeech as `datasets` publishes it.
+
+    Attributes:
+        path: a local folder of parquet shards or a ``save_to_disk`` folder, searched
+            recursively (a dataset's own folder with ``data/``, or ``data/`` itself). No hub
+            access: download it first.
+        audio_column: the Audio column (a struct of ``bytes`` and ``path``).
+        id_column: utterance ids; a file without it names rows ``<file>_<row>``.
+        text_column: transcripts; a file without it gives none (distillation needs none).
+        speaker_column: speaker ids; a file without it gives none.
+    """
+
+    path: str
+    audio_column: str = "audio"
+    id_column: str = "id"
+    text_column: str = "text"
+    speaker_column: str = "speaker_id"
+
+
+@SOURCES.register
+class HFSource:
+    """One utterance per row of each file. The split comes from a parquet shard's name, before
+    ``-0000N-of-0000M`` (``train*``; ``validation``/``dev*``; ``test*``), or else (the hub's
+    ``<config>/<split>/0000.parquet``, and Arrow files) from its folder's name; each row keeps
+    it as its subset (``test.other``)."""
+
+    name = "hf"
+    config_type = HFConfig
+
+    def __init__(self, cfg: HFConfig) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.path).expanduser()
+
+    def entries(self, out_dir: Path) -> Iterator[Entry]:
+        if not self.path.is_dir():
+            raise CorpusError(f"{self.path}: folder of parquet or Arrow files not found "
+                              "(prepare.source.path; a local copy: no hub access)")  # fmt: skip
+        files = sorted(p for p in self.path.rglob("*") if p.suffix in SUFFIXES)
+        if not files:
+            raise CorpusError(f"{self.path}: no .parquet or .arrow files in this folder or below")
+        for path in files:
+            yield from self._file(path)
+
+    def _file(self, path: Path) -> Iterator[Entry]:
+        cfg = self.cfg
+        try:
+            table, rows, names = table_columns(
+                path, [cfg.id_column, cfg.text_column, cfg.speaker_column]
+            )
+        except AudioError as err:
+            raise CorpusError(str(err)) from err
+        if cfg.audio_column not in names:
+            raise CorpusError(f"{path}: no audio column {cfg.audio_column!r} (columns: "
+                              f"{', '.join(names)}; prepare.source.audio_column)")  # fmt: skip
+        match = _SHARD.match(path.stem)
+        subset = match["split"] if match and path.suffix == ".parquet" else path.parent.name
+        ids = table.get(cfg.id_column) or [f"{path.stem}_{row}" for row in range(rows)]
+        for row in range(rows):
+            try:
+                utt_id = safe_id(str(ids[row]))
+            except ValueError as err:
+                raise CorpusError(f"{path}: row {row}: {err}") from err
+            yield Entry(
+                id=utt_id,
+                audio=path,
+                transcript=_text(table, cfg.text_column, row),
+                speaker=_text(table, cfg.speaker_column, row),
+                split=split_of(subset),
+                subset=subset,
+                row=row,
+                column=cfg.audio_column,
+            )
+
+
+def _text(table: dict, column: str, row: int) -> str:
+    value = table[column][row] if column in table else None
+    return "" if value is None else str(value)
