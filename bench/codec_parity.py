@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.core.config import section
-from pipeline.evaluation.report import ReportConfig, compare_models
+from pipeline.evaluation.report import ReportConfig, compare_lines
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.students import parse_students
 from pipeline.teacher.caching import CacheTeacherConfig
@@ -81,14 +81,9 @@ def main() -> None:
             cells.append(f"{fmt.format(statistics.fmean(values))} ({fmt.format(min(values))}-"
                          f"{fmt.format(max(values))})")  # fmt: skip
         print(f"| {name} | " + " | ".join(cells) + " |")
-    report = ReportConfig()
-    compressed, reference = evaluations[args.codec], evaluations["exact (full float16)"]
-    for metric in ("per", "wer"):
-        d = compare_models(compressed, reference, split, metric, report)
-        print(
-            f"{args.codec} - exact, {metric.upper()}: {100 * d['value']:+.2f} points "
-            f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (95%): {d['verdict']}"
-        )
+    sides = (args.codec, evaluations[args.codec]), ("exact", evaluations["exact (full float16)"])
+    for line in compare_lines(*sides, [split], ReportConfig()):
+        print(line)
 
 
 if __name__ == "__main__":

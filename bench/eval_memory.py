@@ -43,7 +43,7 @@ def child(args) -> None:
     """Evaluate one upstream on ``args.manifest``; print the peak RSS (MiB) and the time."""
     from pipeline.core.config import load_params, override, section
     from pipeline.corpus.manifest import read_manifest
-    from pipeline.evaluation.scoring import EvaluateConfig, probe_splits, score_upstreams
+    from pipeline.evaluation.scoring import EvaluateConfig, probe_data, score_upstreams
     from pipeline.evaluation.upstream import Upstream
 
     raw = override(load_params(args.params), {"evaluate.probe.asr.epochs": 1,
@@ -63,11 +63,11 @@ def child(args) -> None:
         model, _ = load_student(Path(args.checkpoint))
         upstream = Upstream("student", "student", model.extract_features, model)
     manifest = Path(args.manifest)
-    splits, refs = probe_splits(cfg, read_manifest(manifest))
+    data = probe_data(cfg, read_manifest(manifest))
     start = time.perf_counter()
-    score_upstreams({None: upstream}, cfg, splits, refs, manifest)
+    score_upstreams({None: upstream}, cfg, data, manifest)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    frames = sum(u.samples for rows in splits.values() for u in rows) // 320
+    frames = sum(u.samples for rows in data.splits.values() for u in rows) // 320
     print(json.dumps({"peak_mib": peak, "seconds": time.perf_counter() - start,
                       "frames": frames}))  # fmt: skip
 

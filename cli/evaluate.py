@@ -92,7 +92,7 @@ def report_cmd(
 ) -> None:
     """Gather the teacher, the baselines, every student and every sweep student in params into
     one report, with every model's intervals and the comparisons of params `report`."""
-    from pipeline.evaluation.report import ReportConfig
+    from pipeline.evaluation.report import ReportConfig, comparison_lines
     from pipeline.evaluation.scoring import EvaluateConfig
     from pipeline.students import parse_students, sweep_students
     from pipeline.training.live import read_curves
@@ -108,13 +108,8 @@ def report_cmd(
         names = ["teacher", *cfg.baselines, *students, *swept]
         metrics = report.run(cfg, section(raw, "report", ReportConfig), names, models, curves, out)
     typer.echo(f"report: {out / 'report.md'}  metrics: {out / report.METRICS}")
-    for split in metrics["splits"]:
-        for pair, per_split in metrics["comparisons"].items():
-            for metric, d in per_split[split].items():
-                interval = "" if d["low"] is None else \
-                    f" [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"  # fmt: skip
-                typer.echo(f"  {split} {pair}: {metric.upper()} {100 * d['diff']:+.1f}{interval}"
-                           f" points, {d['verdict']}")  # fmt: skip
+    for line in comparison_lines(metrics):
+        typer.echo(f"  {line}")
 
 
 @app.command("compare")
@@ -128,23 +123,13 @@ def compare_cmd(
     """A's error rates minus B's (PER, WER, CER), paired by utterance, with the interval and
     verdict of params `report` (confidence, bootstrap): e.g. `pipeline compare dkd_b4@exp-a
     dkd_b4@exp-b` reads a queued sweep."""
-    from pipeline.evaluation.report import RATES, ReportConfig, compare_models
+    from pipeline.evaluation.report import ReportConfig, compare_lines
     from pipeline.evaluation.revisions import read_evaluation
 
     with reported():
         raw = load_params(params) if params.is_file() else {}
         cfg = section(raw, "report", ReportConfig) if "report" in raw else ReportConfig()
-        docs = read_evaluation(a, models), read_evaluation(b, models)
-        level = round(100 * cfg.confidence)
-        for name in split or list(docs[0]["splits"]):
-            for metric, title in RATES:
-                d = compare_models(*docs, name, metric, cfg)
-                if d is None:
-                    continue
-                interval = "(no interval: one replicate)" if d["low"] is None else \
-                    f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] ({level}%)"  # fmt: skip
-                typer.echo(
-                    f"{name} {title}: {a} - {b} = {100 * d['value']:+.2f} points "
-                    f"{interval}: {d['verdict']} ({d['replicates'][0]} vs "
-                    f"{d['replicates'][1]} replicates, {d['utterances']} utterances)"
-                )
+        sides = (a, read_evaluation(a, models)), (b, read_evaluation(b, models))
+        lines = compare_lines(*sides, split, cfg)
+    for line in lines:
+        typer.echo(line)

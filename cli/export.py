@@ -18,7 +18,7 @@ def export_cmd(
     ),
     quantize: str = typer.Option(None, help='int8: also write an int8 ONNX form ("" for none)'),
     seed: int = typer.Option(
-        None, help="the training seed to export (default: params export.seed, else the first)"
+        None, help="the training seed to export (default: params export.seeds, else the first)"
     ),
     checkpoint: Path = typer.Option(None, help="default: students/<name>/model.pt"),
     out: Path = typer.Option(None, help="output folder (default: exports/<name>)"),
@@ -37,12 +37,12 @@ def export_cmd(
 
     with reported():
         raw = load_params(params) if params.is_file() else {}
-        raw = override(raw, {"export.formats": formats or None, "export.quantize": quantize,
-                             "export.seed": seed})  # fmt: skip
+        raw = override(raw, {"export.formats": formats or None, "export.quantize": quantize})
         cfg = from_dict(ExportConfig, raw.get("export", {}), "export")
         checkpoint = checkpoint or Path("students") / name / "model.pt"
         out = out or Path("exports") / name
-        record = export.run(cfg, checkpoint, out, manifest)
+        seed = cfg.seeds.get(name) if seed is None else seed
+        record = export.run(cfg, checkpoint, out, manifest, seed)
     typer.echo(f"{name}: training seed {record['seed']}")
     for form, info in record["forms"].items():
         typer.echo(f"{out / info['path']}: {form}, max |diff| {info['max_abs_diff']:.1e}")

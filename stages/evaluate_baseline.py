@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.core.errors import ConfigError
 from pipeline.core.io import write_json
 from pipeline.corpus.manifest import read_manifest
-from pipeline.evaluation.scoring import BASELINES, EvaluateConfig, probe_splits, score_upstreams
+from pipeline.evaluation.scoring import BASELINES, EvaluateConfig, probe_data, score_upstreams
 from pipeline.evaluation.upstream import Upstream, fbank_layers
 from pipeline.nn.frames import HUBERT_FRAMES
 from pipeline.teacher.config import TeacherConfig
@@ -19,12 +19,12 @@ def run(cfg: EvaluateConfig, name: str, teacher: TeacherConfig, manifest: Path, 
     """Score baseline ``name``; write its metrics to ``out`` (a JSON file)."""
     if name not in BASELINES:
         raise ConfigError(f"evaluate.baselines: unknown baseline {name!r}; choose from {BASELINES}")
-    splits, refs = probe_splits(cfg, read_manifest(manifest))
+    data = probe_data(cfg, read_manifest(manifest))
     if name == "fbank":
         upstream = Upstream("fbank", "baseline", fbank_layers(HUBERT_FRAMES), None)
     else:
         model = untrained_teacher(teacher)
         upstream = Upstream(name, "baseline", model.hidden_states, model)
-    metrics = score_upstreams({None: upstream}, cfg, splits, refs, manifest)
+    metrics = score_upstreams({None: upstream}, cfg, data, manifest)
     write_json(out, metrics)
     return metrics

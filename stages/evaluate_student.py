@@ -8,8 +8,8 @@ from pathlib import Path
 from pipeline.core.errors import CacheFormatError
 from pipeline.core.io import write_json
 from pipeline.corpus.manifest import read_manifest
-from pipeline.evaluation.agreement import teacher_agreement
-from pipeline.evaluation.scoring import EvaluateConfig, probe_splits, score_upstreams
+from pipeline.evaluation.agreement import seeds_agreement
+from pipeline.evaluation.scoring import EvaluateConfig, probe_data, score_upstreams
 from pipeline.evaluation.upstream import student_upstreams
 from pipeline.export.streaming import streaming_info
 from pipeline.students.checkpoint import load_students
@@ -31,18 +31,14 @@ def run(
     if ckpt.get("cache_fingerprint") != header.fingerprint:
         raise CacheFormatError(f"{checkpoint}: student {name!r} was trained on another teacher's "
                                f"cache than {cache}; retrain it")  # fmt: skip
-    splits, refs = probe_splits(cfg, read_manifest(manifest))
-    metrics = score_upstreams(student_upstreams(name, models), cfg, splits, refs, manifest)
+    data = probe_data(cfg, read_manifest(manifest))
+    metrics = score_upstreams(student_upstreams(name, models), cfg, data, manifest)
     first = next(iter(models.values()))
     if first.predicts_logits:  # feature-distillation students have no cluster logits
         for split, scores in metrics["splits"].items():
-            batches = CacheBatches(cache, splits[split], manifest, batch_seconds=cfg.batch_seconds,
-                                   seed=0, shuffle=False, pool=0)  # fmt: skip
-            per_seed = [teacher_agreement(model, batches) for model in models.values()]
-            for key in per_seed[0]:
-                if key != "frames":
-                    values = [round(a[key], 6) for a in per_seed]
-                    scores[key] = {"mean": round(sum(values) / len(values), 6), "seeds": values}
+            batches = CacheBatches(cache, data.splits[split], manifest, seed=0, shuffle=False,
+                                   batch_seconds=cfg.batch_seconds, pool=0)  # fmt: skip
+            scores.update(seeds_agreement(list(models.values()), batches))
     metrics["seeds"] = list(models)
     metrics["stream_latency_ms"] = streaming_info(first).get("latency_ms")  # None: it cannot
     write_json(out, metrics)

@@ -25,27 +25,29 @@ from pipeline.export.config import ExportConfig
 from pipeline.export.forms import write_forms
 from pipeline.export.inference import Inference
 from pipeline.export.streaming import streaming_info
-from pipeline.students.checkpoint import load_student
+from pipeline.students.checkpoint import load_student, training_seed
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: ExportConfig, checkpoint: Path, out: Path, manifest: Path | None) -> dict:
-    """Export the student of ``checkpoint`` (its training seed ``cfg.seed``, by default its first)
+def run(
+    cfg: ExportConfig, checkpoint: Path, out: Path, manifest: Path | None, seed: int | None = None
+) -> dict:
+    """Export the student of ``checkpoint`` (its training seed ``seed``, by default its first)
     into ``out``; returns what ``export.json`` holds.
 
     Raises:
         ValueError: an fp32 form differs from the student by more than ``cfg.tolerance``.
     """
     torch.set_num_threads(cfg.threads)
-    student, ckpt = load_student(checkpoint, cfg.seed)
+    student, ckpt = load_student(checkpoint, seed)
     reference = Inference(student).eval()
     with output_lock(out), atomic_dir(out, "export") as tmp:
         forms = write_forms(student, cfg.formats, cfg.quantize, tmp)
         checked, runners = check_forms(reference, forms, tmp, cfg.tolerance)
         record = {
             "checkpoint": str(checkpoint),
-            "seed": cfg.seed if cfg.seed is not None else ckpt["seeds"][0],
+            "seed": training_seed(ckpt, seed, checkpoint),
             "outputs": reference.output_name,
             "forms": checked,
             "streaming": streaming_info(student),

@@ -35,7 +35,10 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     p = copy.deepcopy(params)
     p["prepare"]["source"].update(
-        speakers=4, utterances_per_speaker=3, dev_speakers=1, test_speakers=1,
+        speakers=4,
+        utterances_per_speaker=3,
+        dev_speakers=1,
+        test_speakers=1,
         test_utterances_per_speaker=4,
     )
     teacher = p["cache_teacher"]["teacher"]

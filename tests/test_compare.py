@@ -4,7 +4,13 @@ difference at about the nominal rate, and a planted difference is found with its
 import numpy as np
 import pytest
 
-from pipeline.evaluation.compare import ErrorCounts, estimate, replicate_errors, verdict
+from pipeline.evaluation.compare import (
+    ErrorCounts,
+    estimate,
+    interaction,
+    replicate_errors,
+    verdict,
+)
 
 
 def _model(rng, difficulty, tokens, shift, seeds, seed_sd=0.15, noise_sd=0.3):
@@ -26,22 +32,34 @@ def _test_set(rng, utterances=60):
     return 1 + rng.poisson(18, utterances), rng.beta(2, 16, utterances)
 
 
-def _pair(rng, shift_a, shift_b, seeds=3):
+def _pair(rng, shift_a, shift_b, seeds=(3, 3), seed_sd=0.15, noise_sd=0.3):
     tokens, difficulty = _test_set(rng)
     ids = tuple(f"u{i}" for i in range(len(tokens)))
-    a = ErrorCounts(ids, tokens, _model(rng, difficulty, tokens, shift_a, seeds))
-    b = ErrorCounts(ids, tokens, _model(rng, difficulty, tokens, shift_b, seeds))
+    a = ErrorCounts(ids, tokens, _model(rng, difficulty, tokens, shift_a, seeds[0], seed_sd,
+                                        noise_sd))  # fmt: skip
+    b = ErrorCounts(ids, tokens, _model(rng, difficulty, tokens, shift_b, seeds[1], seed_sd,
+                                        noise_sd))  # fmt: skip
     return a, b
 
 
-def test_intervals_cover_a_null_difference_at_about_the_nominal_rate():
+@pytest.mark.parametrize(
+    "seeds, seed_sd, noise_sd",
+    [
+        ((3, 3), 0.15, 0.3),  # seeds and which utterances each gets wrong, both
+        ((3, 3), 0.02, 1.0),  # almost only which utterances (the interaction)
+        ((3, 3), 0.3, 0.1),  # almost only the seeds' offsets
+        ((3, 2), 0.15, 0.3),  # unbalanced
+        ((2, 2), 0.15, 0.3),  # two seeds a side: one degree of freedom each
+    ],
+)
+def test_intervals_cover_a_null_difference_at_about_the_nominal_rate(seeds, seed_sd, noise_sd):
     """Same model both sides (an A/A pair): over 300 fresh test sets and seed draws the 95%
-    interval holds 0 in 90-99% of them, and when it does not the verdict is not 'not
-    resolved' (the verdict follows the interval)."""
+    interval holds 0 in 90-99% of them, whichever source of variance dominates, and when it
+    does not the verdict is not 'not resolved' (the verdict follows the interval)."""
     rng = np.random.default_rng(1)
     covered = 0
     for _ in range(300):
-        a, b = _pair(rng, 0.0, 0.0)
+        a, b = _pair(rng, 0.0, 0.0, seeds, seed_sd, noise_sd)
         result = estimate(a, b, draws=400, seed=int(rng.integers(1 << 30)))
         holds = result["low"] <= 0 <= result["high"]
         covered += holds
@@ -79,8 +97,26 @@ def test_seed_variance_widens_the_interval_and_one_seed_gives_none():
     assert wide["half_width"] > narrow["half_width"] > 0
     alone = estimate(ErrorCounts(ids, tokens, base[None]), other)
     assert alone["low"] is None and alone["verdict"] == "not resolved"
+    same = estimate(steady, ErrorCounts(ids, tokens, np.stack([base] * 3)))
+    assert same["value"] == 0 and same["low"] is None  # nothing varies: no interval, no verdict
+    assert same["verdict"] == "not resolved"
     single = estimate(spread)  # one model's rate: its mean with an interval
     assert single["low"] < single["value"] < single["high"] and "verdict" not in single
+
+
+def test_the_interaction_is_counted_once():
+    """Replicates that differ only in which utterances they get wrong (no offsets, the same
+    utterance means): the interaction estimate is the rate variance this causes (each of 200
+    utterances +-1 error of 4,000 tokens: 200 / 4000^2), and the bootstrap's variance less it
+    is about 0: the utterances add nothing the replicates' spread does not hold already."""
+    rng = np.random.default_rng(4)
+    tokens = np.full(200, 20)
+    flips = rng.binomial(1, 0.5, size=(40, 200)) * 2 - 1  # +-1 error, independent
+    errors = 4.0 + flips  # every utterance's mean is 4 errors
+    counts = ErrorCounts(tuple(map(str, range(200))), tokens, errors)
+    assert interaction(counts) == pytest.approx(200 / 4000**2, rel=0.1)
+    result = estimate(counts)
+    assert result["var_utterances"] < 0.2 * interaction(counts) / len(errors)
 
 
 def test_runs_of_one_training_seed_are_one_replicate():

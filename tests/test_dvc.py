@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, tiny_params, write_params
+from conftest import PIPELINE, ROOT, tiny_params, write_params
 from lineage import command_closure
 from test_lineage import stages
 
@@ -39,6 +39,7 @@ def repo(tmp_path):
     params = tiny_params()
     params["students"] = {k: params["students"][k] for k in ("ce", "kd", "dkd_b4")}
     params["sweep"]["students"] = {"dkd_b8": {"losses.dkd.beta": 8.0}}
+    params["report"]["compare"] = [["dkd_b4", "kd"]]
     write_params(repo / "params.yaml", params)
     env = {
         **os.environ,
@@ -147,8 +148,22 @@ def test_queued_experiments_never_run_the_teacher_and_keep_their_metrics(repo):
         metrics = experiments[name]
         test = metrics["eval/models/dkd_b4.json"]["splits"]["test"]
         assert {"wer", "cer", "per", "top1_agreement", "kl"} <= set(test)
-        trained = metrics["students/dkd_b4/metrics.json"]
-        assert {"loss", "dkd", "parameters", "seconds"} <= set(trained)
+        trained = metrics["students/dkd_b4/metrics.json"]  # two training seeds, each logged
+        assert {"loss", "dkd", "parameters"} <= set(trained["seed1"]) and "seconds" in trained
         assert "dkd_b8" in metrics["sweeps/training/metrics.json"]  # the sweep's students too
-    trained = [experiments[n]["students/dkd_b4/metrics.json"]["loss"] for n in ("beta2", "beta16")]
+        compared = metrics["eval/metrics.json"]["comparisons"]["dkd_b4 vs kd"]["test"]
+        assert compared["per"]["verdict"] in ("better", "worse", "not resolved")
+    trained = [experiments[n]["students/dkd_b4/metrics.json"]["seed0"]["loss"]
+               for n in ("beta2", "beta16")]  # fmt: skip
     assert trained[0] != trained[1]  # each experiment keeps its own numbers
+
+    # the same student in two queued experiments, paired by utterance, read through DVC
+    shown = _run([PIPELINE, "compare", "dkd_b4@beta2", "dkd_b4@beta16"], repo, env)
+    assert re.search(r"test PER: dkd_b4@beta2 - dkd_b4@beta16 = [-+]\d+\.\d \[[-+]", shown)
+    assert "2 vs 2 replicates" in shown, shown
+    ours = json.loads((repo / "eval" / "models" / "dkd_b4.json").read_text())
+    theirs = json.loads(_run(["git", "show", "HEAD:eval/models/dkd_b4.json"], repo, env))
+    assert ours == theirs  # the workspace is the baseline: the two experiments were read
+    missing = subprocess.run([PIPELINE, "compare", "dkd_b4@nothing", "kd"], cwd=repo, env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 1 and "eval/models/dkd_b4.json at nothing" in missing.stderr

@@ -205,7 +205,9 @@ def test_a_student_trains_on_a_segmented_corpus(tmp_path):
     cache = _cache(manifest, tmp_path / "cache")
     params = tiny_params()
     params["train"].update(steps=2, checkpoint_every=0)
-    student = {"fbank": parse_students(params)["dkd_b4_fbank"]}
+    fbank = params["students"]["dkd_b4"]
+    fbank["model"].update(frontend="fbank", frontend_init="random")
+    student = {"fbank": parse_students(params)["dkd_b4"]}
     out = tmp_path / "fbank"
     train_student.run(student, section(params, "train", TrainConfig), manifest, cache,
                       {"fbank": out}, tmp_path / "state.pt", out)  # fmt: skip

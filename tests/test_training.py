@@ -68,6 +68,12 @@ def test_sweep_students_equal_separately_trained_ones(tiny_corpus, tiny_cache, t
         assert read_curve(log, label) == read_curve(tmp_path / "alone" / name)
     logged = json.loads((log / "metrics.json").read_text())
     assert set(logged["kd"]) == {"seed0", "seed1"} and "loss" in logged["kd"]["seed1"]
+    import torch
+
+    saved = torch.load(dirs["kd"] / "model.pt", weights_only=True)
+    assert saved["seeds"] == [0, 1]
+    first, second = saved["state_dicts"]
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # two models, not one
 
 
 def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):

@@ -47,3 +47,15 @@ def teacher_agreement(model: nn.Module, batches: CacheBatches) -> dict[str, floa
     if not frames:
         raise ValueError("no frames to evaluate")
     return {**{k: round(v / frames, 6) for k, v in sums.items()}, "frames": frames}
+
+
+def seeds_agreement(models: list[nn.Module], batches: CacheBatches) -> dict[str, dict]:
+    """:func:`teacher_agreement` of each training seed of a student: per metric, the mean over
+    the seeds and each seed's value (``{"mean": ..., "seeds": [...]}``)."""
+    per_seed = [teacher_agreement(model, batches) for model in models]
+    out = {}
+    for key in per_seed[0]:
+        if key != "frames":
+            values = [round(a[key], 6) for a in per_seed]
+            out[key] = {"mean": round(sum(values) / len(values), 6), "seeds": values}
+    return out

@@ -15,14 +15,21 @@ the variance
     V = s_A^2 / m_A + s_B^2 / m_B + V_u
 
 where ``s^2`` is the variance between a model's replicates on this test set and ``m`` their
-number (Welch's two-sample variance), and ``V_u`` the variance of ``D`` over a paired bootstrap
-of the utterances (Bisani & Ney, ICASSP 2004: utterances drawn with replacement, the same ones
-for both models, each model's errors averaged over its replicates). The interval is
+number (Welch's two-sample variance), and ``V_u`` what the sampling of the test utterances adds:
+the variance of ``D`` over a paired bootstrap of the utterances (Bisani & Ney, ICASSP 2004:
+utterances drawn with replacement, the same ones for both models, each model's errors averaged
+over its replicates), less the part of it that ``s^2`` already holds. That part is the
+replicate x utterance interaction (which utterances each replicate gets wrong): it is in the
+replicates' spread on a finite test set and, averaged over the ``m`` replicates, in the
+bootstrapped errors too; counted twice, it would widen the interval (by up to 1.4x where it is
+all the variance there is). It is estimated from the residuals of an additive fit (utterance +
+replicate shift) and taken out of the bootstrap's variance once. The interval is
 ``D +- t_nu sqrt(V)``, with Welch-Satterthwaite's degrees of freedom ``nu``: with three seeds a
-side and seeds dominating, ``nu`` is near 4 and the interval wide, as it should be. The two
-terms overlap a little (the seeds' spread on a finite test set holds some of the utterances'
-noise), which errs on the wide side. A model with one replicate has no estimate of its seed
-variance: its comparisons get no interval and stay not resolved.
+side and seeds dominating, ``nu`` is near 4 and the interval wide, as it should be. A model
+with one replicate has no estimate of its seed variance: its comparisons get no interval and
+stay not resolved. Each verdict stands alone: a report of many pairs and rates is not
+corrected for their number (at 95%, about one verdict in twenty where nothing differs may
+still come out better or worse).
 
 The verdict: ``better`` (A's errors are lower) when the whole interval is below 0, ``worse``
 when above, ``not resolved`` otherwise.
@@ -33,27 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import jiwer
 import numpy as np
-
-VERDICTS = ("better", "worse", "not resolved")
-
-
-def edit_counts(refs: list[str], hyps: list[str], unit: str) -> tuple[list[int], list[int]]:
-    """Each pair's edit errors (substitutions + deletions + insertions) and reference length,
-    in ``words`` (space-separated tokens) or ``chars``, from jiwer's alignments: summed, they
-    give jiwer's corpus WER or CER."""
-    if not refs:
-        return [], []
-    process = jiwer.process_words if unit == "words" else jiwer.process_characters
-    out = process(refs, hyps)
-    errors, tokens = [], []
-    for chunks, ref in zip(out.alignments, out.references, strict=True):
-        errors.append(sum(c.hyp_end_idx - c.hyp_start_idx if c.type == "insert"
-                          else c.ref_end_idx - c.ref_start_idx
-                          for c in chunks if c.type != "equal"))  # fmt: skip
-        tokens.append(len(ref))
-    return errors, tokens
 
 
 @dataclass(frozen=True)
@@ -110,6 +97,20 @@ def _bootstrap_variance(numerators: np.ndarray, tokens: np.ndarray, draws: int, 
     return float(np.concatenate(values).var(ddof=1))
 
 
+def interaction(counts: ErrorCounts) -> float:
+    """The replicate x utterance interaction's share of one replicate's rate variance: the
+    residuals of ``e[r, u]`` after each utterance's mean over replicates and each replicate's
+    shift (its rate's deviation, spread over utterances by their tokens), squared and summed,
+    over ``(m - 1) N^2`` (``N`` tokens). Zero with one replicate."""
+    m = len(counts.errors)
+    if m < 2:
+        return 0.0
+    tokens = counts.tokens.astype(np.float64)
+    shift = (counts.rates - counts.rates.mean())[:, None] * tokens[None, :]
+    residual = counts.errors - counts.errors.mean(0)[None, :] - shift
+    return float((residual**2).sum() / ((m - 1) * max(tokens.sum(), 1.0) ** 2))
+
+
 def estimate(
     a: ErrorCounts,
     b: ErrorCounts | None = None,
@@ -137,23 +138,24 @@ def estimate(
     seed_parts = [float(c.rates.var(ddof=1)) / len(c.rates) if len(c.rates) > 1 else math.nan
                   for _, c in sides]  # fmt: skip
     per_utterance = sum(w * c.errors.mean(0) for w, c in sides)
-    var_utt = _bootstrap_variance(per_utterance, a.tokens.astype(np.float64), draws, seed)
+    bootstrapped = _bootstrap_variance(per_utterance, a.tokens.astype(np.float64), draws, seed)
+    held_twice = sum(interaction(c) / len(c.rates) for _, c in sides)
+    var_utt = max(bootstrapped - held_twice, 0.0)
     out = {
         "value": round(value, 6),
         "replicates": [len(c.rates) for _, c in sides],
         "utterances": len(a.ids),
     }
-    if any(math.isnan(p) for p in seed_parts):
+    var = sum(seed_parts) + var_utt
+    if math.isnan(var) or var < 1e-18:  # one replicate (no seed variance), or nothing varies
         out.update(low=None, high=None, half_width=None, dof=None, var_seeds=None,
                    var_utterances=var_utt)  # fmt: skip
     else:
-        var = sum(seed_parts) + var_utt
         # Welch-Satterthwaite: each part's share of the variance, over its degrees of freedom
         parts = [(p, len(c.rates) - 1) for p, (_, c) in zip(seed_parts, sides, strict=True)]
         parts.append((var_utt, len(a.ids) - 1))
-        denominator = sum(p * p / k for p, k in parts if k > 0 and p > 0)
-        dof = var * var / denominator if denominator > 0 else math.inf
-        half = float(student_t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(var) if var else 0.0
+        dof = var * var / sum(p * p / k for p, k in parts if k > 0 and p > 0)
+        half = float(student_t.ppf(0.5 + confidence / 2, dof)) * math.sqrt(var)
         out.update(low=round(value - half, 6), high=round(value + half, 6),
                    half_width=round(half, 6), dof=round(dof, 2),
                    var_seeds=sum(seed_parts), var_utterances=var_utt)  # fmt: skip

@@ -81,8 +81,10 @@ def write_stores(
                 batches = audio_batches(utts, manifest, batch_seconds)
                 for group, wav, lengths in batches:
                     wav = pad_to_multiple(wav, round(pad_seconds * SAMPLE_RATE), dim=1)
+                    fronts = _shared_fronts(upstreams.values(), wav, lengths)
                     for key, upstream in upstreams.items():
-                        for utt, layers in _layers(upstream, group, wav, lengths):
+                        front = fronts.get(id(upstream.front))
+                        for utt, layers in _layers(upstream, group, wav, lengths, front):
                             fields = {}
                             for i, x in enumerate(layers):
                                 fields.update(encode_feature(f"layer_{i}", x, encoding))
@@ -120,9 +122,23 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, dim: int) -> torch.Tensor:
     return F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [0, -x.shape[dim] % multiple])
 
 
-def _layers(upstream: Upstream, group: list[Utterance], wav: torch.Tensor, lengths: torch.Tensor):
-    """``(utterance, layers (L, T, D) float32 numpy)`` for each utterance of a batch of audio."""
-    layers, frame_lengths = upstream.probe_layers(wav, lengths)
+@torch.inference_mode()
+def _shared_fronts(upstreams, wav: torch.Tensor, lengths: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The output of each shared front end on a batch of audio, computed once, by its id."""
+    fronts = {id(u.front): u.front for u in upstreams if u.front is not None}
+    return {key: front(wav, lengths) for key, front in fronts.items()}
+
+
+def _layers(
+    upstream: Upstream,
+    group: list[Utterance],
+    wav: torch.Tensor,
+    lengths: torch.Tensor,
+    front: torch.Tensor | None = None,
+):
+    """``(utterance, layers (L, T, D) float32 numpy)`` for each utterance of a batch of audio
+    (``front``: the output of the upstream's shared front end on it, if it has one)."""
+    layers, frame_lengths = upstream.probe_layers(wav, lengths, front)
     layers = layers.float().cpu().numpy()
     for i, (utt, n) in enumerate(zip(group, frame_lengths.tolist(), strict=True)):
         yield utt, layers[i, :, :n]

@@ -61,8 +61,7 @@ def plot(metrics: dict, path: Path) -> None:
                 x = 100 * d["diff"]
                 err = _bars(x, d["low"], d["high"])
                 ax.errorbar(x, offset, xerr=err, fmt="os"[k], capsize=3,
-                            color=VERDICT_COLORS[d["verdict"]],
-                            label=dict(RATES)[metric] if y == 0 else None)  # fmt: skip
+                            color=VERDICT_COLORS[d["verdict"]])  # fmt: skip
             ticks.append(pair)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(range(len(ticks)), ticks, fontsize=8)

@@ -26,8 +26,8 @@ from torch import nn
 
 from pipeline.core.config import Choice, non_negative, positive
 from pipeline.core.progress import progress_bar
-from pipeline.corpus.phonemes import PHONEMIZERS, normalize_text
-from pipeline.evaluation.compare import edit_counts
+from pipeline.corpus.phonemes import PHONEMIZERS
+from pipeline.evaluation.tasks import Reference, Task, Vocabulary, edit_counts
 from pipeline.nn.recurrent import LSTMStack
 
 log = logging.getLogger(__name__)
@@ -118,61 +118,13 @@ class ProbeBatch:
     lengths: torch.Tensor
 
 
-@dataclass(frozen=True)
-class Reference:
-    """What an utterance says: its transcript and (if known) phonemes, space-separated."""
-
-    transcript: str
-    phonemes: str
-
-
-@dataclass(frozen=True)
-class Task:
-    """A probe's job: the CTC symbols of a reference, and the metrics it is scored on (each a
-    metric name and whether it counts words or characters of the joined symbols)."""
-
-    name: str
-    symbols: Callable[[Reference], list[str]]
-    joiner: str
-    metrics: tuple[tuple[str, str], ...]
-
-
-ASR = Task(
-    "asr", lambda r: list(normalize_text(r.transcript)), "", (("wer", "words"), ("cer", "chars"))
-)
-PR = Task("pr", lambda r: r.phonemes.split(), " ", (("per", "words"),))
-
-
-def tasks_for(refs: dict[str, Reference]) -> list[Task]:
-    """ASR always; PR when every reference has phonemes."""
-    return [ASR, PR] if all(r.phonemes for r in refs.values()) else [ASR]
-
-
-class Vocabulary:
-    """Output symbols of one CTC head; index 0 is the blank."""
-
-    def __init__(self, sequences: list[list[str]]) -> None:
-        self.symbols = sorted({s for seq in sequences for s in seq})
-        self.index = {s: i + 1 for i, s in enumerate(self.symbols)}
-
-    def __len__(self) -> int:
-        return len(self.symbols) + 1
-
-    def encode(self, seq: list[str]) -> torch.Tensor:
-        return torch.tensor([self.index[s] for s in seq if s in self.index], dtype=torch.long)
-
-    def greedy(self, logits: torch.Tensor) -> list[str]:
-        """Best path: argmax per frame, repeats merged, blanks dropped."""
-        best = torch.unique_consecutive(logits.argmax(-1)).tolist()
-        return [self.symbols[i - 1] for i in best if i]
-
-
 class Probe(nn.Module):
     """Softmax-weighted sum of L layers, layer norm, an optional BiLSTM, a linear CTC head.
 
     Without a BiLSTM the probe starts from zeros (equal layer weights, a zero head), so its
     only randomness is the batch order: a linear probe from random heads lands in visibly
-    different places after a short training, a noise that is the probe's, not the upstream's.
+    different places after a short training (on the demo, up to 6 PER points apart on one
+    upstream), a noise that is the probe's, not the upstream's.
     """
 
     def __init__(self, num_layers: int, width: int, vocab: int, lstm: AsrProbeConfig | None):
@@ -196,17 +148,18 @@ class Probe(nn.Module):
 
 @dataclass
 class TrainedProbe:
-    """A probe of one task, its vocabulary, its curve (mean CTC per epoch), and what trains it:
-    the CTC targets of the train utterances, the optimizer and the learning-rate schedule."""
+    """A probe of one task, its vocabulary, and what trains it: its epochs, the CTC targets of
+    the train utterances, the optimizer and the learning-rate schedule; its curve (mean CTC
+    per epoch) grows as it trains."""
 
     task: Task
     model: Probe
     vocab: Vocabulary
-    curve: list[float]
-    epochs: int = 0
-    targets: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
-    schedule: torch.optim.lr_scheduler.LRScheduler | None = field(default=None, repr=False)
+    epochs: int
+    targets: dict[str, torch.Tensor] = field(repr=False)
+    optimizer: torch.optim.Optimizer = field(repr=False)
+    schedule: torch.optim.lr_scheduler.LRScheduler = field(repr=False)
+    curve: list[float] = field(default_factory=list)
 
     def layer_weights(self) -> list[float]:
         """The learnt weight of each upstream layer (softmax of the probe's weights)."""
@@ -224,25 +177,27 @@ class TrainedProbe:
 
 
 def _probe(task: Task, refs: dict[str, Reference], shape, cfg: ProbeConfig, device):
+    """A fresh probe for ``task`` with its settings (``cfg.asr``, ``cfg.pr``)."""
+    settings = getattr(cfg, task.name)
     vocab = Vocabulary([task.symbols(r) for r in refs.values()])
-    lstm, settings = (cfg.asr, cfg.asr) if task is ASR else (None, cfg.pr)
-    model = Probe(*shape, len(vocab), lstm).to(device)
+    model = Probe(*shape, len(vocab), settings if task.recurrent else None).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     epochs = settings.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1 - e / epochs)
     targets = {k: vocab.encode(task.symbols(r)) for k, r in refs.items()}
-    return TrainedProbe(task, model, vocab, [], epochs, targets, optimizer, schedule)
+    return TrainedProbe(task, model, vocab, epochs, targets, optimizer, schedule)
 
 
 def train_probes(
     epochs: Callable[[int], Iterable[ProbeBatch]],
     refs: dict[str, Reference],
+    tasks: list[Task],
     shape: tuple[int, int],
     cfg: ProbeConfig,
     seed: int,
     device: torch.device,
 ) -> list[TrainedProbe]:
-    """Train the probes of :func:`tasks_for` on the batches of ``epochs(e)`` (each streamed,
+    """Train a probe for each of ``tasks`` on the batches of ``epochs(e)`` (each streamed,
     never all in memory): each probe takes a step on every batch of each of its epochs (one
     pass over the features serves all the probes still training), its learning rate decaying
     linearly (epoch ``e`` of ``E`` at ``(E - e) / E`` of the peak), so that it ends where it
@@ -250,10 +205,11 @@ def train_probes(
 
     Args:
         refs: the references of the train utterances, by key.
+        tasks: what to probe (:func:`~pipeline.evaluation.tasks.tasks_for` all references).
         shape: ``(L, D)``: layers per frame and their width.
     """
     torch.manual_seed(seed)
-    probes = [_probe(task, refs, shape, cfg, device) for task in tasks_for(refs)]
+    probes = [_probe(task, refs, shape, cfg, device) for task in tasks]
     longest = max(p.epochs for p in probes)
     with progress_bar() as bar:
         job = bar.add_task(f"probes (seed {seed})", total=longest, info="")

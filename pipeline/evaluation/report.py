@@ -61,12 +61,15 @@ def error_counts(model: dict, split: str, metric: str) -> ErrorCounts | None:
 
 
 def compare_models(a: dict, b: dict, split: str, metric: str, cfg: ReportConfig) -> dict | None:
-    """``a - b`` on ``split`` for ``metric``, paired by utterance, with its interval and verdict
-    (None if either was not scored on it)."""
+    """``a - b`` on ``split`` for ``metric``, paired by utterance: ``diff``, its interval
+    ``low``, ``high`` and ``half_width`` (None without one), ``verdict``, ``dof``, the
+    ``replicates`` of each side and the ``utterances``; None if either was not scored on it."""
     counts = error_counts(a, split, metric), error_counts(b, split, metric)
     if None in counts:
         return None
-    return estimate(*counts, confidence=cfg.confidence, draws=cfg.bootstrap)
+    result = estimate(*counts, confidence=cfg.confidence, draws=cfg.bootstrap)
+    keep = ("low", "high", "half_width", "verdict", "dof", "replicates", "utterances")
+    return {"diff": result["value"], **{k: result[k] for k in keep}}
 
 
 def gather(models: dict[str, dict], probe: str, splits: list[str], cfg: ReportConfig) -> dict:
@@ -101,16 +104,10 @@ def gather(models: dict[str, dict], probe: str, splits: list[str], cfg: ReportCo
         per_split = {}
         for split in splits:
             results = {m: compare_models(models[a], models[b], split, m, cfg) for m in COMPARED}
-            per_split[split] = {m: _difference(r) for m, r in results.items() if r is not None}
+            per_split[split] = {m: r for m, r in results.items() if r is not None}
         comparisons[f"{a} vs {b}"] = per_split
     return {"splits": splits, "probe": probe, "confidence": cfg.confidence, "models": gathered,
             "comparisons": comparisons}  # fmt: skip
-
-
-def _difference(result: dict) -> dict:
-    return {"diff": result["value"], "low": result["low"], "high": result["high"],
-            "verdict": result["verdict"], "dof": result["dof"],
-            "replicates": result["replicates"], "utterances": result["utterances"]}  # fmt: skip
 
 
 def _percent(v: float) -> str:
@@ -126,18 +123,41 @@ def _rate_cell(value: dict | None) -> str:
     return f"{_percent(value['mean'])} [{100 * value['low']:.1f}, {100 * value['high']:.1f}]"
 
 
-def _points(v: float) -> str:
-    return f"{100 * v:+.1f}"
-
-
-def _difference_cell(value: dict | None) -> str:
-    """``+1.2 [+0.3, +2.1] worse`` in points."""
-    if not value:
+def difference_text(d: dict | None) -> str:
+    """A comparison in points: ``+1.2 [+0.3, +2.1] worse``, or ``+1.2 (no interval: one
+    replicate) not resolved``."""
+    if not d:
         return "-"
-    if value["low"] is None:
-        return f"{_points(value['diff'])} (one replicate) not resolved"
-    return (f"{_points(value['diff'])} [{_points(value['low'])}, {_points(value['high'])}] "
-            f"{value['verdict']}")  # fmt: skip
+    if d["low"] is None:
+        return f"{100 * d['diff']:+.1f} (no interval: one replicate) {d['verdict']}"
+    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] {d['verdict']}"
+
+
+def comparison_lines(metrics: dict) -> list[str]:
+    """One line per declared comparison, split and rate: ``test dkd_b4 vs kd: PER -1.2 [...]``."""
+    return [f"{split} {pair}: {metric.upper()} {difference_text(d)}"
+            for pair, per_split in metrics["comparisons"].items()
+            for split in metrics["splits"] for metric, d in per_split[split].items()]  # fmt: skip
+
+
+def compare_lines(a: tuple[str, dict], b: tuple[str, dict], splits: list[str] | None,
+                  cfg: ReportConfig) -> list[str]:  # fmt: skip
+    """``pipeline compare``'s lines: A's rates minus B's (``(label, evaluation)`` each) on each
+    of ``splits`` (default: every split of A), with each side's rate and its replicates."""
+    lines = []
+    for split in splits or list(a[1]["splits"]):
+        for metric, title in RATES:
+            d = compare_models(a[1], b[1], split, metric, cfg)
+            if d is None:
+                continue
+            rates = [side[1]["splits"][split][metric]["mean"] for side in (a, b)]
+            lines.append(
+                f"{split} {title}: {a[0]} - {b[0]} = {difference_text(d)} (points, "
+                f"{round(100 * cfg.confidence)}%; {100 * rates[0]:.2f}% vs {100 * rates[1]:.2f}%;"
+                f" {d['replicates'][0]} vs {d['replicates'][1]} replicates; {d['utterances']} "
+                "utterances)"
+            )
+    return lines
 
 
 def _cell(value, fmt) -> str:
@@ -185,6 +205,6 @@ def markdown(metrics: dict) -> str:
             lines += ["", "| comparison | " + " | ".join(titles) + " |",
                       "|---|" + "---|" * len(titles)]  # fmt: skip
             for pair, per_split in metrics["comparisons"].items():
-                cells = [_difference_cell(per_split[split].get(m)) for m in COMPARED]
+                cells = [difference_text(per_split[split].get(m)) for m in COMPARED]
                 lines.append(f"| {pair} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,8 @@ from pipeline.core.device import check_device, resolve_device
 from pipeline.corpus.manifest import Utterance
 from pipeline.corpus.phonemes import normalize_text
 from pipeline.evaluation.features import StoreBatches, write_stores
-from pipeline.evaluation.probe import ProbeConfig, Reference, score, tasks_for, train_probes
+from pipeline.evaluation.probe import ProbeConfig, score, train_probes
+from pipeline.evaluation.tasks import Reference, Task, tasks_for
 from pipeline.evaluation.upstream import Upstream, efficiency
 from storage.features import FEATURE_ENCODINGS
 
@@ -46,7 +47,7 @@ class EvaluateConfig:
         efficiency_seconds: audio length of the real-time-factor and memory measurement.
         feature_encoding: how probe features are stored between the upstream and the probe
             (``float16``, or ``int8`` with a per-frame scale: half the disk).
-        probe: the ASR probe.
+        probe: the probes (phoneme recognition and ASR) and their references' phonemes.
         work_dir: the scratch folder for the probe features while a model is scored (removed
             afterwards; their size is logged before they are written); "" is the system's temp
             folder (``$TMPDIR``).
@@ -76,12 +77,25 @@ class EvaluateConfig:
         non_negative(self, "pad_seconds")
 
 
-def probe_splits(
-    cfg: EvaluateConfig, utts: list[Utterance]
-) -> tuple[dict[str, list[Utterance]], dict[str, Reference]]:
+@dataclass(frozen=True)
+class ProbeData:
+    """What the probes train and are scored on.
+
+    Attributes:
+        splits: the train split's and each scored split's utterances, by name.
+        refs: every one's reference, by utterance id.
+        tasks: the probes: ASR, and PR where every reference has phonemes.
+    """
+
+    splits: dict[str, list[Utterance]]
+    refs: dict[str, Reference]
+    tasks: list[Task]
+
+
+def probe_data(cfg: EvaluateConfig, utts: list[Utterance]) -> ProbeData:
     """The probes' train utterances (``probe.train``, evenly thinned to ``train_utterances``)
-    and each scored split's, transcribed ones only; and every one's reference, its phonemes
-    from ``probe.phonemes``.
+    and each scored split's, transcribed ones only; every one's reference, its phonemes from
+    ``probe.phonemes``; and the probes' tasks: ASR, and PR where every reference has phonemes.
 
     Raises:
         ValueError: a split or subset with no transcribed utterance (named).
@@ -99,17 +113,17 @@ def probe_splits(
         out[cfg.probe.train] = [train[int(i * len(train) / keep)] for i in range(keep)]
     phonemize = cfg.probe.phonemes.build()
     refs = {u.id: Reference(u.transcript, phonemize(u)) for rows in out.values() for u in rows}
-    if len(tasks_for(refs)) == 1:
+    tasks = tasks_for(refs)
+    if len(tasks) == 1:
         log.warning("not every utterance has phonemes (evaluate.probe.phonemes: %s): no PER",
                     cfg.probe.phonemes.kind)  # fmt: skip
-    return out, refs
+    return ProbeData(out, refs, tasks)
 
 
 def score_upstreams(
     upstreams: dict[int | None, Upstream],
     cfg: EvaluateConfig,
-    splits: dict[str, list[Utterance]],
-    refs: dict[str, Reference],
+    data: ProbeData,
     manifest: Path,
 ) -> dict:
     """Probe each upstream ``cfg.probe.seeds`` times and score each split utterance by
@@ -126,12 +140,12 @@ def score_upstreams(
     """
     device = resolve_device(cfg.device, "evaluate.device")
     torch.set_num_threads(cfg.threads)
-    scored = [name for name in splits if name != cfg.probe.train]
+    scored = [name for name in data.splits if name != cfg.probe.train]
     runs: list[dict] = []
     counts: dict[str, dict[str, dict]] = {name: {} for name in scored}
     curves, weights = {}, {}
-    for train_seed, probe_seed, probes, results in _probe_runs(upstreams, cfg, splits, refs,
-                                                               manifest, device):  # fmt: skip
+    for train_seed, probe_seed, probes, results in _probe_runs(upstreams, cfg, data, manifest,
+                                                               device):  # fmt: skip
         label = f"probe {probe_seed}" if train_seed is None else \
             f"seed {train_seed} probe {probe_seed}"  # fmt: skip
         runs.append({"train_seed": train_seed, "probe_seed": probe_seed})
@@ -160,8 +174,8 @@ def score_upstreams(
     }
 
 
-def _probe_runs(upstreams: dict[int | None, Upstream], cfg: EvaluateConfig, splits, refs,
-                manifest, device):  # fmt: skip
+def _probe_runs(upstreams: dict[int | None, Upstream], cfg: EvaluateConfig, data: ProbeData,
+                manifest: Path, device: torch.device):  # fmt: skip
     """``(training seed, probe seed, probes, {split: per-metric counts})`` for each probe seed
     of each upstream. Their features are computed first, in one pass over the audio, into
     scratch stores removed at the end."""
@@ -175,20 +189,21 @@ def _probe_runs(upstreams: dict[int | None, Upstream], cfg: EvaluateConfig, spli
     work = Path(tempfile.mkdtemp(prefix=f"hubert-kd-{name}-", dir=scratch))
     stores = {key: work / f"seed-{key}" for key in upstreams}
     try:
-        write_stores(upstreams, splits, manifest, stores, cfg.batch_seconds, cfg.feature_encoding,
-                     cfg.pad_seconds)  # fmt: skip
+        write_stores(upstreams, data.splits, manifest, stores, cfg.batch_seconds,
+                     cfg.feature_encoding, cfg.pad_seconds)  # fmt: skip
         probe = cfg.probe
-        train_refs = {u.id: refs[u.id] for u in splits[probe.train]}
+        train_refs = {u.id: data.refs[u.id] for u in data.splits[probe.train]}
         for key, store in stores.items():
             train = StoreBatches(store, probe.train, probe.batch_frames, cfg.pad_seconds)
             for seed in range(probe.seeds):
                 probes = train_probes(lambda e, s=seed, t=train: t.epoch(s * 1_000 + e),
-                                      train_refs, train.shape, probe, seed, device)  # fmt: skip
+                                      train_refs, data.tasks, train.shape, probe, seed,
+                                      device)  # fmt: skip
                 results = {}
-                for split in splits:
+                for split in data.splits:
                     if split != probe.train:
                         test = StoreBatches(store, split, probe.batch_frames, cfg.pad_seconds)
-                        results[split] = score(probes, test.epoch(seed=None), refs, device)
+                        results[split] = score(probes, test.epoch(seed=None), data.refs, device)
                 yield key, seed, probes, results
     finally:
         shutil.rmtree(work, ignore_errors=True)

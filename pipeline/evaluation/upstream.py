@@ -30,61 +30,49 @@ class Upstream:
     """Attributes:
     name: the report's row label.
     kind: ``teacher``, ``student`` or ``baseline``.
-    layers: the feature function.
+    layers: the feature function; with ``front``, it also takes that front end's output on
+        the audio (``front=``).
     module: the model (for its parameter count; None for the baseline).
+    front: a front end this upstream shares with others (a frozen one, the same weights),
+        whose output a caller that runs them all on the same audio computes once.
     """
 
     name: str
     kind: str
     layers: Layers
     module: nn.Module | None
+    front: nn.Module | None = None
 
     @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.module.parameters()) if self.module is not None else 0
 
     @torch.inference_mode()
-    def probe_layers(self, wav: torch.Tensor, lengths: torch.Tensor):
-        """The layers the probe weighs: those as wide as the last one. ``(B, L, T, D)``."""
-        layers, frame_lengths = self.layers(wav, lengths)
+    def probe_layers(
+        self, wav: torch.Tensor, lengths: torch.Tensor, front: torch.Tensor | None = None
+    ):
+        """The layers the probe weighs: those as wide as the last one. ``(B, L, T, D)``.
+        ``front``: the output of :attr:`front` on this audio, if the caller has it."""
+        extra = {} if front is None else {"front": front}
+        layers, frame_lengths = self.layers(wav, lengths, **extra)
         return torch.stack(same_width(layers), 1), frame_lengths
 
 
 def student_upstreams(name: str, models: dict[int, nn.Module]) -> dict[int, Upstream]:
-    """One upstream per training seed of student ``name``. Where every seed has the same
-    front-end weights (the teacher's frozen conv stack of ``frontend: cached``), the front end
-    runs once per batch of audio for all of them (:func:`~pipeline.evaluation.features.
-    write_stores` hands every upstream the same batch): the same features, a fraction of the
-    cost."""
+    """One upstream per training seed of student ``name``. Where the seeds have the same
+    front-end weights (the teacher's frozen conv stack of ``frontend: cached``), they share it:
+    :func:`~pipeline.evaluation.features.write_stores` runs it once per batch of audio for all
+    of them (the same features, a fraction of the cost)."""
     first = next(iter(models.values()))
-    shared = _SharedFront(first.frontend) if _same_frontend(models.values()) else None
-
-    def layers(model: nn.Module) -> Layers:
-        if shared is None:
-            return model.extract_features
-        return lambda wav, lengths: model.extract_features(wav, lengths, front=shared(wav, lengths))
-
-    return {seed: Upstream(name, "student", layers(m), m) for seed, m in models.items()}
+    front = first.frontend if len(models) > 1 and _same_frontend(models.values()) else None
+    return {seed: Upstream(name, "student", m.extract_features, m, front)
+            for seed, m in models.items()}  # fmt: skip
 
 
 def _same_frontend(models) -> bool:
     states = [m.frontend.state_dict() for m in models]
     return all(s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s)
                for s in states[1:])  # fmt: skip
-
-
-class _SharedFront:
-    """A front end shared by several models: computed once for a batch of audio, its output
-    kept until another batch comes (the same tensors, by identity)."""
-
-    def __init__(self, frontend: nn.Module) -> None:
-        self.frontend = frontend
-        self._last: tuple | None = None
-
-    def __call__(self, wav: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self._last is None or self._last[0] is not wav or self._last[1] is not lengths:
-            self._last = (wav, lengths, self.frontend(wav, lengths))
-        return self._last[2]
 
 
 def fbank_layers(frames: FrameSpec, bins: int = 80) -> Layers:

@@ -24,8 +24,9 @@ class ExportConfig:
     batch_seconds: padded audio per batch when measuring agreement (the figure does not depend
         on it: every form's outputs are the same however utterances are batched).
     threads: CPU threads.
-    seed: the training seed whose weights are exported; None: the first the student declares
-        (never the best on a test set: that would report a selected model's scores).
+    seeds: student name -> the training seed whose weights are exported; a student not named
+        here: the first seed it declares (never the best on a test set: that would report a
+        selected model's scores as any model's).
     """
 
     formats: list[str] = field(default_factory=lambda: ["hf", "onnx"])
@@ -34,7 +35,7 @@ class ExportConfig:
     tolerance: float = 1e-4
     batch_seconds: float = 60.0
     threads: int = 2
-    seed: int | None = None
+    seeds: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bad = [f for f in self.formats if f not in FORMATS]

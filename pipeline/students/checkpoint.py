@@ -113,8 +113,17 @@ def load_student(path: Path, seed: int | None = None) -> tuple[nn.Module, dict[s
         CheckpointError: not a student checkpoint, or no such seed (named).
     """
     models, ckpt = load_students(path)
+    return models[training_seed(ckpt, seed, path)], ckpt
+
+
+def training_seed(ckpt: dict[str, Any], seed: int | None, path: Path) -> int:
+    """``seed`` if the checkpoint has it; None: its first (the student's first declared).
+
+    Raises:
+        CheckpointError: it has no such seed (named, with the ones it has).
+    """
     if seed is None:
-        seed = ckpt["seeds"][0]
-    if seed not in models:
+        return ckpt["seeds"][0]
+    if seed not in ckpt["seeds"]:
         raise CheckpointError(f"{path}: no training seed {seed} (it has {ckpt['seeds']})")
-    return models[seed], ckpt
+    return seed
