@@ -11,7 +11,7 @@ import pytest
 from conftest import PIPELINE, assert_same_weights, tiny_params, write_params
 
 from pipeline.core.faults import FAULT
-from pipeline.training.live import read_curve
+from pipeline.training.live import read_curves
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,8 @@ def test_two_ranks_give_one_process_weights(tiny_corpus, tiny_cache, tmp_path):
                               env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
     _close(tmp_path / "ranks1" / "model.pt", tmp_path / "ranks2" / "model.pt")
-    assert read_curve(tmp_path / "ranks2")[-1]["step"] == 6  # rank 0 wrote the training log
+    curves = read_curves(tmp_path / "ranks2")  # rank 0 wrote the training log of every seed
+    assert len(curves) == 2 and all(points[-1]["step"] == 6 for points in curves.values())
 
 
 def test_a_refused_lock_stops_every_rank_at_once(tiny_corpus, tiny_cache, tmp_path):

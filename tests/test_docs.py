@@ -97,7 +97,7 @@ def _accepts(kind, keys: list[str]) -> bool:
         if head == "losses":
             return not rest or (rest[0] in LOSSES and _accepts(LOSSES[rest[0]].config_type,
                                                              rest[1:]))  # fmt: skip
-        return head == "arch" and not rest
+        return head in _fields(kind) and not rest  # arch, seeds
     if dataclasses.is_dataclass(kind):
         fields = _fields(kind)
         return keys[0] in fields and _accepts(fields[keys[0]], keys[1:])

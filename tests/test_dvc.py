@@ -77,7 +77,7 @@ def test_repro_then_one_change_reruns_exactly_what_depends_on_it(repo):
     assert (repo / "eval" / "report.md").is_file() and (repo / "eval" / "report.png").is_file()
     exported = json.loads((repo / "exports" / "dkd_b4" / "export.json").read_text())
     assert set(exported["forms"]) == {"hf", "onnx", "onnx-int8"}
-    assert exported["int8_agreement"]["split"] == "test"
+    assert exported["int8_agreement"]["split"] == params["export"]["agreement_split"]
     header_mtime = (repo / "cache" / "header.json").stat().st_mtime_ns
 
     # one student's loss: that student, its evaluation and the report; nothing else
@@ -131,7 +131,10 @@ def test_queued_experiments_never_run_the_teacher_and_keep_their_metrics(repo):
     _run(["dvc", "repro"], repo, env)
     header = repo / "cache" / "header.json"
     assert header.stat().st_nlink == 2  # the workspace's cache is a hard link into .dvc/cache
-    assert (repo / "students" / "dkd_b4" / "plots" / "metrics" / "loss.tsv").is_file()  # dvclive
+    seeds = yaml.safe_load((repo / "params.yaml").read_text())["students"]["dkd_b4"]["seeds"]
+    logged = repo / "students" / "dkd_b4" / "plots" / "metrics"
+    for seed in seeds:  # dvclive, each training seed under its own label
+        assert (logged / f"seed{seed}" / "loss.tsv").is_file()
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "baseline"], repo, env)
     for beta in (2, 16):
