@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
@@ -32,3 +34,19 @@ def progress_bar(enabled: bool = True) -> Progress:
         console=Console(stderr=True),
         disable=not enabled or os.environ.get("HUBERT_KD_NO_PROGRESS") == "1",
     )
+
+
+@contextmanager
+def quiet_transformers(quiet: bool = True) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off while
+    ``quiet``, so that only the project's bars show; a download from the hub keeps its bars."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()

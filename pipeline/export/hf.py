@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch import nn
 
+from pipeline.core.progress import quiet_transformers
 from pipeline.nn.frames import SAMPLE_RATE
 from pipeline.students.checkpoint import recipe
 
@@ -30,7 +31,8 @@ def export_hf(student: nn.Module, out: Path) -> None:
 
     model = HubertKDModel(HubertKDConfig(**recipe(student)))
     model.student.load_state_dict(student.state_dict())
-    model.save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
     Wav2Vec2FeatureExtractor(  # raw waveforms: the student normalises them itself if it must
         feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=False,
         return_attention_mask=True,
@@ -46,7 +48,8 @@ def hf_runner(path: Path):
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(path), trust_remote_code=True).eval()
+    with quiet_transformers():
+        model = AutoModel.from_pretrained(str(path), trust_remote_code=True).eval()
 
     def run(wav: torch.Tensor, lengths: torch.Tensor):
         mask = (torch.arange(wav.shape[1])[None] < lengths[:, None]).long()

@@ -12,8 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from transformers import HubertConfig, HubertModel
 
 from pipeline.core.device import resolve_device
 from pipeline.core.errors import CheckpointError
+from pipeline.core.progress import quiet_transformers
 from pipeline.teacher.config import RandomTeacherConfig, TeacherConfig
 from pipeline.teacher.fairseq import load_fairseq_hubert
 from pipeline.teacher.head import ClusterHead
@@ -63,7 +62,7 @@ def _hf(spec: str) -> tuple[HubertModel, ClusterHead | None, bool, str]:
     local = Path(spec).expanduser()
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        with _no_progress_bars(local.is_dir()):  # a local load is quick: no bar between ours
+        with quiet_transformers(local.is_dir()):  # a local load is quick: no bar between ours
             encoder = HubertModel.from_pretrained(
                 str(local) if local.is_dir() else spec, local_files_only=offline
             ).float()  # weights may be stored in fp16; precision is chosen by autocast
@@ -76,22 +75,6 @@ def _hf(spec: str) -> tuple[HubertModel, ClusterHead | None, bool, str]:
         ) from err
     head = load_head(local) if (local / HEAD_FILE).is_file() else None
     return encoder, head, _wants_normalized_audio(spec, local, offline), f"hf:{spec}"
-
-
-@contextmanager
-def _no_progress_bars(quiet: bool) -> Iterator[None]:
-    """transformers' progress bars ("Loading weights") off while ``quiet``; a download from the
-    hub keeps its bars."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if quiet and was:
-            hf_logging.enable_progress_bar()
 
 
 def _wants_normalized_audio(spec: str, local: Path, offline: bool) -> bool:
