@@ -40,6 +40,7 @@ def run(
                                    batch_seconds=cfg.batch_seconds, pool=0)  # fmt: skip
             scores.update(seeds_agreement(list(models.values()), batches))
     metrics["seeds"] = list(models)
+    metrics["pairing"] = ckpt.get("pairing", "")  # same-seed replicates of two students pair
     metrics["stream_latency_ms"] = streaming_info(first).get("latency_ms")  # None: it cannot
     write_json(out, metrics)
     return metrics

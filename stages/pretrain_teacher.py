@@ -68,7 +68,8 @@ def run(cfg: PretrainConfig, manifest: Path, out: Path) -> dict:
 
         work = out.with_name(f"{out.name}.work")
         about = {"cfg": to_dict(cfg), "corpus": corpus_fingerprint(train_utts)}
-        summary = train([run_], single(epoch), cfg, work / STATE, about, description="pre-train")
+        summary = train([run_], {run_.seed: single(epoch)}, cfg, work / STATE, about,
+                        description="pre-train")  # fmt: skip
         model.cpu()
         scores = evaluate(model, targets.dev, manifest, cfg.batch_seconds, seed=cfg.model.seed + 1)
         log.info("dev agreement with MFCC k-means: masked %.3f, unmasked %.3f (majority %.3f)",

@@ -36,17 +36,17 @@ def run(
     sweep: bool = False,
     restart: bool = False,
 ) -> dict[str, dict]:
-    """Train students, each with each of its training seeds, on the train split, side by side on
-    the same batches (each read once), from the cache only; write each student's checkpoint
-    (every seed's weights) into ``out_dirs[name]``, the run's curves and figures into the
-    dvclive folder ``log_dir`` if given (by student name for a ``sweep``, by seed for a student
-    with several).
+    """Train students, each with each of its training seeds, on the train split, side by side,
+    from the cache only; write each student's checkpoint (every seed's weights) into
+    ``out_dirs[name]``, the run's curves and figures into the dvclive folder ``log_dir`` if
+    given (by student name for a ``sweep``, by seed for a student with several).
 
-    Each model is initialised and draws dropout exactly as it would alone, so a sweep gives
-    the students separate runs give. Under ``torchrun`` the ranks split the data streams
+    A training seed fixes a model's initial weights, dropout and batch order, exactly as alone:
+    the models of one seed (one architecture's students, a sweep) start alike and see the same
+    batches, each read once for them all. Under ``torchrun`` the ranks split the data streams
     (DistributedDataParallel) and rank 0 writes. A checkpoint at ``state_path`` every
-    ``train.checkpoint_every`` steps lets a killed run resume exactly, on any number of ranks
-    and any node, with the same settings (others are an error; ``restart`` deletes it).
+    ``train.checkpoint_every`` steps resumes a killed run exactly, on any ranks and node, with
+    the same settings (others are an error; ``restart`` deletes it).
 
     Raises:
         CacheFormatError: the cache is incomplete, damaged (named), of another schema or teacher.
@@ -63,14 +63,14 @@ def run(
             log = training_log(log_dir, labels)
             if not students:  # an empty sweep: its empty training log, so its outputs exist
                 return save_outputs([], {}, None, train_cfg, {}, {}, log)
-            header, utts, stream, decode = training_data(cache, manifest, train_cfg, device)
+            header, utts, data, decode = training_data(cache, manifest, train_cfg, device, labels)
             runs = student_runs(students, header, read_frontend(cache), train_cfg, device,
                                 labels, log)  # fmt: skip
             made_for = identity(students, train_cfg, header, utts)
-            summary = train(runs, stream, train_cfg, state_path, made_for, describe(labels), decode)
+            summary = train(runs, data, train_cfg, state_path, made_for, describe(labels), decode)
             if not distributed.is_main():
                 return {}
-            results = save_outputs(runs, students, header, train_cfg, summary, out_dirs, log)
+            results = save_outputs(runs, students, header, train_cfg, summary, out_dirs, log, utts)
             state_path.unlink(missing_ok=True)
             return results
     finally:

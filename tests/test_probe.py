@@ -15,9 +15,10 @@ from pipeline.corpus.manifest import read_utterance
 from pipeline.corpus.phonemes import normalize_text
 from pipeline.evaluation.figures import plot, plot_curves
 from pipeline.evaluation.probe import ProbeBatch, ProbeConfig, score, train_probes
+from pipeline.evaluation.probe_models import AsrProbe, LinearProbes
 from pipeline.evaluation.report import ReportConfig, gather, markdown
 from pipeline.evaluation.scoring import EvaluateConfig
-from pipeline.evaluation.tasks import Reference, Vocabulary, edit_counts, tasks_for
+from pipeline.evaluation.tasks import PR, Reference, Vocabulary, edit_counts, tasks_for
 from pipeline.students.checkpoint import CHECKPOINT
 from pipeline.teacher.config import TeacherConfig
 from pipeline.training.live import read_curves
@@ -69,7 +70,7 @@ def test_probe_learns_a_tiny_synthetic_task_from_streamed_batches():
             lengths = torch.tensor([feats[k].shape[1] for k in group])
             layers = torch.nn.utils.rnn.pad_sequence([feats[k].transpose(0, 1) for k in group],
                                                      batch_first=True).transpose(1, 2)  # fmt: skip
-            yield ProbeBatch(group, layers, lengths)
+            yield ProbeBatch(group, layers[None], lengths)  # one upstream
 
     train, test = list(refs)[:128], list(refs)[128:]
     params = tiny_params()["evaluate"]["probe"]
@@ -81,19 +82,63 @@ def test_probe_learns_a_tiny_synthetic_task_from_streamed_batches():
     )
     cfg = from_dict(ProbeConfig, params, "probe")
     train_refs = {k: refs[k] for k in train}
-    probes = train_probes(lambda e: batches(train, e), train_refs, tasks_for(refs), (2, 16),
-                          cfg, seed=0, device=torch.device("cpu"))  # fmt: skip
+    plan = [(task, [0]) for task in tasks_for(refs)]
+    probes = train_probes(lambda e: batches(train, e), train_refs, plan, (2, 16), cfg, seed=0,
+                          device=torch.device("cpu"))  # fmt: skip
     assert [p.task.name for p in probes] == ["asr", "pr"]
-    scores = score(probes, batches(test, None), refs, torch.device("cpu"))
+    scores = score(probes, batches(test, None), refs, torch.device("cpu"))[0]
     rates = {m: sum(c["errors"]) / sum(c["tokens"]) for m, c in scores.items()}
     assert scores["wer"]["ids"] == sorted(test) and len(scores["per"]["errors"]) == len(test)
     assert rates["wer"] < 0.5 and rates["cer"] < 0.2  # an empty guess scores WER 1.0
     assert rates["per"] < 0.3
     for probe in probes:
-        assert probe.curve[-1] < probe.curve[0] / 2
-        first, noise = probe.model.weights.softmax(0).tolist()
+        assert probe.curve[-1][0] < probe.curve[0][0] / 2
+        first, noise = probe.model.layer_weights()[0]
         assert first > noise  # the weighted sum prefers the informative layer
-    assert probes[0].model.lstm is not None and probes[1].model.lstm is None  # PR: linear
+    assert isinstance(probes[0].model, AsrProbe) and isinstance(probes[1].model, LinearProbes)
+
+
+def test_stacked_linear_probes_learn_as_each_would_alone():
+    """The PR probes of three upstreams trained as one stacked probe (on batches holding the
+    same utterances from each) end where each trained alone ends, to float rounding: each
+    upstream's part sees only its own layers, gradient, clipping and optimizer state."""
+    rng = torch.Generator().manual_seed(1)
+    phones = list("abcdefgh")
+    refs, feats = {}, {}
+    for i in range(48):
+        seq = [phones[j] for j in torch.randint(8, (5,), generator=rng).tolist()]
+        refs[f"u{i}"] = Reference("", " ".join(seq))
+        clean = torch.stack([torch.full((8,), float(phones.index(c))) for c in seq for _ in "xx"])
+        feats[f"u{i}"] = [torch.stack([clean * (1 + s) + torch.randn(clean.shape, generator=rng),
+                                       torch.randn(clean.shape, generator=rng)])
+                          for s in range(3)]  # (L, T, D) for each of 3 upstreams  # fmt: skip
+
+    def batches(upstreams, seed):
+        keys = list(refs)
+        random.Random(seed).shuffle(keys)
+        for i in range(0, len(keys), 6):
+            group = keys[i : i + 6]
+            lengths = torch.tensor([feats[k][0].shape[1] for k in group])
+            layers = torch.stack([
+                torch.nn.utils.rnn.pad_sequence([feats[k][s].transpose(0, 1) for k in group],
+                                                batch_first=True).transpose(1, 2)
+                for s in upstreams])  # fmt: skip
+            yield ProbeBatch(group, layers, lengths)
+
+    params = tiny_params()["evaluate"]["probe"]
+    params.update(pr={"lr": 0.02, "epochs": 6})
+    cfg = from_dict(ProbeConfig, params, "probe")
+    cpu = torch.device("cpu")
+    together = train_probes(lambda e: batches([0, 1, 2], e), refs, [(PR, [0, 1, 2])], (2, 8),
+                            cfg, seed=0, device=cpu)[0]  # fmt: skip
+    for s in range(3):
+        alone = train_probes(lambda e, s=s: batches([s], e), refs, [(PR, [0])], (2, 8), cfg,
+                             seed=0, device=cpu)[0]  # fmt: skip
+        for name, value in alone.model.state_dict().items():
+            torch.testing.assert_close(together.model.state_dict()[name][s], value[0],
+                                       rtol=1e-4, atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose([e[s] for e in together.curve], [e[0] for e in alone.curve],
+                                   rtol=1e-4)  # fmt: skip
 
 
 def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cache, tmp_path):
@@ -139,9 +184,9 @@ def test_padding_batches_to_a_step_changes_no_valid_frame(tiny_corpus, tiny_cach
     padded = StoreBatches(tmp_path / "store", "test", 600, pad_seconds=0.32).epoch(seed=None)
     for a, b in zip(plain, padded, strict=True):
         assert a.keys == b.keys and torch.equal(a.lengths, b.lengths)
-        assert b.layers.shape[2] % 16 == 0 and b.layers.shape[2] - a.layers.shape[2] < 16
-        assert torch.equal(b.layers[:, :, : a.layers.shape[2]], a.layers)
-        assert not b.layers[:, :, a.layers.shape[2] :].any()
+        assert b.layers.shape[3] % 16 == 0 and b.layers.shape[3] - a.layers.shape[3] < 16
+        assert torch.equal(b.layers[:, :, :, : a.layers.shape[3]], a.layers)
+        assert not b.layers[:, :, :, a.layers.shape[3] :].any()
 
 
 def _model(kind, runs, errors, params=1000, **split_extra):
@@ -165,14 +210,22 @@ def test_report_gives_intervals_and_verdicts_of_the_declared_pairs(tmp_path):
         "fbank": _model("baseline", probes, {"per": bad[:2], "wer": bad[:2]}, params=0),
         "kd": _model("student", seeds, {"per": good, "wer": bad}, top1_agreement={"mean": 0.4}),
         "ce": _model("student", seeds, {"per": bad, "wer": bad}),
+        "ce_other": _model("student", seeds, {"per": [[7, 6, 7], [6, 6, 6], [6, 7, 7]],
+                                              "wer": good}),  # fmt: skip
         "one": _model("student", seeds[:1], {"per": good[:1], "wer": bad[:1]}),
     }
-    cfg = ReportConfig(compare=[["kd", "ce"], ["ce", "kd"], ["kd", "one"]], bootstrap=200)
+    for name in ("kd", "ce"):  # one architecture, the same seeds: paired by seed
+        models[name]["pairing"] = "lstm-1"
+    pairs = [["kd", "ce"], ["ce", "kd"], ["kd", "one"], ["ce_other", "ce"]]
+    cfg = ReportConfig(compare=pairs, bootstrap=200)
     metrics = gather(models, "tiny probes", ["test"], cfg)
     per = {pair: c["test"]["per"] for pair, c in metrics["comparisons"].items()}
     assert per["kd vs ce"]["verdict"] == "better" and per["ce vs kd"]["verdict"] == "worse"
     assert per["kd vs ce"]["high"] < 0 < per["ce vs kd"]["low"]
     assert per["kd vs one"]["verdict"] == "not resolved" and per["kd vs one"]["low"] is None
+    assert per["kd vs ce"]["design"] == "paired by seed" and per["kd vs one"]["design"] == "unpaired"
+    assert per["ce_other vs ce"]["verdict"] == "not resolved"  # about as many PER errors
+    assert set(per["ce_other vs ce"]["seeds_needed"]) == {"its_size", "one_point"}
     kd = metrics["models"]["kd"]
     assert "utterances" not in kd and kd["replicates"] == 3
     assert kd["splits"]["test"]["per"]["low"] < kd["splits"]["test"]["per"]["mean"]
@@ -181,7 +234,9 @@ def test_report_gives_intervals_and_verdicts_of_the_declared_pairs(tmp_path):
     text = markdown(metrics)
     for name in models:
         assert f"| {name} |" in text
-    assert "tiny probes" in text and "| kd vs ce | -" in text and " better |" in text
+    assert "tiny probes" in text and "| kd vs ce | paired by seed (3 seeds) | -" in text
+    assert " better |" in text and "What would resolve the rest" in text
+    assert "- ce_other vs ce, PER: " in text
     assert "not resolved" in text and "| - |" in text  # missing cells are dashes
     curves = {"kd": {"seed0": [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}]}}
     plot(metrics, tmp_path / "report.png")
@@ -334,7 +389,7 @@ def test_seeds_that_share_a_frozen_front_end_run_it_once_per_batch(tiny_corpus, 
         assert len(calls) == len(models) + per_batch * batches > 4, frontend  # + each's header
         for seed in models:  # each seed's stored layers are its own
             for batch in StoreBatches(stores[seed], "test", 10_000).epoch(seed=None):
-                for key, layers, n in zip(batch.keys, batch.layers, batch.lengths, strict=True):
+                for key, layers, n in zip(batch.keys, batch.layers[0], batch.lengths, strict=True):
                     (utt,) = [u for u in utts if u.id == key]
                     wav = read_utterance(utt, tiny_corpus)[None]
                     alone = upstreams[seed].probe_layers(wav, torch.tensor([wav.shape[1]]))[0]

@@ -154,9 +154,9 @@ def _header(upstream: Upstream, layers: int, dim: int, encoding: str) -> CacheHe
 
 
 class StoreBatches:
-    """Batches of one split of a probe store: blocks read in a seeded order, a pool of
-    ``pool`` blocks length-bucketed into batches of ``batch_frames`` padded frames, each padded
-    to a multiple of ``pad_seconds``."""
+    """Batches of one split of a probe store (one upstream: ``layers (1, B, L, T, D)``): blocks
+    read in a seeded order, a pool of ``pool`` blocks length-bucketed into batches of
+    ``batch_frames`` padded frames, each padded to a multiple of ``pad_seconds``."""
 
     def __init__(
         self, path: Path, split: str, batch_frames: int, pad_seconds: float = 0.0, pool: int = 8
@@ -193,4 +193,21 @@ class StoreBatches:
         lengths = torch.tensor([len(x) for x in per_utt])
         layers = pad_to_multiple(pad_sequence(per_utt, batch_first=True), self.pad_frames, dim=1)
         layers = layers.transpose(1, 2)  # (B, L, T, D)
-        return ProbeBatch([key for key, _ in group], layers.contiguous(), lengths)
+        return ProbeBatch([key for key, _ in group], layers[None].contiguous(), lengths)
+
+
+class StackedBatches:
+    """Batches of one split of several probe stores at once, the upstreams of one model (their
+    stores hold the same utterances, so the same seed gives the same batches in each): each
+    batch holds the same utterances' layers from every store, ``(S, B, L, T, D)``."""
+
+    def __init__(self, paths: list[Path], split: str, batch_frames: int, pad_seconds: float = 0.0):
+        self.stores = [StoreBatches(p, split, batch_frames, pad_seconds) for p in paths]
+        self.shape = self.stores[0].shape
+
+    def epoch(self, seed: int | None) -> Iterator[ProbeBatch]:
+        """Every utterance of the split once; ``seed=None`` keeps storage order."""
+        for parts in zip(*(store.epoch(seed) for store in self.stores), strict=True):
+            if any(p.keys != parts[0].keys for p in parts):
+                raise AssertionError("the stores of one model hold other utterances")
+            yield ProbeBatch(parts[0].keys, torch.cat([p.layers for p in parts]), parts[0].lengths)

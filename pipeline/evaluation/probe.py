@@ -1,13 +1,17 @@
-"""SUPERB-style probes on a frozen upstream: a learnt softmax-weighted sum of its layers, a
-layer norm, then
+"""SUPERB-style probes on frozen upstreams: a learnt softmax-weighted sum of an upstream's
+layers, a layer norm, then
 
 - **ASR**: a small BiLSTM and a CTC head over characters: WER and CER;
 - **PR** (SUPERB's phoneme recognition): a linear CTC head over phonemes: PER, when every
   reference has phonemes (``evaluate.probe.phonemes``).
 
-Both learn from the same batches, in one pass over the features per epoch, each with its own
-optimizer. Scoring counts each utterance's edit errors (jiwer's alignments), so that two
-models can be compared utterance by utterance (:mod:`pipeline.evaluation.compare`).
+The upstreams of one model (a student's training seeds) are probed together, in one pass over
+their features per epoch: a batch holds the same utterances' layers from each of them. The
+linear PR probes of all of them are one stacked module (every parameter has an upstream axis,
+each upstream's part trained exactly as it would be alone); the ASR probe, a BiLSTM, is one
+module per upstream it runs on (``evaluate.probe.asr.training_seeds``). Scoring counts each
+utterance's edit errors (jiwer's alignments), so that two models can be compared utterance by
+utterance (:mod:`pipeline.evaluation.compare`).
 
 The probes never hold a corpus of features: they read batches (``ProbeBatch``) from a source
 that streams them (``pipeline.evaluation.features``), so memory is bounded by the batch.
@@ -17,18 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.config import Choice, non_negative, positive
 from pipeline.core.progress import progress_bar
 from pipeline.corpus.phonemes import PHONEMIZERS
-from pipeline.evaluation.tasks import Reference, Task, Vocabulary, edit_counts
-from pipeline.nn.recurrent import LSTMStack
+from pipeline.evaluation.probe_models import AsrProbe, LinearProbes, clip_each, ctc_losses
+from pipeline.evaluation.tasks import ASR, PR, Reference, Task, Vocabulary, edit_counts
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +45,21 @@ class AsrProbeConfig:
         layers: BiLSTM layers.
         lr: Adam learning rate (its peak: it decays linearly over the epochs).
         epochs: passes over the probes' train utterances.
+        training_seeds: the ASR probe runs on a student's first this many training seeds (its
+            declared order, never chosen by results; 0: all of them); models not trained here
+            have one upstream and always get it. Its WER varies so much between seeds that
+            resolving a difference takes far more of them than PER does.
     """
 
     hidden: int
     layers: int
     lr: float
     epochs: int
+    training_seeds: int = 0
 
     def __post_init__(self) -> None:
         positive(self, "hidden", "layers", "lr", "epochs")
+        non_negative(self, "training_seeds")
 
 
 @dataclass(frozen=True)
@@ -99,142 +108,156 @@ class ProbeConfig:
         positive(self, "batch_frames", "seeds")
         non_negative(self, "train_utterances")
 
+    def settings(self, task: Task) -> AsrProbeConfig | PhonemeProbeConfig:
+        """The settings of ``task``'s probe."""
+        return {ASR.name: self.asr, PR.name: self.pr}[task.name]
+
     def describe(self) -> str:
         """The probes' size and budget, in words, for the report."""
+        asr_seeds = self.asr.training_seeds
         return (
             f"a {self.asr.layers} x {self.asr.hidden} BiLSTM ASR probe ({self.asr.epochs} "
-            f"epochs) and a linear phoneme probe ({self.pr.epochs} epochs), batches of "
-            f"{self.batch_frames} frames on {self.train} ({self.train_utterances or 'all'} "
-            f"utterances), {self.seeds} probe seed{'s' if self.seeds > 1 else ''} per upstream"
+            f"epochs; on {f'the first {asr_seeds}' if asr_seeds else 'every one'} of a student's "
+            f"training seeds) and a linear phoneme probe ({self.pr.epochs} epochs; every seed), "
+            f"batches of {self.batch_frames} frames on {self.train} "
+            f"({self.train_utterances or 'all'} utterances), {self.seeds} probe "
+            f"seed{'s' if self.seeds > 1 else ''} per upstream"
         )
 
 
 @dataclass
 class ProbeBatch:
-    """Frozen upstream layers of a batch: ``layers (B, L, T, D)``, ``lengths (B,)`` frames."""
+    """Frozen layers of the same utterances from S upstreams: ``layers (S, B, L, T, D)``,
+    ``lengths (B,)`` frames."""
 
     keys: list[str]
     layers: torch.Tensor
     lengths: torch.Tensor
 
 
-class Probe(nn.Module):
-    """Softmax-weighted sum of L layers, layer norm, an optional BiLSTM, a linear CTC head.
+@dataclass(frozen=True)
+class TrainedProbe:
+    """A trained probe of one task over some upstreams of a batch.
 
-    Without a BiLSTM the probe starts from zeros (equal layer weights, a zero head), so its
-    only randomness is the batch order: a linear probe from random heads lands in visibly
-    different places after a short training (on the demo, up to 6 PER points apart on one
-    upstream), a noise that is the probe's, not the upstream's.
+    Attributes:
+        task: what it learnt.
+        model: a :class:`~pipeline.evaluation.probe_models.LinearProbes` or an
+            :class:`~pipeline.evaluation.probe_models.AsrProbe`.
+        vocab: its CTC symbols.
+        upstreams: which of the batch's upstreams it reads (a slice of the ``S`` axis).
+        curve: per epoch, each of its upstreams' mean CTC loss.
     """
 
-    def __init__(self, num_layers: int, width: int, vocab: int, lstm: AsrProbeConfig | None):
-        super().__init__()
-        self.weights = nn.Parameter(torch.zeros(num_layers))
-        self.norm = nn.LayerNorm(width)
-        self.lstm = None if lstm is None else LSTMStack(width, lstm.hidden, lstm.layers,
-                                                        bidirectional=True)  # fmt: skip
-        self.head = nn.Linear(width if lstm is None else self.lstm.output_size, vocab)
-        if lstm is None:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
-
-    def forward(self, layers: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``layers (B, L, T, D)`` -> ``(B, T, V)`` log-probabilities."""
-        x = self.norm((self.weights.softmax(0)[:, None, None] * layers).sum(1))
-        if self.lstm is not None:
-            x = self.lstm(x, lengths)[-1]
-        return self.head(x).log_softmax(-1)
-
-
-@dataclass
-class TrainedProbe:
-    """A probe of one task, its vocabulary, and what trains it: its epochs, the CTC targets of
-    the train utterances, the optimizer and the learning-rate schedule; its curve (mean CTC
-    per epoch) grows as it trains."""
-
     task: Task
-    model: Probe
+    model: nn.Module
     vocab: Vocabulary
-    epochs: int
-    targets: dict[str, torch.Tensor] = field(repr=False)
-    optimizer: torch.optim.Optimizer = field(repr=False)
-    schedule: torch.optim.lr_scheduler.LRScheduler = field(repr=False)
-    curve: list[float] = field(default_factory=list)
+    upstreams: slice
+    curve: list[list[float]]
 
-    def layer_weights(self) -> list[float]:
-        """The learnt weight of each upstream layer (softmax of the probe's weights)."""
-        return self.model.weights.softmax(0).tolist()
+    def indices(self, count: int) -> list[int]:
+        """The batch's upstreams it reads, of ``count``."""
+        return list(range(count))[self.upstreams]
+
+
+class _Training:
+    """A probe while it learns: its model, optimizer, schedule and the CTC targets of the
+    train utterances; :meth:`done` gives the :class:`TrainedProbe`."""
+
+    def __init__(self, task: Task, upstreams: slice, model: nn.Module, vocab: Vocabulary,
+                 targets: dict[str, torch.Tensor], settings) -> None:  # fmt: skip
+        self.task, self.upstreams, self.model, self.vocab = task, upstreams, model, vocab
+        self.targets = targets
+        self.epochs = settings.epochs
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: 1 - e / self.epochs
+        )
+        self.curve: list[list[float]] = []
 
     def step(self, layers: torch.Tensor, batch: ProbeBatch) -> torch.Tensor:
-        """One update on a batch; returns its CTC loss (on the device, detached)."""
+        """One update on a batch; returns each upstream's CTC loss ``(S,)`` (detached)."""
         self.model.train()
-        loss = _ctc(self.model(layers, batch.lengths), batch, self.targets, layers.device)
+        ys = [self.targets[key] for key in batch.keys]
+        losses = ctc_losses(self.model(layers[self.upstreams], batch.lengths), batch.lengths, ys)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        losses.sum().backward()  # upstreams share no parameter: each gets its own gradient
+        clip_each(self.model, 5.0)
         self.optimizer.step()
-        return loss.detach()
+        return losses.detach()
+
+    def done(self) -> TrainedProbe:
+        return TrainedProbe(self.task, self.model.eval(), self.vocab, self.upstreams, self.curve)
 
 
-def _probe(task: Task, refs: dict[str, Reference], shape, cfg: ProbeConfig, device):
-    """A fresh probe for ``task`` with its settings (``cfg.asr``, ``cfg.pr``)."""
-    settings = getattr(cfg, task.name)
+def _training(task: Task, upstreams: slice, refs: dict[str, Reference], shape, cfg: ProbeConfig,
+              device) -> _Training:  # fmt: skip
+    """A fresh probe for ``task`` on ``upstreams`` (of a stacked batch), with its settings."""
+    settings = cfg.settings(task)
     vocab = Vocabulary([task.symbols(r) for r in refs.values()])
-    model = Probe(*shape, len(vocab), settings if task.recurrent else None).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    epochs = settings.epochs
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 1 - e / epochs)
+    count = len(range(upstreams.stop)[upstreams])
+    if task.recurrent:
+        model = AsrProbe(*shape, len(vocab), settings.hidden, settings.layers)
+    else:
+        model = LinearProbes(count, *shape, len(vocab))
     targets = {k: vocab.encode(task.symbols(r)) for k, r in refs.items()}
-    return TrainedProbe(task, model, vocab, epochs, targets, optimizer, schedule)
+    return _Training(task, upstreams, model.to(device), vocab, targets, settings)
 
 
 def train_probes(
     epochs: Callable[[int], Iterable[ProbeBatch]],
     refs: dict[str, Reference],
-    tasks: list[Task],
+    plan: list[tuple[Task, list[int]]],
     shape: tuple[int, int],
     cfg: ProbeConfig,
     seed: int,
     device: torch.device,
 ) -> list[TrainedProbe]:
-    """Train a probe for each of ``tasks`` on the batches of ``epochs(e)`` (each streamed,
-    never all in memory): each probe takes a step on every batch of each of its epochs (one
-    pass over the features serves all the probes still training), its learning rate decaying
-    linearly (epoch ``e`` of ``E`` at ``(E - e) / E`` of the peak), so that it ends where it
-    settled, not at a noisy last step.
+    """Train the probes of ``plan`` on the batches of ``epochs(e)`` (each streamed, never all in
+    memory), in one pass over the features per epoch for them all: each probe takes a step on
+    every batch of each of its epochs, its learning rate decaying linearly (epoch ``e`` of
+    ``E`` at ``(E - e) / E`` of the peak), so that it ends where it settled, not at a noisy
+    last step.
 
     Args:
         refs: the references of the train utterances, by key.
-        tasks: what to probe (:func:`~pipeline.evaluation.tasks.tasks_for` all references).
+        plan: each task (:func:`~pipeline.evaluation.tasks.tasks_for` all references) and the
+            batch's upstreams it probes: a linear task as one stacked probe over all of them
+            (in order), a recurrent one as a probe per upstream, each initialised from
+            ``seed``.
         shape: ``(L, D)``: layers per frame and their width.
+        seed: the probe seed.
     """
-    torch.manual_seed(seed)
-    probes = [_probe(task, refs, shape, cfg, device) for task in tasks]
+    probes = []
+    for task, upstreams in plan:
+        if task.recurrent:
+            for i in upstreams:
+                torch.manual_seed(seed)  # every upstream's ASR probe starts alike
+                probes.append(_training(task, slice(i, i + 1), refs, shape, cfg, device))
+        elif upstreams:
+            if upstreams != list(range(upstreams[0], upstreams[-1] + 1)):
+                raise ValueError(f"a stacked probe reads consecutive upstreams, not {upstreams}")
+            chosen = slice(upstreams[0], upstreams[-1] + 1)
+            probes.append(_training(task, chosen, refs, shape, cfg, device))
     longest = max(p.epochs for p in probes)
     with progress_bar() as bar:
         job = bar.add_task(f"probes (seed {seed})", total=longest, info="")
         for epoch in range(longest):
             active = [p for p in probes if epoch < p.epochs]
-            totals = [torch.zeros((), device=device) for _ in active]
+            totals: list[torch.Tensor | float] = [0.0 for _ in active]
             count = 0
             for batch in epochs(epoch):
                 layers = batch.layers.to(device)
                 totals = [t + p.step(layers, batch) for t, p in zip(totals, active, strict=True)]
                 count += 1
             for probe, total in zip(active, totals, strict=True):
-                probe.curve.append(float(total) / max(count, 1))
+                probe.curve.append((torch.as_tensor(total) / max(count, 1)).tolist())
                 probe.schedule.step()
-            info = "  ".join(f"{p.task.name} ctc {p.curve[-1]:.3f}" for p in probes)
+            last: dict[str, list[float]] = {}
+            for probe in probes:
+                last.setdefault(probe.task.name, []).extend(probe.curve[-1])
+            info = "  ".join(f"{name} ctc {sum(v) / len(v):.3f}" for name, v in last.items())
             bar.update(job, advance=1, info=info)
-    return probes
-
-
-def _ctc(log_probs: torch.Tensor, batch: ProbeBatch, targets: dict, device) -> torch.Tensor:
-    ys = [targets[key] for key in batch.keys]
-    return F.ctc_loss(
-        log_probs.transpose(0, 1), torch.cat(ys).to(device), batch.lengths,
-        torch.tensor([len(y) for y in ys]), zero_infinity=True,
-    )  # fmt: skip
+    return [p.done() for p in probes]
 
 
 @torch.inference_mode()
@@ -243,31 +266,32 @@ def score(
     batches: Iterable[ProbeBatch],
     refs: dict[str, Reference],
     device: torch.device,
-) -> dict[str, dict]:
+) -> dict[int, dict[str, dict]]:
     """Greedy decoding of ``batches`` by every probe, scored per utterance.
 
     Returns:
-        Per metric (``wer``, ``cer``, ``per``): ``{"ids": [...], "errors": [...], "tokens":
-        [...]}``, utterances sorted by id.
+        Per upstream of the batches (its index), per metric it was probed for (``wer``,
+        ``cer``, ``per``): ``{"ids": [...], "errors": [...], "tokens": [...]}``, utterances
+        sorted by id.
     """
-    texts: dict[str, dict[str, tuple[str, str]]] = {p.task.name: {} for p in probes}
-    for probe in probes:
-        probe.model.eval()
+    texts: dict[tuple[int, str], dict[str, tuple[str, str]]] = {}
     for batch in batches:
         layers = batch.layers.to(device)
         for probe in probes:
-            outputs = probe.model(layers, batch.lengths).cpu()
+            outputs = probe.model(layers[probe.upstreams], batch.lengths).cpu()
             joiner = probe.task.joiner
-            for i, key in enumerate(batch.keys):
-                hyp = probe.vocab.greedy(outputs[i, : batch.lengths[i]])
-                ref = joiner.join(probe.task.symbols(refs[key]))
-                texts[probe.task.name][key] = (ref, joiner.join(hyp))
-    result = {}
-    for probe in probes:
-        pairs = texts[probe.task.name]
+            for s, upstream in enumerate(probe.indices(layers.shape[0])):
+                found = texts.setdefault((upstream, probe.task.name), {})
+                for i, key in enumerate(batch.keys):
+                    hyp = probe.vocab.greedy(outputs[s, i, : batch.lengths[i]])
+                    found[key] = (joiner.join(probe.task.symbols(refs[key])), joiner.join(hyp))
+    tasks = {p.task.name: p.task for p in probes}
+    result: dict[int, dict[str, dict]] = {}
+    for (upstream, name), pairs in sorted(texts.items()):
         ids = sorted(pairs)
-        for metric, unit in probe.task.metrics:
+        for metric, unit in tasks[name].metrics:
             errors, tokens = edit_counts([pairs[k][0] for k in ids], [pairs[k][1] for k in ids],
                                          unit)  # fmt: skip
-            result[metric] = {"ids": ids, "errors": errors, "tokens": tokens}
+            result.setdefault(upstream, {})[metric] = {"ids": ids, "errors": errors,
+                                                       "tokens": tokens}  # fmt: skip
     return result

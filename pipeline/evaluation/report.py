@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.core.config import check
-from pipeline.evaluation.compare import ErrorCounts, estimate, replicate_errors, replicates
+from pipeline.evaluation.compare import (
+    PAIRED,
+    ErrorCounts,
+    estimate,
+    replicate_errors,
+    replicate_seeds,
+    replicates,
+)
 
 RATES = (("per", "PER"), ("wer", "WER"), ("cer", "CER"))
 COMPARED = ("per", "wer")  # the rates each declared pair is compared on
@@ -50,25 +57,38 @@ class ReportConfig:
         check(self.bootstrap >= 100, "bootstrap", f"must be >= 100, got {self.bootstrap}")
 
 
+def metric_runs(model: dict, metric: str) -> list[dict]:
+    """The runs of a model (its evaluation json) that scored ``metric``: each run lists its
+    ``metrics`` (a student's ASR probe may run on some of its training seeds only); a run
+    without the list scored them all."""
+    return [run for run in model["runs"] if metric in run.get("metrics", (metric,))]
+
+
 def error_counts(model: dict, split: str, metric: str) -> ErrorCounts | None:
     """One model's per-utterance errors on ``split`` for ``metric`` (its evaluation json), by
-    replicate; None if it was not scored on it."""
+    replicate, with each replicate's training seed and the model's pairing fingerprint; None
+    if it was not scored on it."""
     utts = model.get("utterances", {}).get(split)
     if not utts or metric not in utts["errors"]:
         return None
-    errors = replicate_errors(model["runs"], utts["errors"][metric])
-    return ErrorCounts(tuple(utts["ids"]), np.asarray(utts["tokens"][metric]), errors)
+    runs = metric_runs(model, metric)
+    return ErrorCounts(tuple(utts["ids"]), np.asarray(utts["tokens"][metric]),
+                       replicate_errors(runs, utts["errors"][metric]), replicate_seeds(runs),
+                       model.get("pairing") or "")  # fmt: skip
 
 
 def compare_models(a: dict, b: dict, split: str, metric: str, cfg: ReportConfig) -> dict | None:
-    """``a - b`` on ``split`` for ``metric``, paired by utterance: ``diff``, its interval
-    ``low``, ``high`` and ``half_width`` (None without one), ``verdict``, ``dof``, the
-    ``replicates`` of each side and the ``utterances``; None if either was not scored on it."""
+    """``a - b`` on ``split`` for ``metric``, paired by utterance (and by seed where the design
+    allows): ``diff``, its interval ``low``, ``high`` and ``half_width`` (None without one),
+    ``verdict``, ``design``, ``dof``, the ``replicates`` of each side, the ``utterances``, and
+    for an unresolved one the ``seeds_needed`` to resolve it; None if either was not scored on
+    it."""
     counts = error_counts(a, split, metric), error_counts(b, split, metric)
     if None in counts:
         return None
-    result = estimate(*counts, confidence=cfg.confidence, draws=cfg.bootstrap)
-    keep = ("low", "high", "half_width", "verdict", "dof", "replicates", "utterances")
+    result = estimate(*counts, confidence=cfg.confidence, draws=cfg.bootstrap).to_dict()
+    keep = ("low", "high", "half_width", "verdict", "design", "dof", "replicates", "utterances",
+            "seeds_needed")  # fmt: skip
     return {"diff": result["value"], **{k: result[k] for k in keep}}
 
 
@@ -96,8 +116,10 @@ def gather(models: dict[str, dict], probe: str, splits: list[str], cfg: ReportCo
                 counts = error_counts(model, split, metric)
                 if counts is not None:
                     interval = estimate(counts, confidence=cfg.confidence, draws=cfg.bootstrap)
-                    row["splits"][split][metric].update(low=interval["low"],
-                                                        high=interval["high"])  # fmt: skip
+                    low, high = (None if v is None else round(v, 6)
+                                 for v in (interval.low, interval.high))  # fmt: skip
+                    row["splits"][split][metric].update(low=low, high=high,
+                                                        replicates=len(counts.rates))  # fmt: skip
         gathered[name] = row
     comparisons = {}
     for a, b in cfg.compare:
@@ -133,17 +155,47 @@ def difference_text(d: dict | None) -> str:
     return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] {d['verdict']}"
 
 
+def design_text(d: dict) -> str:
+    """How a comparison was made: ``paired by seed (12 seeds)``, ``unpaired (12 vs 1)``."""
+    m = d["replicates"]
+    return f"{d['design']} ({m[0]} seeds)" if d["design"] == PAIRED else \
+        f"{d['design']} ({m[0]} vs {m[1]} replicates)"  # fmt: skip
+
+
+def needed_text(d: dict | None) -> str:
+    """What would resolve an unresolved comparison, from its measured spread: ``31 seeds a side
+    for its size, 12 for 1 point``; "" for a resolved one or one without a spread."""
+    needed = (d or {}).get("seeds_needed")
+    if not needed:
+        return ""
+
+    def count(n: int | None) -> str:
+        return f"{n:,}" if n is not None else "none: more test utterances"
+
+    return f"{count(needed['its_size'])} seeds a side for its size, {count(needed['one_point'])} " \
+        "for 1 point"  # fmt: skip
+
+
 def comparison_lines(metrics: dict) -> list[str]:
-    """One line per declared comparison, split and rate: ``test dkd_b4 vs kd: PER -1.2 [...]``."""
-    return [f"{split} {pair}: {metric.upper()} {difference_text(d)}"
-            for pair, per_split in metrics["comparisons"].items()
-            for split in metrics["splits"] for metric, d in per_split[split].items()]  # fmt: skip
+    """One line per declared comparison, split and rate: ``test dkd_b4 vs kd: PER -1.2 [...]
+    not resolved (paired by seed (12 seeds); to resolve: ...)``."""
+    lines = []
+    for pair, per_split in metrics["comparisons"].items():
+        for split in metrics["splits"]:
+            for metric, d in per_split[split].items():
+                needed = needed_text(d)
+                lines.append(
+                    f"{split} {pair}: {metric.upper()} {difference_text(d)} "
+                    f"({design_text(d)}{f'; to resolve: {needed}' if needed else ''})"
+                )
+    return lines
 
 
 def compare_lines(a: tuple[str, dict], b: tuple[str, dict], splits: list[str] | None,
                   cfg: ReportConfig) -> list[str]:  # fmt: skip
     """``pipeline compare``'s lines: A's rates minus B's (``(label, evaluation)`` each) on each
-    of ``splits`` (default: every split of A), with each side's rate and its replicates."""
+    of ``splits`` (default: every split of A), with its design, each side's rate and
+    replicates, and what would resolve it."""
     lines = []
     for split in splits or list(a[1]["splits"]):
         for metric, title in RATES:
@@ -151,11 +203,12 @@ def compare_lines(a: tuple[str, dict], b: tuple[str, dict], splits: list[str] | 
             if d is None:
                 continue
             rates = [side[1]["splits"][split][metric]["mean"] for side in (a, b)]
+            needed = needed_text(d)
             lines.append(
                 f"{split} {title}: {a[0]} - {b[0]} = {difference_text(d)} (points, "
-                f"{round(100 * cfg.confidence)}%; {100 * rates[0]:.2f}% vs {100 * rates[1]:.2f}%;"
-                f" {d['replicates'][0]} vs {d['replicates'][1]} replicates; {d['utterances']} "
-                "utterances)"
+                f"{round(100 * cfg.confidence)}%; {design_text(d)}; {100 * rates[0]:.2f}% vs "
+                f"{100 * rates[1]:.2f}%; {d['utterances']} utterances)"
+                + (f"; to resolve: {needed}" if needed else "")
             )
     return lines
 
@@ -201,10 +254,29 @@ def markdown(metrics: dict) -> str:
             cells += [_cell(scores.get(key), fmt) for key, _, fmt in PER_SPLIT]
             lines.append("| " + " | ".join(cells) + " |")
         if metrics["comparisons"]:
-            titles = [f"{dict(RATES)[m]} difference" for m in COMPARED]
-            lines += ["", "| comparison | " + " | ".join(titles) + " |",
-                      "|---|" + "---|" * len(titles)]  # fmt: skip
-            for pair, per_split in metrics["comparisons"].items():
-                cells = [difference_text(per_split[split].get(m)) for m in COMPARED]
-                lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+            lines += _comparison_table(metrics["comparisons"], split)
     return "\n".join(lines) + "\n"
+
+
+def _comparison_table(comparisons: dict, split: str) -> list[str]:
+    """The declared comparisons on ``split``: a row each (design, each rate's difference), then
+    what would resolve those that are not resolved."""
+    titles = [f"{dict(RATES)[m]} difference" for m in COMPARED]
+    lines = ["", "| comparison | design | " + " | ".join(titles) + " |",
+             "|---|---|" + "---|" * len(titles)]  # fmt: skip
+    wanted = []
+    for pair, per_split in comparisons.items():
+        found = {m: per_split[split][m] for m in COMPARED if per_split[split].get(m)}
+        designs = dict.fromkeys(design_text(d) for d in found.values())
+        design = " / ".join(f"{m.upper()} {design_text(d)}" for m, d in found.items()) \
+            if len(designs) > 1 else next(iter(designs), "-")  # fmt: skip
+        cells = [difference_text(found.get(m)) for m in COMPARED]
+        lines.append(f"| {pair} | {design} | " + " | ".join(cells) + " |")
+        wanted += [f"- {pair}, {m.upper()}: {needed_text(d)}" for m, d in found.items()
+                   if needed_text(d)]  # fmt: skip
+    if wanted:
+        lines += ["", "What would resolve the rest: the seeds a side that each comparison's "
+                  "measured spread needs for an interval narrower than the difference it "
+                  "observed, and than 1 point (none: the test utterances alone are too few).",
+                  "", *wanted]  # fmt: skip
+    return lines

@@ -18,7 +18,7 @@ from pipeline.core.config import check, non_negative, positive
 from pipeline.core.device import check_device, resolve_device
 from pipeline.corpus.manifest import Utterance
 from pipeline.corpus.phonemes import normalize_text
-from pipeline.evaluation.features import StoreBatches, write_stores
+from pipeline.evaluation.features import StackedBatches, write_stores
 from pipeline.evaluation.probe import ProbeConfig, score, train_probes
 from pipeline.evaluation.tasks import Reference, Task, tasks_for
 from pipeline.evaluation.upstream import Upstream, efficiency
@@ -134,9 +134,11 @@ def score_upstreams(
             ``{None: upstream}`` for a model not trained here (the teacher, a baseline).
 
     Returns:
-        The model's metrics: ``runs`` (each run's training and probe seed), per split and
-        metric the mean over runs and each run's rate, per split each utterance's tokens and
-        each run's errors (``utterances``), the probes' curves and layer weights.
+        The model's metrics: ``runs`` (each run's training and probe seed, and the metrics it
+        scored: a student's ASR probe may run on some of its seeds only), per split and metric
+        the mean over the runs that scored it and each one's rate, per split each utterance's
+        tokens and each such run's errors (``utterances``), the probes' curves and layer
+        weights.
     """
     device = resolve_device(cfg.device, "evaluate.device")
     torch.set_num_threads(cfg.threads)
@@ -144,13 +146,17 @@ def score_upstreams(
     runs: list[dict] = []
     counts: dict[str, dict[str, dict]] = {name: {} for name in scored}
     curves, weights = {}, {}
-    for train_seed, probe_seed, probes, results in _probe_runs(upstreams, cfg, data, manifest,
-                                                               device):  # fmt: skip
+    for train_seed, probe_seed, views, results in _probe_runs(upstreams, cfg, data, manifest,
+                                                              device):  # fmt: skip
         label = f"probe {probe_seed}" if train_seed is None else \
             f"seed {train_seed} probe {probe_seed}"  # fmt: skip
-        runs.append({"train_seed": train_seed, "probe_seed": probe_seed})
-        curves[label] = {p.task.name: [round(v, 4) for v in p.curve] for p in probes}
-        weights[label] = {p.task.name: [round(w, 4) for w in p.layer_weights()] for p in probes}
+        scored_metrics = sorted({m for metrics in results.values() for m in metrics})
+        runs.append({"train_seed": train_seed, "probe_seed": probe_seed,
+                     "metrics": scored_metrics})  # fmt: skip
+        curves[label] = {task: [round(v, 4) for v in view["curve"]]
+                         for task, view in views.items()}  # fmt: skip
+        weights[label] = {task: [round(w, 4) for w in view["layer_weights"]]
+                          for task, view in views.items()}  # fmt: skip
         for name, metrics in results.items():
             for metric, result in metrics.items():
                 kept = counts[name].setdefault(metric, {"ids": result["ids"],
@@ -176,35 +182,47 @@ def score_upstreams(
 
 def _probe_runs(upstreams: dict[int | None, Upstream], cfg: EvaluateConfig, data: ProbeData,
                 manifest: Path, device: torch.device):  # fmt: skip
-    """``(training seed, probe seed, probes, {split: per-metric counts})`` for each probe seed
-    of each upstream. Their features are computed first, in one pass over the audio, into
-    scratch stores removed at the end."""
+    """``(training seed, probe seed, {task: curve and layer weights}, {split: per-metric
+    counts})`` for each probe seed and upstream. Their features are computed first, in one
+    pass over the audio, into scratch stores removed at the end; then, per probe seed, every
+    upstream's probes learn together in one pass over the features per epoch (the linear PR
+    probes of all of them as one stacked probe; the ASR probe on the first
+    ``probe.asr.training_seeds`` of a student's seeds)."""
     for upstream in upstreams.values():
         if upstream.module is not None:
             upstream.module.to(device).eval()
     scratch = Path(cfg.work_dir) if cfg.work_dir else None
     if scratch is not None:
         scratch.mkdir(parents=True, exist_ok=True)
-    name = next(iter(upstreams.values())).name
-    work = Path(tempfile.mkdtemp(prefix=f"hubert-kd-{name}-", dir=scratch))
-    stores = {key: work / f"seed-{key}" for key in upstreams}
+    keys = list(upstreams)
+    work = Path(tempfile.mkdtemp(prefix=f"hubert-kd-{upstreams[keys[0]].name}-", dir=scratch))
+    stores = [work / f"seed-{key}" for key in keys]
     try:
-        write_stores(upstreams, data.splits, manifest, stores, cfg.batch_seconds,
-                     cfg.feature_encoding, cfg.pad_seconds)  # fmt: skip
+        write_stores(upstreams, data.splits, manifest, dict(zip(keys, stores, strict=True)),
+                     cfg.batch_seconds, cfg.feature_encoding, cfg.pad_seconds)  # fmt: skip
         probe = cfg.probe
+        asr = min(probe.asr.training_seeds or len(keys), len(keys))
+        plan = [(task, list(range(asr if task.recurrent else len(keys)))) for task in data.tasks]
         train_refs = {u.id: data.refs[u.id] for u in data.splits[probe.train]}
-        for key, store in stores.items():
-            train = StoreBatches(store, probe.train, probe.batch_frames, cfg.pad_seconds)
-            for seed in range(probe.seeds):
-                probes = train_probes(lambda e, s=seed, t=train: t.epoch(s * 1_000 + e),
-                                      train_refs, data.tasks, train.shape, probe, seed,
-                                      device)  # fmt: skip
-                results = {}
-                for split in data.splits:
-                    if split != probe.train:
-                        test = StoreBatches(store, split, probe.batch_frames, cfg.pad_seconds)
-                        results[split] = score(probes, test.epoch(seed=None), data.refs, device)
-                yield key, seed, probes, results
+        train = StackedBatches(stores, probe.train, probe.batch_frames, cfg.pad_seconds)
+        for seed in range(probe.seeds):
+            probes = train_probes(lambda e, s=seed: train.epoch(s * 1_000 + e), train_refs, plan,
+                                  train.shape, probe, seed, device)  # fmt: skip
+            results = {}
+            for split in data.splits:
+                if split != probe.train:
+                    test = StackedBatches(stores, split, probe.batch_frames, cfg.pad_seconds)
+                    results[split] = score(probes, test.epoch(seed=None), data.refs, device)
+            for i, key in enumerate(keys):
+                views = {}
+                for p in probes:
+                    if i in p.indices(len(keys)):
+                        at = p.indices(len(keys)).index(i)
+                        views[p.task.name] = {
+                            "curve": [epoch[at] for epoch in p.curve],
+                            "layer_weights": p.model.layer_weights()[at],
+                        }
+                yield key, seed, views, {split: found[i] for split, found in results.items()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

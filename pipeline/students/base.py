@@ -29,9 +29,9 @@ class StudentConfig:
         arch: registered student architecture (``lstm``).
         model: that architecture's config dataclass.
         losses: loss name -> its config (each has a ``weight``); the total is their weighted sum.
-        seeds: training seeds: one model per seed (its initialisation and dropout), all trained
-            in one pass over the cache, on the same batches (their order is ``train.seed``'s),
-            each evaluated; None trains one, with ``train.seed``.
+        seeds: training seeds: one model per seed, the seed fixing its initialisation, dropout
+            and batch order (shared by every student trained with that seed), all trained in one
+            run, each evaluated; None trains one, with ``train.seed``.
     """
 
     arch: str

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pipeline.core.config import check, non_negative, positive, to_dict
+from pipeline.core.config import Choice, check, non_negative, positive, to_dict
 from pipeline.core.device import check_device, check_precision
+from pipeline.training.averaging import AVERAGES
 
 
 @dataclass(frozen=True)
@@ -14,8 +15,8 @@ class LoopConfig:
     """The settings of the one training loop (students and teacher pre-training alike).
 
     Attributes:
-        seed: seed of the batch order; and of the weights and dropout of a model without seeds
-            of its own (a student's ``seeds``).
+        seed: the training seed of a model without seeds of its own (a student's ``seeds``):
+            its weights, dropout and batch order.
         steps: optimizer updates.
         batch_seconds: padded audio per update, over every micro-batch and every rank.
         lr: peak learning rate.
@@ -71,6 +72,9 @@ class TrainConfig(LoopConfig):
             any cache (its fingerprint is recorded in each checkpoint either way).
         dist_timeout: seconds a data-parallel rank waits for the others in a collective before
             the run fails (torchrun).
+        average: the weights each student keeps: ``{kind: none}`` (the last step's), ``{kind:
+            swa, start}`` or ``{kind: ema, decay, start}`` (an average over the last part of
+            training, :mod:`pipeline.training.averaging`).
 
     A run resumes from its checkpoint across changes of the :data:`OPERATIONAL` settings (how
     it runs: another node, thread count or logging cadence); any other change is refused.
@@ -82,6 +86,7 @@ class TrainConfig(LoopConfig):
     loader_workers: int
     expect_teacher: str
     dist_timeout: float
+    average: Annotated[Choice, AVERAGES]
 
     OPERATIONAL: ClassVar[tuple[str, ...]] = (
         "threads", "device", "log_every", "checkpoint_every", "expect_teacher", "dist_timeout",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,21 @@ log = logging.getLogger(__name__)
 
 def train(
     runs: list[Trainee],
-    stream: StreamSet,
+    streams: Mapping[int, StreamSet],
     cfg: LoopConfig,
     state_path: Path | None = None,
     identity: dict | None = None,
     description: str = "train",
     prepare: Callable[[Batch], Batch] | None = None,
 ) -> dict:
-    """Train every run for ``cfg.steps`` updates on the same batches, each read once.
+    """Train every run for ``cfg.steps`` updates, each on the batches of its seed's data, each
+    batch read once for all the runs of that seed.
 
     Args:
-        runs: the models (one student, a sweep's grid, the teacher in pre-training).
-        stream: this rank's data streams; each update takes one micro-batch from each.
+        runs: the models (one student's training seeds, a sweep's grid, the teacher in
+            pre-training).
+        streams: by training seed (each run's ``seed``), this rank's data streams of that
+            seed's batch order; each update of a run takes one micro-batch from each of them.
         cfg: the loop's settings (shared by the runs).
         state_path: where rank 0 checkpoints every ``cfg.checkpoint_every`` steps; a checkpoint
             there is resumed exactly (weights, optimizer, schedule, data position), on any
@@ -54,21 +57,28 @@ def train(
         The run summary: steps, seconds, frames/s (of this invocation, all ranks), resumed-from
         step.
     """
-    key = json.loads(json.dumps({"runs": [r.name for r in runs], **(identity or {})}))
-    first = _resume(runs, stream, state_path, key)
+    groups = {seed: [r for r in runs if r.seed == seed] for seed in streams}
+    if sum(map(len, groups.values())) != len(runs):
+        raise ValueError(f"runs of seeds {sorted({r.seed for r in runs})} but data streams of "
+                         f"seeds {sorted(streams)}")  # fmt: skip
+    orders = sorted(streams)
+    key = json.loads(json.dumps({"runs": [r.name for r in runs], "batch_orders": orders,
+                                 **(identity or {})}))  # fmt: skip
+    first = _resume(runs, streams, state_path, key)
     frames, start = 0, time.perf_counter()
     with progress_bar(enabled=distributed.is_main()) as bar:
         task = bar.add_task(description, total=cfg.steps, completed=first, info="")
         for step in range(first, cfg.steps):
-            micro = next(stream)
-            local = sum(batch.num_frames for _, batch in micro)  # counted on the CPU
-            if prepare is not None:
-                micro = [(k, prepare(batch)) for k, batch in micro]
-            total = _global(local, runs[0].device)
-            for run in runs:
-                run.step(micro, step, total)
-            frames += local
-            rate = frames * len(runs) * distributed.world_size() / (time.perf_counter() - start)
+            for seed, group in groups.items():
+                micro = next(streams[seed])
+                local = sum(batch.num_frames for _, batch in micro)  # counted on the CPU
+                if prepare is not None:
+                    micro = [(k, prepare(batch)) for k, batch in micro]
+                total = _global(local, runs[0].device)
+                for run in group:
+                    run.step(micro, step, total)
+                frames += local * len(group)
+            rate = frames * distributed.world_size() / (time.perf_counter() - start)
             losses = [r.last_loss for r in runs if r.last_loss is not None]
             shown = f"loss {sum(losses) / len(losses):.3f}  " if losses else ""
             bar.update(task, advance=1, info=f"{shown}{rate:,.0f} frames/s")
@@ -77,15 +87,13 @@ def train(
                 and cfg.checkpoint_every
                 and (step + 1) % (cfg.checkpoint_every) == 0
             ):
-                _checkpoint(runs, stream, state_path, key, step + 1)
+                _checkpoint(runs, streams, state_path, key, step + 1)
     seconds = time.perf_counter() - start
     return {
         "steps": cfg.steps,
         "resumed_from_step": first,
         "seconds": round(seconds, 2),
-        "frames_per_second": round(
-            frames * len(runs) * distributed.world_size() / max(seconds, 1e-9), 1
-        ),
+        "frames_per_second": round(frames * distributed.world_size() / max(seconds, 1e-9), 1),
     }
 
 
@@ -96,7 +104,9 @@ def _global(local: int, device: torch.device) -> float | torch.Tensor:
     return distributed.all_sum(torch.tensor(float(local), device=device))
 
 
-def _resume(runs: list[Trainee], stream: StreamSet, state_path: Path | None, key: dict) -> int:
+def _resume(
+    runs: list[Trainee], streams: Mapping[int, StreamSet], state_path: Path | None, key: dict
+) -> int:
     """Load a checkpoint made for ``key``; returns the step to continue from (0 if none).
 
     Raises:
@@ -115,7 +125,8 @@ def _resume(runs: list[Trainee], stream: StreamSet, state_path: Path | None, key
         )
     for run, state in zip(runs, saved["states"], strict=True):
         run.load_state_dict(state)
-    stream.restore(saved["streams"])
+    for seed, stream in streams.items():
+        stream.restore(saved["streams"][str(seed)])
     log.info("resuming from %s at step %d", state_path, saved["step"])
     return saved["step"]
 
@@ -129,11 +140,13 @@ def differences(old: Any, new: Any, key: str = "") -> list[str]:
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
-def _checkpoint(runs: list[Trainee], stream: StreamSet, path: Path, key: dict, step: int) -> None:
-    streams = stream.state()  # a collective: every rank takes part
+def _checkpoint(
+    runs: list[Trainee], streams: Mapping[int, StreamSet], path: Path, key: dict, step: int
+) -> None:
+    positions = {str(seed): s.state() for seed, s in streams.items()}  # collectives: all ranks
     if distributed.is_main():
         payload = {"identity": key, "states": [r.state_dict() for r in runs],
-                   "streams": streams, "step": step}  # fmt: skip
+                   "streams": positions, "step": step}  # fmt: skip
         with atomic_file(path) as tmp:
             torch.save(payload, tmp)
     distributed.barrier()

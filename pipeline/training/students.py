@@ -43,14 +43,15 @@ def check_teacher(header: CacheHeader, cfg: TrainConfig, cache: str | Path) -> N
 
 
 def cache_streams(
-    cache: str | Path, utts: list[Utterance], manifest: Path, cfg: TrainConfig
+    cache: str | Path, utts: list[Utterance], manifest: Path, cfg: TrainConfig, seed: int
 ) -> StreamSet:
-    """This rank's share of ``cfg.streams`` streams over the cache's train utterances, each
-    giving micro-batches of ``batch_seconds / streams``."""
+    """This rank's share of ``cfg.streams`` streams over the cache's train utterances in the
+    batch order of training seed ``seed``, each giving micro-batches of ``batch_seconds /
+    streams``."""
 
     def make(k: int) -> EpochStream:
         dataset = CacheBatches(
-            cache, utts, manifest, batch_seconds=cfg.batch_seconds / cfg.streams, seed=cfg.seed,
+            cache, utts, manifest, batch_seconds=cfg.batch_seconds / cfg.streams, seed=seed,
             shuffle=True, pool=cfg.shuffle_pool, stream=k, streams=cfg.streams,
         )  # fmt: skip
 
@@ -67,11 +68,12 @@ def cache_streams(
 
 
 def training_data(
-    cache: str | Path, manifest: Path, cfg: TrainConfig, device: torch.device
-) -> tuple[CacheHeader, list[Utterance], StreamSet, Callable[[Batch], Batch]]:
+    cache: str | Path, manifest: Path, cfg: TrainConfig, device: torch.device, labels: dict
+) -> tuple[CacheHeader, list[Utterance], dict[int, StreamSet], Callable[[Batch], Batch]]:
     """The cache's header (its teacher checked), the manifest's train rows, this rank's streams
-    over them, and what makes their batches trainable (moved to ``device``, teacher logits
-    decoded there).
+    over them in the batch order of each training seed of the runs ``labels`` names
+    (:func:`run_labels`), and what makes their batches trainable (moved to ``device``, teacher
+    logits decoded there).
 
     Raises:
         CacheFormatError: another teacher than ``train.expect_teacher``.
@@ -83,7 +85,9 @@ def training_data(
     if not utts:
         raise ValueError(f"{manifest}: no utterances in the train split")
     decode = teacher_decoder(reader.codec, reader.header.argmax_targets, device)
-    return reader.header, utts, cache_streams(cache, utts, manifest, cfg), decode
+    seeds = sorted({seed for _, seed in labels})
+    streams = {seed: cache_streams(cache, utts, manifest, cfg, seed) for seed in seeds}
+    return reader.header, utts, streams, decode
 
 
 def run_labels(students: dict[str, StudentConfig], cfg: TrainConfig, sweep: bool) -> dict:
@@ -125,13 +129,15 @@ def student_runs(
         student = students[name]
         torch.manual_seed(seed)
         model = build_student(student, header.num_classes, frames, teacher_frontend, dims)
+        model = model.to(device)  # before the average copies it
         losses = {n: LOSSES[n](c) for n, c in student.losses.items()}
         params = sum(p.numel() for p in model.parameters())
         log.info("student %s (seed %d): %s, %.2fM parameters, losses %s", name, seed,
                  student.arch, params / 1e6, list(losses))  # fmt: skip
         on_point = None if training_log is None else partial(_log_point, training_log, label)
+        average = cfg.average.build().attach(model, cfg.steps)
         runs.append(Trainee(name, model, losses, cfg, device, cfg.distill_warmup_steps, on_point,
-                            seed=seed))  # fmt: skip
+                            seed=seed, average=average))  # fmt: skip
     return runs
 
 
@@ -174,6 +180,28 @@ def identity(
     }
 
 
+BATCH_ORDER = ("batch_seconds", "shuffle_pool", "streams", "loader_workers")  # train settings
+
+
+def pairing(
+    student: StudentConfig, cfg: TrainConfig, header: CacheHeader, utts: list[Utterance]
+) -> str:
+    """What a training seed of ``student`` fixes, as a fingerprint: its architecture (and so,
+    with the seed, its initial weights and dropout) and its batch order (the cache, the train
+    rows, the batching settings :data:`BATCH_ORDER`). Two students with the same fingerprint
+    trained with seed ``k`` start alike and see the same batches: their comparison is paired
+    by seed (:mod:`pipeline.evaluation.compare`)."""
+    settings = cfg.result_settings()
+    about = {
+        "arch": student.arch,
+        "model": to_dict(student.model),
+        "batch_order": {k: settings[k] for k in BATCH_ORDER},
+        "cache": header.fingerprint,
+        "train_utterances": corpus_fingerprint(utts),
+    }
+    return hashlib.sha256(json.dumps(about, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def save_outputs(
     runs: list[Trainee],
     students: dict[str, StudentConfig],
@@ -182,18 +210,22 @@ def save_outputs(
     summary: dict,
     out_dirs: dict[str, Path],
     training_log: TrainingLog | None,
+    utts: list[Utterance] = (),
 ) -> dict[str, dict]:
-    """Each student's checkpoint (every training seed's weights), and the run's figures in its
-    training log (if any); returns each student's figures (parameters, final loss terms of its
-    first seed) and the run's (time, throughput)."""
+    """Each student's checkpoint (every training seed's weights, and its :func:`pairing` for
+    the train rows ``utts``), and the run's figures in its training log (if any); returns each
+    student's figures (parameters, final loss terms of its first seed) and the run's (time,
+    throughput)."""
     results = {}
     for name, student in students.items():
         mine = [run for run in runs if run.name == name]
         out = out_dirs[name]
         out.mkdir(parents=True, exist_ok=True)
         provenance = {"name": name, "cache_fingerprint": header.fingerprint,
-                      "train": to_dict(cfg)}  # fmt: skip
-        save_student(out / CHECKPOINT, {run.seed: run.model for run in mine}, student, provenance)
+                      "train": to_dict(cfg),
+                      "pairing": pairing(student, cfg, header, list(utts))}  # fmt: skip
+        save_student(out / CHECKPOINT, {run.seed: run.final_model for run in mine}, student,
+                     provenance)  # fmt: skip
         final = {k: v for k, v in mine[0].curve[-1].items() if k not in ("step", "lr")}
         size = sum(p.numel() for p in mine[0].model.parameters())
         seeds = [run.seed for run in mine]

@@ -10,6 +10,7 @@ from torch import nn
 
 from pipeline.core.device import autocast
 from pipeline.training import distributed
+from pipeline.training.averaging import WeightAverage
 from pipeline.training.batches import Batch
 from pipeline.training.config import LoopConfig
 
@@ -48,6 +49,8 @@ class Trainee:
     every ``log_every`` steps into the curve, each point also given to ``on_point`` (a logger);
     a curve restored from a checkpoint is given to it again, point by point. ``seed`` (default
     ``cfg.seed``) seeds its dropout and masking; its initial weights are the caller's.
+    ``average``: a running average of its weights (:mod:`pipeline.training.averaging`), which
+    :attr:`final_model` is, if given.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Trainee:
         distill_warmup_steps: int = 0,
         on_point: Callable[[dict], None] | None = None,
         seed: int | None = None,
+        average: WeightAverage | None = None,
     ) -> None:
         self.name = name
         self.seed = cfg.seed if seed is None else seed
@@ -78,9 +82,15 @@ class Trainee:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, cfg.warmup_steps, cfg.steps)
         )
+        self.average = average
         self.curve: list[dict] = []
         self.window: dict[str, torch.Tensor] = {}
         self.window_steps = 0
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The weights the run keeps: their average, or the last step's."""
+        return self.model if self.average is None else self.average.model
 
     def step(self, micro: list[tuple[int, Batch]], step: int, frames: torch.Tensor) -> None:
         """One update on this rank's micro-batches ``(stream, batch)``; ``frames`` is the
@@ -107,6 +117,8 @@ class Trainee:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.schedule.step()
+        if self.average is not None:
+            self.average.update(self.model, step)
         self.window_steps += 1
         if self.window_steps >= cfg.log_every or step == cfg.steps - 1:
             self._log(step)
@@ -152,6 +164,7 @@ class Trainee:
             "curve": self.curve,
             "window": {k: torch.as_tensor(v).cpu() for k, v in self.window.items()},
             "window_steps": self.window_steps,
+            "average": None if self.average is None else self.average.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -162,6 +175,8 @@ class Trainee:
         self.curve = state["curve"]
         self.window = {k: v.to(self.device) for k, v in state["window"].items()}
         self.window_steps = state["window_steps"]
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         for point in self.curve if self.on_point is not None else ():
             self.on_point(point)
 
