@@ -42,7 +42,7 @@ from storage.zarr_store import ZarrConfig
 
 log = logging.getLogger(__name__)
 
-STORE = ZarrConfig(chunk_frames=1024, zstd_level=1)
+STORE = ZarrConfig(chunk_frames=8192, zstd_level=1)
 
 
 def write_stores(
