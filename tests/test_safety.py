@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from pipeline.core.config import section
+from pipeline.core.errors import OutputError
 from pipeline.core.locks import output_lock
 from pipeline.teacher.caching import CacheTeacherConfig
 from stages import cache_teacher
@@ -81,6 +82,27 @@ def test_prepare_refuses_a_folder_holding_the_users_corpus(tmp_path):
     result = runner.invoke(app, ["prepare", "--out", str(corpus), *args])
     _one_line_error(result, str(corpus), "refusing to replace it")
     assert _snapshot(corpus) == before
+
+
+def test_an_output_of_an_earlier_version_is_replaced_only_where_rewritten(tmp_path):
+    """A marker without a list of files (written before outputs recorded them): the folder is
+    replaced when the new output rewrites every file in it, and refused when it holds more."""
+    from pipeline.core.io import MARKER, atomic_dir
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER).write_text(json.dumps({"kind": "export", "tool": "hubert-kd"}))
+    (out / "model.onnx").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=rf"{out}/notes\.txt was not written by the earlier"):
+        with atomic_dir(out, kind="export") as tmp:
+            (tmp / "model.onnx").write_text("new")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.onnx").read_text() == "old"
+    (out / "notes.txt").unlink()
+    with atomic_dir(out, kind="export") as tmp:
+        (tmp / "model.onnx").write_text("new")
+    assert (out / "model.onnx").read_text() == "new"
+    assert json.loads((out / MARKER).read_text())["files"] == ["model.onnx"]
 
 
 def test_cache_teacher_refuses_the_corpus_folder_but_replaces_its_own_cache(tiny_corpus, tmp_path):
