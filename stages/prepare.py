@@ -16,6 +16,7 @@ from pipeline.core.config import Choice, check, non_negative
 from pipeline.core.errors import CorpusError
 from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.locks import output_lock
+from pipeline.core.outputs import Outputs
 from pipeline.core.progress import progress_bar
 from pipeline.corpus.addresses import locate
 from pipeline.corpus.base import Entry
@@ -76,21 +77,27 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
         The corpus summary (utterances, hours, speakers, per-split counts, vocabulary, skipped,
         audio root).
 
-    Only an absent folder, an empty one or an earlier corpus written by this stage is replaced.
+    Only an absent folder, an empty one or an earlier corpus written by this stage, holding
+    nothing else, is replaced, and only the files it wrote are removed. No input may lie inside
+    ``out_dir`` or another output of the DVC project around it.
 
     Raises:
-        OutputError: ``out_dir`` holds other data (e.g. the user's audio), or another run
-            writes it; nothing is touched.
+        OutputError: an input lies inside an output (refused before any work), or ``out_dir``
+            holds other data (e.g. the user's audio), or another run writes it; nothing is
+            touched.
         AudioError: a bad audio file, naming it (unless ``skip_bad``).
         CorpusError: a malformed corpus, or too many bad files.
     """
     source = cfg.source.build()
+    outputs = Outputs(out_dir)
+    for key, path in source.inputs():
+        outputs.check(path, key)
     with output_lock(out_dir), atomic_dir(out_dir, kind="corpus") as tmp, progress_bar() as bar:
         task = bar.add_task(f"prepare ({cfg.source.kind})", total=None, info="")
         rows, bad = [], []
         for entry in source.entries(tmp):
             try:
-                rows.append(_checked(entry, cfg))
+                rows.append(_checked(entry, cfg, outputs, tmp))
             except AudioError as err:
                 if not cfg.skip_bad:
                     raise AudioError(f"{err} (or rerun with --skip-bad)") from err
@@ -107,7 +114,11 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
     return summary
 
 
-def _checked(entry: Entry, cfg: PrepareConfig) -> Utterance:
+def _checked(entry: Entry, cfg: PrepareConfig, outputs: Outputs, tmp: Path) -> Utterance:
+    """The manifest row of ``entry``: its audio outside every output (OutputError) and sound
+    (AudioError)."""
+    if not entry.error and not entry.audio.is_relative_to(tmp):  # the demo's own audio aside
+        outputs.check(entry.audio, entry.where or str(entry.audio))
     address = locate(entry)
     least = HUBERT_FRAMES.receptive_field
     if (n := resampled_length(address.samples, address.sample_rate)) < least:

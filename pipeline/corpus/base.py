@@ -3,15 +3,34 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from pipeline.audio.files import to_samples
 from pipeline.core.registry import Registry
 
 SOURCES: Registry = Registry("corpus source")
+
+
+class Source(Protocol):
+    """A corpus source, registered in :data:`SOURCES` under its ``name``, built from its
+    ``config_type``."""
+
+    def inputs(self) -> list[tuple[str, Path]]:
+        """``(params key, path)`` of each file or folder its settings name, which `prepare`
+        checks before any work (none may lie inside an output)."""
+
+    def entries(self, out_dir: Path) -> Iterator[Entry]:
+        """The utterances, in the corpus's order (a synthesising source writes its audio into
+        ``out_dir``).
+
+        Raises:
+            CorpusError: one line naming the file and line (or row) of a malformed entry.
+        """
+
 
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 

@@ -53,6 +53,9 @@ class HFSource:
         self.cfg = cfg
         self.path = Path(cfg.path).expanduser()
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.path", self.path)]
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.path.is_dir():
             raise CorpusError(f"{self.path}: folder of parquet or Arrow files not found "

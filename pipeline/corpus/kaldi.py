@@ -39,6 +39,9 @@ class KaldiSource:
         self.dir = Path(cfg.dir).expanduser()
         self.root = Path(cfg.root).expanduser() if cfg.root else None
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.dir", self.dir)]
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.dir.is_dir():
             raise CorpusError(f"{self.dir}: Kaldi data directory not found (prepare.source.dir)")

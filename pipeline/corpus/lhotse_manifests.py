@@ -62,6 +62,12 @@ class LhotseSource:
     def __init__(self, cfg: LhotseConfig) -> None:
         self.cfg = cfg
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        named = (("cuts", self.cfg.cuts), ("recordings", self.cfg.recordings),
+                 ("supervisions", self.cfg.supervisions), ("root", self.cfg.root))  # fmt: skip
+        return [(f"prepare.source.{key}", Path(value).expanduser()) for key, value in named
+                if value]  # fmt: skip
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if self.cfg.cuts:
             for where, cut in self._items(self.cfg.cuts):

@@ -34,11 +34,12 @@ class LibriSpeechSource:
     def __init__(self, cfg: LibriSpeechConfig) -> None:
         self.root = Path(cfg.root).expanduser()
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.root", self.root)]
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.root.is_dir():
-            raise CorpusError(
-                f"{self.root}: LibriSpeech folder not found (prepare.librispeech.root)"
-            )
+            raise CorpusError(f"{self.root}: LibriSpeech folder not found (prepare.source.root)")
         subsets = (
             [self.root]
             if _is_subset(self.root)
@@ -47,7 +48,7 @@ class LibriSpeechSource:
         if not subsets:
             raise CorpusError(
                 f"{self.root}: no <speaker>/<chapter>/ folders found; point "
-                "prepare.librispeech.root at a subset such as train-clean-100 or at its parent"
+                "prepare.source.root at a subset such as train-clean-100 or at its parent"
             )
         for subset in subsets:
             split = split_of(subset.name)

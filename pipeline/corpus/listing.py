@@ -36,9 +36,12 @@ class ListingSource:
     def __init__(self, cfg: ListingConfig) -> None:
         self.path = Path(cfg.path).expanduser()
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.path", self.path)]
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.path.is_file():
-            raise CorpusError(f"{self.path}: audio list not found (prepare.manifest.path)")
+            raise CorpusError(f"{self.path}: audio list not found (prepare.source.path)")
         rows = self._jsonl() if self.path.suffix == ".jsonl" else self._tsv()
         for where, base, row in rows:
             yield _entry(where, base, row)
