@@ -235,6 +235,19 @@ def test_a_corpus_inside_an_output_of_the_dvc_project_is_refused(tmp_path, monke
     _one_line_error(result, f"{project}/dvc.yaml:3:1: not valid YAML", code=2)
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["[1, 2]\n", "stages: [a]\n", "stages:\n  s: {outs: data}\n", "stages:\n  s: {outs: [{}]}\n",
+     "stages:\n  s: {foreach: [a], do: 5}\n", "stages:\n  s: 5\n"],
+)  # fmt: skip
+def test_a_dvc_yaml_of_another_shape_declares_nothing_and_breaks_nothing(tmp_path, text):
+    from pipeline.core.outputs import dvc_outputs
+
+    (tmp_path / "dvc.yaml").write_text(text)
+    (tmp_path / "params.yaml").write_text("- not a mapping\n")
+    assert dvc_outputs(tmp_path) == []
+
+
 def test_the_repository_persists_the_corpus_output_and_protects_its_outputs():
     """DVC would delete `data` before re-running `prepare`, and with it anything inside."""
     import yaml

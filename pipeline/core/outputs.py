@@ -52,7 +52,7 @@ class Outputs:
         path = Path(path)
         if path.parent not in self._folders:
             self._folders[path.parent] = _real(path.parent)
-        real = self._folders[path.parent] / path.name
+        real = Path(os.path.normpath(self._folders[path.parent] / path.name))  # "x/.." too
         for out, why in self.places:
             if real == out or real.is_relative_to(out):
                 raise OutputError(
@@ -79,27 +79,37 @@ def dvc_outputs(folder: Path) -> list[tuple[str, str]]:
     resolved stands for the folder before it (``students/${x}/model.pt``: ``students``).
 
     Raises:
-        ConfigError: the file is not valid YAML (one line, at its line).
+        ConfigError: it or ``params.yaml`` is not valid YAML (one line, at its line).
     """
-    path = folder / DVC_FILE
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-        params = yaml.safe_load((folder / PARAMS_FILE).read_text()) if (
-            folder / PARAMS_FILE).is_file() else {}  # fmt: skip
-    except yaml.YAMLError as err:
-        raise ConfigError(yaml_problem(path, err)) from err
-    context = dict(params or {})
+    doc = _mapping(folder / DVC_FILE)
+    context = _mapping(folder / PARAMS_FILE)
     for extra in doc.get("vars") or []:
         if isinstance(extra, dict):
             context.update(extra)
     out = []
-    for name, stage in (doc.get("stages") or {}).items():
-        if not isinstance(stage, dict):
+    stages = doc.get("stages")
+    for name, stage in stages.items() if isinstance(stages, dict) else ():
+        body = stage.get("do") if isinstance(stage, dict) and "foreach" in stage else stage
+        if not isinstance(body, dict):
             continue
         for label, scope in _expanded(name, stage, context):
-            body = stage.get("do", stage) if "foreach" in stage else stage
             out += [(label, p) for p in _paths(body, scope)]
     return out
+
+
+def _mapping(path: Path) -> dict:
+    """The mapping the YAML file ``path`` holds ({} if it is absent or holds another value).
+
+    Raises:
+        ConfigError: it is not valid YAML (one line, at its line).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(yaml_problem(path, err)) from err
+    return doc if isinstance(doc, dict) else {}
 
 
 def _expanded(name: str, stage: dict, context: dict) -> Iterator[tuple[str, dict]]:
@@ -123,8 +133,9 @@ def _expanded(name: str, stage: dict, context: dict) -> Iterator[tuple[str, dict
 
 def _paths(body: dict, scope: dict) -> Iterator[str]:
     for field in ("outs", "metrics", "plots"):
-        for entry in body.get(field) or []:
-            raw = next(iter(entry)) if isinstance(entry, dict) else entry
+        entries = body.get(field)
+        for entry in entries if isinstance(entries, list) else ():
+            raw = next(iter(entry), None) if isinstance(entry, dict) else entry
             if isinstance(raw, str) and (path := _interpolate(raw, scope)):
                 yield path
 
