@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, single_line
 
 app = typer.Typer(
     help="Distil HuBERT into small LSTM students from a cached teacher (KD / DKD).",
@@ -30,11 +30,12 @@ CACHE = typer.Option(
 
 def one_line(err: BaseException) -> str:
     """The message of a domain error in one line. Errors re-raised from DataLoader workers
-    carry the worker's traceback in their message: keep its last line, the original message."""
+    carry the worker's traceback in their message: keep its last line, the original message;
+    any other message over several lines (a library's) has its lines joined."""
     message = str(err.args[0] if err.args else err)
     if "Original Traceback" in message:
         message = message.strip().splitlines()[-1].split(": ", 1)[-1]
-    return message
+    return single_line(message)
 
 
 @contextmanager

@@ -116,7 +116,7 @@ def report_cmd(
 def compare_cmd(
     a: str = typer.Argument(..., help="MODEL or MODEL@REV (a git revision or a DVC experiment)"),
     b: str = typer.Argument(..., help="the model A is compared with, the same way"),
-    split: list[str] = typer.Option(None, help="scored split(s) (default: every split of A)"),
+    split: list[str] = typer.Option(None, help="split(s) both were scored on (default: all)"),
     models: Path = typer.Option(MODELS, help="folder of the per-model evaluations"),
     params: Path = PARAMS,
 ) -> None:

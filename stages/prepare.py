@@ -16,9 +16,10 @@ from pipeline.core.config import Choice, check, non_negative
 from pipeline.core.errors import CorpusError
 from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.locks import output_lock
+from pipeline.core.outputs import Outputs
 from pipeline.core.progress import progress_bar
 from pipeline.corpus.addresses import locate
-from pipeline.corpus.base import Entry
+from pipeline.corpus.base import Entry, Source, UtteranceIds, text_of
 from pipeline.corpus.manifest import SUMMARY, Utterance, write_manifest
 from pipeline.corpus.sources import SOURCES
 from pipeline.nn.frames import HUBERT_FRAMES
@@ -76,28 +77,34 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
         The corpus summary (utterances, hours, speakers, per-split counts, vocabulary, skipped,
         audio root).
 
-    Only an absent folder, an empty one or an earlier corpus written by this stage is replaced.
+    Only an absent folder, an empty one or an earlier corpus written by this stage, holding
+    nothing else, is replaced, and only the files it wrote are removed. No input may lie inside
+    ``out_dir`` or another output of the DVC project around it.
 
     Raises:
-        OutputError: ``out_dir`` holds other data (e.g. the user's audio), or another run
-            writes it; nothing is touched.
+        OutputError: an input lies inside an output (refused before any work), or ``out_dir``
+            holds other data (e.g. the user's audio), or another run writes it; nothing is
+            touched.
         AudioError: a bad audio file, naming it (unless ``skip_bad``).
         CorpusError: a malformed corpus, or too many bad files.
     """
     source = cfg.source.build()
+    outputs = Outputs(out_dir)
+    for key, path in source.inputs():
+        outputs.check(path, key)
     with output_lock(out_dir), atomic_dir(out_dir, kind="corpus") as tmp, progress_bar() as bar:
         task = bar.add_task(f"prepare ({cfg.source.kind})", total=None, info="")
-        rows, bad = [], []
+        rows, bad, ids = [], [], UtteranceIds()
         for entry in source.entries(tmp):
             try:
-                rows.append(_checked(entry, cfg))
+                rows.append(_checked(entry, cfg, ids, outputs, tmp))
             except AudioError as err:
                 if not cfg.skip_bad:
                     raise AudioError(f"{err} (or rerun with --skip-bad)") from err
                 log.warning("skipping bad audio: %s", err)
                 bad.append(str(err))
             bar.update(task, advance=1, info=f"{len(bad)} skipped")
-        _check_corpus(rows, bad, cfg)
+        _check_corpus(rows, bad, cfg, source)
         root = _audio_root(rows, tmp)
         write_manifest(tmp / MANIFEST, [_relative(r, root) for r in rows])
         summary = summarize(rows, skipped=len(bad))
@@ -107,24 +114,31 @@ def run(cfg: PrepareConfig, out_dir: Path) -> dict:
     return summary
 
 
-def _checked(entry: Entry, cfg: PrepareConfig) -> Utterance:
+def _checked(entry: Entry, cfg: PrepareConfig, ids: UtteranceIds, outputs: Outputs,
+             tmp: Path) -> Utterance:  # fmt: skip
+    """The manifest row of ``entry``: its id, transcript and speaker checked (CorpusError,
+    never skipped), its audio outside every output (OutputError) and sound (AudioError)."""
+    where = entry.where or str(entry.audio)
+    utt_id = ids.add(entry.id, where)
+    transcript = text_of(entry.transcript, where, "the transcript")
+    speaker = text_of(entry.speaker, where, "the speaker")
+    if not entry.error and not entry.audio.is_relative_to(tmp):  # the demo's own audio aside
+        outputs.check(entry.audio, where)
     address = locate(entry)
     least = HUBERT_FRAMES.receptive_field
     if (n := resampled_length(address.samples, address.sample_rate)) < least:
-        where = f"{entry.where}: " if entry.where else ""
+        prefix = f"{entry.where}: " if entry.where else ""
         whole = entry.span is None and entry.row is None
         raise AudioError(
-            f"{where}{entry.audio}{'' if whole else f' ({entry.id})'}: {n} samples at 16 kHz, "
+            f"{prefix}{entry.audio}{'' if whole else f' ({utt_id})'}: {n} samples at 16 kHz, "
             f"shorter than one teacher frame ({least} samples, {1000 * least / SAMPLE_RATE:g} ms)"
         )
-    split = entry.split or assign_split(
-        entry.speaker or entry.id, cfg.dev_fraction, cfg.test_fraction
-    )
+    split = entry.split or assign_split(speaker or utt_id, cfg.dev_fraction, cfg.test_fraction)
     return Utterance(
-        id=entry.id,
+        id=utt_id,
         audio=str(_absolute(entry.audio)),
-        transcript=entry.transcript,
-        speaker=entry.speaker,
+        transcript=transcript,
+        speaker=speaker,
         split=split,
         phonemes=entry.phonemes,
         subset=entry.subset,
@@ -151,18 +165,20 @@ def _relative(row: Utterance, root: Path) -> Utterance:
     return dataclasses.replace(row, audio=Path(row.audio).relative_to(root).as_posix())
 
 
-def _check_corpus(rows: list[Utterance], bad: list[str], cfg: PrepareConfig) -> None:
+def _check_corpus(
+    rows: list[Utterance], bad: list[str], cfg: PrepareConfig, source: Source
+) -> None:
     total = len(rows) + len(bad)
     if not rows:
-        raise CorpusError(f"source {cfg.source.kind!r} gave no usable utterances ({len(bad)} bad)")
+        where = ", ".join(str(path) for _, path in source.inputs()) or "the source"
+        first = f"; first: {bad[0]}" if bad else ""
+        raise CorpusError(f"{where}: source {cfg.source.kind!r} gave no usable utterances "
+                          f"({len(bad)} bad{first})")  # fmt: skip
     if len(bad) > cfg.max_bad_fraction * total:
         raise CorpusError(
             f"{len(bad)} of {total} audio files are bad (more than max_bad_fraction="
             f"{cfg.max_bad_fraction}); first: {bad[0]}"
         )
-    dupes = [k for k, n in Counter(r.id for r in rows).items() if n > 1]
-    if dupes:
-        raise CorpusError(f"duplicate utterance ids, e.g. {dupes[0]!r}: ids must be unique")
 
 
 def summarize(rows: list[Utterance], skipped: int = 0) -> dict:

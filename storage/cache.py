@@ -27,7 +27,7 @@ from pathlib import Path
 from pipeline.core import faults
 from pipeline.core.errors import CacheFormatError, OutputError
 from pipeline.core.hashing import sha256_bytes
-from pipeline.core.io import MARKER, check_replaceable, write_marker
+from pipeline.core.io import MARKER, check_writable, write_marker
 from pipeline.core.locks import clear_dead, output_lock, temp_suffix
 from storage.base import BACKENDS, PartWriter
 from storage.header import (
@@ -60,7 +60,7 @@ def prepare_location(path: str | Path) -> None:
         OutputError: it holds anything else (the user's data is never touched).
     """
     if not is_url(path):
-        check_replaceable(path, KIND)
+        check_writable(path, KIND)
         Path(path).mkdir(parents=True, exist_ok=True)
         write_marker(Path(path), KIND)
         return

@@ -1,9 +1,16 @@
 """The comparison statistics on synthetic data whose truth is known: intervals cover a null
-difference at about the nominal rate, and a planted difference is found with its sign."""
+difference at about the nominal rate, and a planted difference is found with its sign; and
+`pipeline compare` refuses, in one line, what it cannot compare."""
+
+import json
+import os
+import subprocess
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from cli.main import app
 from pipeline.evaluation.compare import (
     ONE_POINT,
     PAIRED,
@@ -229,3 +236,69 @@ def test_seeds_needed_is_the_fewest_that_resolve():
     assert set(result.seeds_needed) == {"its_size", "one_point"}
     a, b = _correlated_pair(rng, seeds=range(6), shift_b=1.0)
     assert estimate(a, b, draws=400).seeds_needed is None  # resolved: nothing needed
+
+
+# --- `pipeline compare` refuses what it cannot compare --------------------------------------
+
+
+def _evaluation(name: str, shift: float, splits=("test",)) -> dict:
+    """A model's evaluation json as `evaluate-*` writes it: three training seeds' per-utterance
+    PER errors on 30 utterances of each split."""
+    rng = np.random.default_rng(int(shift * 100))
+    tokens = [10] * 30
+    doc = {"name": name, "runs": [{"train_seed": s, "probe_seed": 0} for s in range(3)],
+           "splits": {}, "utterances": {}}  # fmt: skip
+    for split in splits:
+        errors = rng.binomial(10, 0.2 + shift, size=(3, 30)).tolist()
+        doc["splits"][split] = {"per": {"mean": float(np.mean(errors)) / 10}}
+        ids = [f"u{i}" for i in range(30)]
+        doc["utterances"][split] = {
+            "ids": ids,
+            "tokens": {"per": tokens},
+            "errors": {"per": errors},
+        }
+    return doc
+
+
+@pytest.fixture
+def evaluations(tmp_path, monkeypatch):
+    """A git repository holding the evaluations of ``a``, ``b`` (on the test split) and ``c``
+    (on dev), committed, as the working folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site"))
+    models = tmp_path / "eval" / "models"
+    models.mkdir(parents=True)
+    for name, shift in (("a", 0.0), ("b", 0.1)):
+        (models / f"{name}.json").write_text(json.dumps(_evaluation(name, shift)))
+    (models / "c.json").write_text(json.dumps(_evaluation("c", 0.05, splits=("dev",))))
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "PATH": os.environ["PATH"]}  # fmt: skip
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "eval"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True)
+    return models
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["a", "a"], "a and a are the same evaluation (model 'a', the same results)"),
+        (["a@HEAD", "a"], "a@HEAD and a are the same evaluation"),  # the workspace is HEAD's
+        (["a", "b", "--split", "nosuch"], "--split nosuch: a was not scored on it (scored: test)"),
+        (["a", "c", "--split", "test"], "--split test: c was not scored on it (scored: dev)"),
+        (["a", "c"], "a and c were scored on no split in common"),
+    ],
+)
+def test_compare_refuses_what_it_cannot_compare_in_one_line(evaluations, args, message):
+    result = CliRunner().invoke(app, ["compare", *args])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"config error: {message}"), result.output
+
+
+def test_compare_reads_one_model_at_two_revisions(evaluations):
+    """The same model at HEAD and re-evaluated in the workspace is a comparison."""
+    (evaluations / "a.json").write_text(json.dumps(_evaluation("a", 0.2)))
+    result = CliRunner().invoke(app, ["compare", "a@HEAD", "a"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("test PER: a@HEAD - a = -"), result.output

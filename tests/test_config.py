@@ -192,3 +192,21 @@ def test_the_full_demo_config_is_params_yaml_with_more_students():
     assert len(parse_students(full)) > len(params["students"])
     assert full["sweep"]["base"] == params["sweep"]["base"]
     assert len(sweep_students(full)) > len(params["sweep"]["students"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prepare:\n  source: {kind: demo\n  skip_bad: x\n",
+         "params.yaml:3:11: not valid YAML: expected ',' or '}', but got ':' (while parsing a "
+         "flow mapping, from line 2)"),
+        ("prepare:\n\tskip_bad: true\n",
+         "params.yaml:2:1: not valid YAML: found character '\\t' that cannot start any token"),
+        ('prepare: "open\n', "params.yaml:2:1: not valid YAML: found unexpected end of stream"),
+    ],
+)  # fmt: skip
+def test_a_params_file_that_is_not_yaml_is_named_in_one_line_at_its_line(tmp_path, text, message):
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_params(tmp_path / "params.yaml")
+    assert str(caught.value).startswith(f"{tmp_path}/{message}") and "\n" not in str(caught.value)

@@ -170,3 +170,44 @@ def test_queued_experiments_never_run_the_teacher_and_keep_their_metrics(repo):
     missing = subprocess.run([PIPELINE, "compare", "dkd_b4@nothing", "kd"], cwd=repo, env=env,
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode == 1 and "eval/models/dkd_b4.json at nothing" in missing.stderr
+
+
+def test_a_corpus_inside_the_corpus_output_survives_dvc_repro(repo):
+    """The issue's layout under DVC: a Kaldi directory at data/train. `dvc repro` would delete
+    `data` before running `prepare` if it were not persisted; persisted, `prepare` refuses the
+    corpus inside it, and the corpus survives. Moved out, it is prepared; a file of the user's
+    put into `data` later stops the next run, named, and stays."""
+    from corpora import kaldi_dir
+
+    repo, env = repo
+    kaldi_dir(repo)  # data/train/{wav.scp,segments,text,utt2spk}, audio/*.flac
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["prepare"]["source"] = {"kind": "kaldi", "dir": "data/train", "root": "."}
+    write_params(repo / "params.yaml", params)
+    corpus = {p.relative_to(repo): p.read_bytes() for p in (repo / "data").rglob("*")
+              if p.is_file()}  # fmt: skip
+
+    def repro() -> subprocess.CompletedProcess:
+        return subprocess.run(["dvc", "repro", "prepare"], cwd=repo, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+
+    refused = repro()
+    assert refused.returncode != 0
+    assert "data/train (prepare.source.dir) is inside" in refused.stderr, refused.stderr
+    assert {p.relative_to(repo): p.read_bytes() for p in (repo / "data").rglob("*")
+            if p.is_file()} == corpus  # fmt: skip
+
+    (repo / "corpora" / "kaldi").mkdir(parents=True)
+    (repo / "data" / "train").rename(repo / "corpora" / "kaldi" / "train")
+    params["prepare"]["source"]["dir"] = "corpora/kaldi/train"
+    write_params(repo / "params.yaml", params)
+    assert repro().returncode == 0
+    assert len((repo / "data" / "manifest.jsonl").read_text().splitlines()) == 6
+
+    (repo / "data" / "notes.txt").write_text("mine")
+    params["prepare"]["dev_fraction"] = 0.2  # prepare must run again
+    write_params(repo / "params.yaml", params)
+    refused = repro()
+    assert refused.returncode != 0 and "data/notes.txt was not written by" in refused.stderr
+    assert (repo / "data" / "notes.txt").read_text() == "mine"
+    assert (repo / "data" / "manifest.jsonl").is_file()

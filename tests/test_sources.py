@@ -309,3 +309,32 @@ def test_a_malformed_kaldi_line_is_a_corpus_error_naming_it(tmp_path):
     segments.write_text(segments.read_text().replace("a-2 rec-a 0.8", "a-2 rec-a 0.8 soon"))
     with pytest.raises(CorpusError, match=r"segments:2: 'soon' is not a time in seconds"):
         _prepare(source, tmp_path / "data")
+
+
+def _damaged_parquet_head(root: Path) -> Path:
+    path = hf_shards(root)
+    shard = path / "data" / "train-00000-of-00002.parquet"
+    data = bytearray(shard.read_bytes())
+    data[4:200] = bytes(b ^ 0xFF for b in data[4:200])  # pyarrow's complaint: three lines
+    shard.write_bytes(bytes(data))
+    return path
+
+
+def _truncated_arrow(root: Path) -> Path:
+    path = hf_saved(root)
+    arrow = sorted(path.glob("train/*.arrow"))[0]
+    arrow.write_bytes(arrow.read_bytes()[:100])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_damaged_parquet_head, r"train-00000-of-00002\.parquet: cannot read the table \(.+\)$"),
+        (_truncated_arrow, r"data-00000-of-00001\.arrow: cannot read the Arrow file \(.+\)$"),
+    ],
+)
+def test_a_damaged_table_file_is_named_in_one_line(tmp_path, damage, message):
+    with pytest.raises(CorpusError, match=message) as caught:
+        _prepare({"kind": "hf", "path": str(damage(tmp_path / "corpus"))}, tmp_path / "data")
+    assert "\n" not in str(caught.value)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import AudioError
+from pipeline.core.errors import AudioError, single_line
 
 CACHE_BYTES = 256 * 2**20  # decoded row groups kept per process (the latest is always kept)
 SUFFIXES = (".parquet", ".arrow")
@@ -61,7 +61,7 @@ def table_columns(path: Path, columns: list[str]) -> tuple[dict[str, list], int,
         wanted = [c for c in columns if c in names]
         return pq.read_table(path, columns=wanted).to_pydict(), shard.metadata.num_rows, names
     except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise AudioError(f"{path}: cannot read the table ({err})") from err
+        raise AudioError(f"{path}: cannot read the table ({single_line(err)})") from err
 
 
 def embedded_audio(path: Path, row: int, column: str) -> bytes:
@@ -98,7 +98,7 @@ def _arrow(path: Path, version: tuple) -> Any:
         try:
             _ARROW[version] = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
         except (OSError, ValueError) as err:
-            raise AudioError(f"{path}: cannot read the Arrow file ({err})") from err
+            raise AudioError(f"{path}: cannot read the Arrow file ({single_line(err)})") from err
         while len(_ARROW) > 8:
             _ARROW.popitem(last=False)
     _ARROW.move_to_end(version)
@@ -109,7 +109,7 @@ def _parquet(path: Path) -> Any:
     try:
         return pyarrow().parquet.ParquetFile(path)
     except (OSError, ValueError) as err:
-        raise AudioError(f"{path}: cannot read the parquet shard ({err})") from err
+        raise AudioError(f"{path}: cannot read the parquet shard ({single_line(err)})") from err
 
 
 def _row_group_starts(path: Path, version: tuple) -> list[int]:
@@ -140,9 +140,10 @@ def _row_group(path: Path, version: tuple, group: int, column: str) -> list[byte
             struct = table.column(column).chunk(group)
         else:
             struct = table.read_row_group(group, columns=[column]).column(column).combine_chunks()
-        field = struct.type.get_field_index("bytes")  # AttributeError: not a struct
-    except (OSError, ValueError, AttributeError) as err:
-        raise AudioError(f"{path}: cannot read column {column!r} ({err})") from err
+    except (OSError, ValueError) as err:
+        raise AudioError(f"{path}: cannot read column {column!r} ({single_line(err)})") from err
+    is_struct = pyarrow().types.is_struct(struct.type)
+    field = struct.type.get_field_index("bytes") if is_struct else -1
     if field < 0:
         raise AudioError(f"{path}: column {column!r} is not an audio struct of bytes and path")
     cells = struct.flatten()[field].to_pylist()  # a null struct gives null bytes

@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from pipeline.core.errors import AudioError
+from pipeline.core.errors import AudioError, single_line
 from pipeline.nn.frames import SAMPLE_RATE
 
 
@@ -48,7 +48,7 @@ def open_audio(source: Path | BinaryIO, where: str | Path) -> Iterator[sf.SoundF
     try:
         f = sf.SoundFile(str(source) if isinstance(source, Path) else source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioError(f"{where}: cannot decode audio ({err})") from err
+        raise AudioError(f"{where}: cannot decode audio ({single_line(err)})") from err
     with f:
         yield f
 
@@ -65,7 +65,7 @@ def read_frames(f: sf.SoundFile, where: str | Path, start: int = 0, frames: int 
             f.seek(start)
         data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"{where}: cannot decode audio ({err})") from err
+        raise AudioError(f"{where}: cannot decode audio ({single_line(err)})") from err
     if data.shape[0] == 0:
         raise AudioError(f"{where}: audio is empty (0 samples)")
     if 0 <= frames != data.shape[0]:

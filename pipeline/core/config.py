@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, single_line
 
 T = TypeVar("T")
 
@@ -65,10 +65,25 @@ def load_params(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"params file {path} cannot be read ({err})") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"params file {path} is not valid YAML: {err}") from err
+        raise ConfigError(yaml_problem(path, err)) from err
     if not isinstance(data, dict):
         raise ConfigError(f"params file {path} must hold a mapping of sections")
     return data
+
+
+def yaml_problem(path: Path, err: yaml.YAMLError) -> str:
+    """PyYAML's complaint about ``path`` in one line, at the line and column it names
+    (``params.yaml:3:11: not valid YAML: expected ',' or '}', but got ':' (while parsing a
+    flow mapping, from line 2)``)."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or single_line(err)
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start is not None:
+        problem += f" ({context}, from line {start.line + 1})"
+    elif context:
+        problem += f" ({context})"
+    return f"{where}: not valid YAML: {problem}"
 
 
 def override(params: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,3 +27,9 @@ class CheckpointError(ValueError):
 
 class OutputError(ValueError):
     """An output path that must not be written: someone else's data, or another run's output."""
+
+
+def single_line(message: object) -> str:
+    """A message (a library's, which may run over several lines, as pyarrow's and PyYAML's
+    do) in one line: its non-empty lines, stripped, joined by a space."""
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())

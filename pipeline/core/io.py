@@ -4,14 +4,17 @@ Three rules keep a user's data safe:
 
 - **Atomic**: an output appears complete or not at all (temp name, then rename).
 - **Owned**: a folder is only ever replaced when it is this tool's own output of the same kind,
-  recognised by the marker file it wrote (:data:`MARKER`); anything else at ``--out`` is
-  refused untouched.
+  recognised by the marker file it wrote (:data:`MARKER`), which lists the files it wrote;
+  a folder holding anything else (a user's corpus put inside it) is refused untouched, and
+  replacing removes only the files listed.
 - **One writer**: :func:`pipeline.core.locks.output_lock`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,6 +24,8 @@ from typing import Any
 
 from pipeline.core.errors import OutputError
 from pipeline.core.locks import temp_suffix
+
+log = logging.getLogger(__name__)
 
 MARKER = ".hubert-kd.json"
 
@@ -55,17 +60,25 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     tmp.replace(path)
 
 
+def marker(path: str | Path) -> dict:
+    """The marker of the hubert-kd output ``path`` holds ({} if it has none): its ``kind``
+    and, where it was replaced whole (:func:`atomic_dir`), the ``files`` it wrote."""
+    try:
+        found = json.loads((Path(path) / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def marker_kind(path: str | Path) -> str | None:
     """The kind of hubert-kd output ``path`` holds, from its marker; None if it has none."""
-    try:
-        return json.loads((Path(path) / MARKER).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return marker(path).get("kind")
 
 
-def check_replaceable(path: str | Path, kind: str) -> None:
-    """Refuse to let an output of ``kind`` replace ``path`` unless ``path`` is absent, an empty
-    folder, or this tool's own output of the same kind.
+def check_writable(path: str | Path, kind: str) -> None:
+    """Refuse to write an output of ``kind`` into ``path`` unless ``path`` is absent, an empty
+    folder, or this tool's own output of the same kind (a cache, written in place, which
+    removes only the parts it names).
 
     Raises:
         OutputError: naming the folder and what to do; nothing is touched.
@@ -85,8 +98,81 @@ def check_replaceable(path: str | Path, kind: str) -> None:
     )
 
 
-def write_marker(folder: Path, kind: str) -> None:
-    (Path(folder) / MARKER).write_text(json.dumps({"kind": kind, "tool": "hubert-kd"}) + "\n")
+def check_replaceable(path: str | Path, kind: str, files: list[str] | None = None) -> None:
+    """Refuse to replace folder ``path`` whole with an output of ``kind`` unless it is absent,
+    empty, or an earlier output of ``kind`` holding nothing but the files its marker lists
+    as written. A marker of an earlier version lists none: then the new output's ``files``
+    stand in (each old file is rewritten under its name), and without them (before the new
+    output exists) the check waits for the one :func:`atomic_dir` makes at the end.
+
+    Raises:
+        OutputError: one line naming the folder, a file in it that the earlier output did
+            not write, and what to do; nothing is touched.
+    """
+    check_writable(path, kind)
+    path = Path(path)
+    recorded = marker(path).get("files", files) if path.is_dir() else []
+    if recorded is None:
+        return
+    foreign = _outermost(sorted(set(written(path)) - set(recorded)))
+    if foreign:
+        more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+        raise OutputError(
+            f"{path}: refusing to replace it: {path}/{foreign[0]}{more} was not written by the "
+            f"earlier {kind} output there. Move it out of {path} (a corpus to e.g. corpora/), "
+            "or choose another output path"
+        )
+
+
+def _outermost(names: list[str]) -> list[str]:
+    """Sorted ``names`` (folders ending in ``/``) less those inside a folder among them (which
+    follow it in sorted order)."""
+    out: list[str] = []
+    for name in names:
+        if not (out and out[-1].endswith("/") and name.startswith(out[-1])):
+            out.append(name)
+    return out
+
+
+def written(folder: Path) -> list[str]:
+    """Every file and folder below ``folder`` (folders with a trailing ``/``, symlinks as
+    files, never followed), relative, in POSIX form, less the marker."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root).relative_to(folder)
+        for name in dirs:
+            is_link = Path(root, name).is_symlink()
+            out.append((base / name).as_posix() + ("" if is_link else "/"))
+        out += [(base / name).as_posix() for name in files]
+    return [name for name in out if name != MARKER]
+
+
+def write_marker(folder: Path, kind: str, files: list[str] | None = None) -> None:
+    """Mark ``folder`` as an output of ``kind``, listing the ``files`` it wrote (if known)."""
+    doc = {"kind": kind, "tool": "hubert-kd", **({"files": files} if files is not None else {})}
+    (Path(folder) / MARKER).write_text(json.dumps(doc) + "\n")
+
+
+def remove_written(folder: Path, files: list[str] | None = None) -> None:
+    """Remove from ``folder`` (an earlier output) the files and folders its marker lists (or,
+    if it lists none, ``files``), then the marker and ``folder`` itself if nothing is left;
+    anything else stays, with a warning. Without a list: a temp folder of this tool, or an
+    earlier version's output already checked to hold only what its successor rewrote,
+    removed whole."""
+    files = marker(folder).get("files", files)
+    if files is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in sorted(files, reverse=True):  # a folder's files before the folder
+        target = folder / name
+        with contextlib.suppress(OSError):  # gone, or no longer what it wrote: it stays
+            target.rmdir() if name.endswith("/") else target.unlink()
+    (folder / MARKER).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        log.warning("kept %s: it holds %s, which the output did not write", folder,
+                    ", ".join(written(folder)[:3]))  # fmt: skip
 
 
 @contextmanager
@@ -96,7 +182,9 @@ def atomic_dir(path: str | Path, kind: str) -> Iterator[Path]:
 
     A reader never sees a half-built folder at ``path``: the old one (if any) stays in place
     until the new one is complete. Only an absent path, an empty folder or a previous output of
-    the same ``kind`` is replaced (:func:`check_replaceable`); callers hold the output's lock
+    the same ``kind`` holding only the files it wrote is replaced (:func:`check_replaceable`),
+    and of the old folder only those files are removed (:func:`remove_written`): the new
+    folder's marker lists what it wrote. Callers hold the output's lock
     (``pipeline.core.locks``).
     """
     path = Path(path)
@@ -106,18 +194,21 @@ def atomic_dir(path: str | Path, kind: str) -> Iterator[Path]:
         *path.parent.glob(f".{path.name}.tmp-*"),
         *path.parent.glob(f".{path.name}.old-*"),
     ):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run (we hold the lock)
+        remove_written(stale)  # left by a killed run (we hold the lock)
     tmp = path.with_name(f".{path.name}{temp_suffix()}")
     tmp.mkdir()
     write_marker(tmp, kind)
     try:
         yield tmp
+        files = written(tmp)
+        write_marker(tmp, kind, files)
+        check_replaceable(path, kind, files)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    check_replaceable(path, kind)
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():
         path.replace(old)
     tmp.replace(path)
-    shutil.rmtree(old, ignore_errors=True)
+    if old.exists():
+        remove_written(old, files)

@@ -50,8 +50,8 @@ def locate(entry: Entry) -> Address:
         with open_audio(entry.audio, entry.audio) as f:
             samples, rate = read_frames(f, entry.audio).shape[0], f.samplerate
         return Address(samples, rate, sha256_file(entry.audio))
-    except AudioError as err:
-        raise AudioError(f"{prefix}{err}") from err
+    except AudioError as err:  # named once: a table cell's message names its row already
+        raise AudioError(f"{'' if str(err).startswith(prefix) else prefix}{err}") from err
 
 
 def _span(entry: Entry) -> Address:

@@ -163,6 +163,9 @@ class DemoSource:
     def __init__(self, cfg: DemoConfig) -> None:
         self.cfg = cfg
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return []  # synthesised: it reads nothing
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         audio_dir = out_dir / "audio"
         audio_dir.mkdir(parents=True, exist_ok=True)

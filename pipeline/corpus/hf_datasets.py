@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipeline.audio.embedded import SUFFIXES, table_columns
 from pipeline.core.errors import AudioError, CorpusError
-from pipeline.corpus.base import SOURCES, Entry, safe_id, split_of
+from pipeline.corpus.base import SOURCES, Entry, split_of
 
 _SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+$")
 
@@ -27,7 +27,9 @@ class HFConfig:
             recursively (a dataset's own folder with ``data/``, or ``data/`` itself). No hub
             access: download it first.
         audio_column: the Audio column (a struct of ``bytes`` and ``path``).
-        id_column: utterance ids; a file without it names rows ``<file>_<row>``.
+        id_column: utterance ids (strings or integers); a file without it names its rows
+            after its path below ``path`` (``train/data-00000-of-00001_<row>``: the hub's
+            ``<config>/<split>/0000.parquet`` and save_to_disk's Arrow files share names).
         text_column: transcripts; a file without it gives none (distillation needs none).
         speaker_column: speaker ids; a file without it gives none.
     """
@@ -53,6 +55,9 @@ class HFSource:
         self.cfg = cfg
         self.path = Path(cfg.path).expanduser()
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.path", self.path)]
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.path.is_dir():
             raise CorpusError(f"{self.path}: folder of parquet or Arrow files not found "
@@ -76,24 +81,19 @@ class HFSource:
                               f"{', '.join(names)}; prepare.source.audio_column)")  # fmt: skip
         match = _SHARD.match(path.stem)
         subset = match["split"] if match and path.suffix == ".parquet" else path.parent.name
-        ids = table.get(cfg.id_column) or [f"{path.stem}_{row}" for row in range(rows)]
+        named = path.relative_to(self.path).with_suffix("").as_posix()
+        ids = table.get(cfg.id_column, [f"{named}_{row}" for row in range(rows)])
+        texts = table.get(cfg.text_column, [None] * rows)
+        speakers = table.get(cfg.speaker_column, [None] * rows)
         for row in range(rows):
-            try:
-                utt_id = safe_id(str(ids[row]))
-            except ValueError as err:
-                raise CorpusError(f"{path}: row {row}: {err}") from err
             yield Entry(
-                id=utt_id,
+                id=ids[row],
                 audio=path,
-                transcript=_text(table, cfg.text_column, row),
-                speaker=_text(table, cfg.speaker_column, row),
+                transcript=texts[row],
+                speaker=speakers[row],
                 split=split_of(subset),
                 subset=subset,
                 row=row,
                 column=cfg.audio_column,
+                where=f"{path}: row {row}",
             )
-
-
-def _text(table: dict, column: str, row: int) -> str:
-    value = table[column][row] if column in table else None
-    return "" if value is None else str(value)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry, Span, safe_id, split_of
+from pipeline.corpus.base import SOURCES, Entry, keyed, seconds, span, split_of
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,13 @@ class KaldiSource:
     """One utterance per ``segments`` line (a time range of a ``wav.scp`` recording), or per
     ``wav.scp`` line where there is no ``segments``; words from ``text``, speakers from
     ``utt2spk``, both optional. ``wav.scp`` must name files: a piped command (``... |``) is a
-    bad entry, named with its line."""
+    bad entry, named with its line.
+
+    What Kaldi's ``utils/validate_data_dir.sh`` refuses stops the stage, naming the line: a key
+    twice in one file (a recording named twice would cut segments from the wrong file), a
+    ``text`` or ``utt2spk`` that does not list exactly the utterances (a line for one that
+    does not exist, or none for one that does), a time range that ends where it starts or
+    before, an empty ``wav.scp`` or ``segments``. Keys need not be sorted."""
 
     name = "kaldi"
     config_type = KaldiConfig
@@ -38,6 +44,9 @@ class KaldiSource:
     def __init__(self, cfg: KaldiConfig) -> None:
         self.dir = Path(cfg.dir).expanduser()
         self.root = Path(cfg.root).expanduser() if cfg.root else None
+
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.dir", self.dir)]
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.dir.is_dir():
@@ -53,52 +62,67 @@ class KaldiSource:
 
     def _folder(self, folder: Path) -> Iterator[Entry]:
         root = self.root or folder
-        recordings = {rec: entry for rec, entry in _recordings(folder / "wav.scp", root)}
-        text = dict(_table(folder / "text"))
-        speakers = dict(_table(folder / "utt2spk"))
+        scp = folder / "wav.scp"
+        recordings = keyed(((w, rec, _recording(w, loc, root)) for w, (rec, loc) in
+                              _lines(scp, 2)), scp, "recording")  # fmt: skip
+        listing = folder / "segments" if (folder / "segments").is_file() else scp
+        utts = recordings  # each recording an utterance, unless segments cut them
+        if listing != scp:
+            rows = ((w, f[0], _segment(w, f, recordings, scp)) for w, f in _lines(listing, 4))
+            utts = keyed(rows, listing, "utterance")
+        if not utts:
+            raise CorpusError(f"{listing}: lists no utterances")
+        text = _table(folder / "text", utts, listing, least=1)
+        speakers = _table(folder / "utt2spk", utts, listing, least=2)
         common = {"split": split_of(folder.name), "subset": folder.name}
-        if not (folder / "segments").is_file():
-            for rec, entry in recordings.items():
-                yield _named(entry, rec, text.get(rec, ""), speakers.get(rec, ""), common)
-            return
-        for where, (utt, rec, start, end) in _lines(folder / "segments", 4):
-            span = Span(_seconds(start, where), None if end == "-1" else _seconds(end, where))
-            recording = recordings.get(rec)
-            if recording is None:
-                audio, error = folder / "wav.scp", f"recording {rec!r} is not in wav.scp"
-            else:  # a bad recording makes each of its segments bad, naming its line
-                error = recording.error and f"{recording.where}: {recording.error}"
-                audio = recording.audio
-            entry = Entry(id=utt, audio=audio, span=span, where=where, error=error)
-            yield _named(entry, utt, text.get(utt, ""), speakers.get(utt, ""), common)
+        for utt, (where, entry) in utts.items():
+            yield dataclasses.replace(entry, id=utt, where=where, transcript=text.get(utt, ""),
+                                      speaker=speakers.get(utt, ""), **common)  # fmt: skip
 
 
-def _recordings(path: Path, root: Path) -> Iterator[tuple[str, Entry]]:
-    for where, (rec, location) in _lines(path, 2):
-        error = ""
-        if location.endswith("|"):
-            error = (f"{location!r} is a piped command, not a file: write the audio to files "
-                     "(e.g. with Kaldi's wav-copy) and list them")  # fmt: skip
-        audio = Path(location).expanduser()
-        yield rec, Entry(id=rec, audio=audio if audio.is_absolute() else root / audio,
-                         where=where, error=error)  # fmt: skip
+def _recording(where: str, location: str, root: Path) -> Entry:
+    error = ""
+    if location.endswith("|"):
+        error = (f"{location!r} is a piped command, not a file: write the audio to files "
+                 "(e.g. with Kaldi's wav-copy) and list them")  # fmt: skip
+    audio = Path(location).expanduser()
+    return Entry(id="", audio=audio if audio.is_absolute() else root / audio, where=where,
+                 error=error)  # fmt: skip
 
 
-def _named(entry: Entry, raw_id: str, transcript: str, speaker: str, common: dict) -> Entry:
-    try:
-        utt_id = safe_id(raw_id)
-    except ValueError as err:
-        raise CorpusError(f"{entry.where}: {err}") from err
-    return Entry(
-        id=utt_id, audio=entry.audio, transcript=transcript, speaker=speaker, span=entry.span,
-        where=entry.where, error=entry.error, **common,
-    )  # fmt: skip
+def _segment(where: str, fields: list[str], recordings: dict, scp: Path) -> Entry:
+    """A ``segments`` line's utterance: a time range of its ``wav.scp`` recording."""
+    utt, rec, start, end = fields
+    first = seconds(start, where, "start")
+    times = span(where, first, None if end == "-1" else seconds(end, where, "end"))
+    if rec not in recordings:
+        return Entry(id=utt, audio=scp, span=times, error=f"recording {rec!r} is not in wav.scp")
+    rec_where, recording = recordings[rec]  # a bad recording makes each segment bad, naming it
+    error = recording.error and f"{rec_where}: {recording.error}"
+    return Entry(id=utt, audio=recording.audio, span=times, error=error)
 
 
-def _table(path: Path) -> Iterator[tuple[str, str]]:
-    """``key rest-of-line`` pairs of an optional Kaldi table (``text``, ``utt2spk``)."""
-    if path.is_file():
-        yield from (fields for _, fields in _lines(path, 2, at_least=1))
+def _table(path: Path, utts: dict, listing: Path, least: int) -> dict[str, str]:
+    """An optional Kaldi table (``text``, ``utt2spk``: ``key rest-of-line``) by utterance,
+    {} if absent; present, it lists each utterance of ``utts`` (from ``listing``) once.
+
+    Raises:
+        CorpusError: naming the line or utterance: a key twice, a line for an utterance that
+            does not exist (a typo: its utterance would get nothing), none for one that does.
+    """
+    if not path.is_file():
+        return {}
+    rows = ((where, fields[0], fields[1]) for where, fields in _lines(path, 2, at_least=least))
+    table = keyed(rows, path, "utterance")
+    hint = "Kaldi's utils/fix_data_dir.sh keeps the utterances every file lists"
+    for key, (where, _) in table.items():
+        if key not in utts:
+            raise CorpusError(f"{where}: {key!r} is not an utterance of {listing} (a typo? "
+                              f"{hint})")  # fmt: skip
+    for key, (where, _) in utts.items():
+        if key not in table:
+            raise CorpusError(f"{path}: no line for utterance {key!r} of {where} ({hint})")
+    return {key: value for key, (_, value) in table.items()}
 
 
 def _lines(path: Path, columns: int, at_least: int | None = None) -> Iterator[tuple[str, list]]:
@@ -123,13 +147,3 @@ def _lines(path: Path, columns: int, at_least: int | None = None) -> Iterator[tu
         if len(fields) < least:
             raise CorpusError(f"{path}:{lineno}: expected {columns} fields, got {line.strip()!r}")
         yield f"{path}:{lineno}", fields + [""] * (columns - len(fields))
-
-
-def _seconds(text: str, where: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation as err:
-        raise CorpusError(f"{where}: {text!r} is not a time in seconds") from err
-    if not value.is_finite() or value < 0:
-        raise CorpusError(f"{where}: {text!r} is not a time in seconds")
-    return value

@@ -4,14 +4,14 @@ as ``.jsonl`` or ``.jsonl.gz``, read through lhotse itself (an optional extra)."
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry, Span, safe_id
+from pipeline.corpus.base import SOURCES, Entry, Span, keyed, seconds, span, text_of
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,12 @@ class LhotseSource:
     """Utterances of a Lhotse cut set or supervision set. Each recording must be one audio
     file (any channel count: channels are averaged, whichever a cut or supervision names);
     a recording read from a URL, a command or memory, split over several files, or with
-    transforms other than resampling is a bad entry, named with its manifest line."""
+    transforms other than resampling is a bad entry, named with its manifest line.
+
+    What lhotse's validators refuse stops the stage, naming the line: an id twice (a
+    recording, a cut or a supervision), a start or duration that is not a number of seconds
+    (a string, NaN, infinite, negative) or a duration that is not positive, a cut's
+    supervision of another recording; and so do a text or speaker that is not a string."""
 
     name = "lhotse"
     config_type = LhotseConfig
@@ -62,24 +67,32 @@ class LhotseSource:
     def __init__(self, cfg: LhotseConfig) -> None:
         self.cfg = cfg
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        named = (("cuts", self.cfg.cuts), ("recordings", self.cfg.recordings),
+                 ("supervisions", self.cfg.supervisions), ("root", self.cfg.root))  # fmt: skip
+        return [(f"prepare.source.{key}", Path(value).expanduser()) for key, value in named
+                if value]  # fmt: skip
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if self.cfg.cuts:
             for where, cut in self._items(self.cfg.cuts):
                 yield self._cut(where, cut)
             return
-        recordings = {rec.id: (where, rec) for where, rec in self._items(self.cfg.recordings)}
+        path = Path(self.cfg.recordings).expanduser()
+        rows = ((w, text_of(r.id, w, "the recording id"), r) for w, r in self._items(path))
+        recordings = keyed(rows, path, "recording")
         if not self.cfg.supervisions:
             for where, rec in recordings.values():
                 yield _entry(where, rec.id, self._audio(rec))
             return
         for where, sup in self._items(self.cfg.supervisions):
-            if sup.recording_id not in recordings:
-                error = f"recording {sup.recording_id!r} is not in {self.cfg.recordings}"
-                yield _entry(where, sup.id, (Path(self.cfg.recordings), error), [sup])
+            times = _span(where, sup)
+            rec = sup.recording_id
+            if not isinstance(rec, (str, int)) or rec not in recordings:
+                error = f"recording {rec!r} is not in {path}"
+                yield _entry(where, sup.id, (path, error), [sup], times)
                 continue
-            audio = self._audio(recordings[sup.recording_id][1])
-            span = Span(_decimal(sup.start), duration=_decimal(sup.duration))
-            yield _entry(where, sup.id, audio, [sup], span)
+            yield _entry(where, sup.id, self._audio(recordings[rec][1]), [sup], times)
 
     def _cut(self, where: str, cut: Any) -> Entry:
         recording = getattr(cut, "recording", None)
@@ -87,24 +100,39 @@ class LhotseSource:
             kind = type(cut).__name__
             return _entry(where, cut.id, (Path(self.cfg.cuts), f"a {kind} has no recording of "
                                           "its own to cut from"))  # fmt: skip
-        span = Span(_decimal(cut.start), duration=_decimal(cut.duration))
-        return _entry(where, cut.id, self._audio(recording), cut.supervisions, span)
+        for sup in cut.supervisions:
+            if sup.recording_id != recording.id:
+                raise CorpusError(
+                    f"{where}: supervision {sup.id!r} is of recording "
+                    f"{sup.recording_id!r}, not the cut's {recording.id!r}"
+                )
+        return _entry(where, cut.id, self._audio(recording), cut.supervisions, _span(where, cut))
 
-    def _items(self, manifest: str) -> Iterator[tuple[str, Any]]:
-        """``(path:line, lhotse object)`` for each line of a jsonl(.gz) manifest."""
+    def _items(self, manifest: str | Path) -> Iterator[tuple[str, Any]]:
+        """``(path:line, lhotse object)`` for each line of a jsonl(.gz) manifest.
+
+        Raises:
+            CorpusError: naming the line: not JSON or not a Lhotse item; or a manifest with
+                no items at all.
+        """
         serialization = _lhotse()
         path = Path(manifest).expanduser()
         if not path.is_file():
             raise CorpusError(f"{path}: Lhotse manifest not found (prepare.source)")
+        empty = True
         with serialization.open_best(path, "r") as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    yield where, serialization.deserialize_item(json.loads(line))
-                except (ValueError, TypeError, KeyError) as err:
+                    item = serialization.deserialize_item(json.loads(line))
+                except (ValueError, TypeError, KeyError, AttributeError) as err:
                     raise CorpusError(f"{where}: not a Lhotse manifest item ({err})") from err
+                empty = False
+                yield where, item
+        if empty:
+            raise CorpusError(f"{path}: lists no Lhotse items")
 
     def _audio(self, recording: Any) -> tuple[Path, str]:
         """The recording's file (relative paths from ``root``) and what is wrong with it."""
@@ -112,7 +140,7 @@ class LhotseSource:
         root = Path(self.cfg.root).expanduser() if self.cfg.root else manifest.parent
         sources = recording.sources
         if len(sources) != 1 or sources[0].type != "file":
-            kinds = ", ".join(s.type for s in sources)
+            kinds = ", ".join(str(s.type) for s in sources)
             error = f"recording {recording.id!r} comes from {len(sources)} source(s) ({kinds})"
             return manifest, f"{error}; hubert-kd reads recordings held in one file"
         transforms = [t if isinstance(t, dict) else t.to_dict() for t in recording.transforms or []]
@@ -120,27 +148,38 @@ class LhotseSource:
         if others:
             return manifest, (f"recording {recording.id!r} has transforms {others}; hubert-kd "
                               "reads recordings as stored (resampling aside)")  # fmt: skip
+        if not isinstance(sources[0].source, str) or not sources[0].source:
+            return manifest, (f"recording {recording.id!r}: its source must be a file's path, "
+                              f"got {sources[0].source!r}")  # fmt: skip
         path = Path(sources[0].source).expanduser()
         return (path if path.is_absolute() else root / path), ""
 
 
-def _entry(where: str, raw_id: str, audio: tuple[Path, str], supervisions=(), span=None) -> Entry:
-    try:
-        utt_id = safe_id(raw_id)
-    except ValueError as err:
-        raise CorpusError(f"{where}: {err}") from err
-    sups = sorted(supervisions, key=lambda s: s.start)
+def _span(where: str, item: Any) -> Span:
+    """A cut's or supervision's time range: a start >= 0 and a positive duration."""
+    start, duration = (seconds(_time(where, item, n), where, n) for n in ("start", "duration"))
+    return span(where, start, duration=duration)
+
+
+def _time(where: str, item: Any, name: str) -> float:
+    """Field ``name`` of a Lhotse item: a finite JSON number (a string is not one)."""
+    value = getattr(item, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CorpusError(f"{where}: {name} must be a number of seconds, got {value!r}")
+    return value
+
+
+def _entry(where: str, raw_id: object, audio: tuple[Path, str], supervisions=(),
+           times: Span | None = None) -> Entry:  # fmt: skip
+    sups = sorted(supervisions, key=lambda s: _time(where, s, "start"))  # may start before a cut
+    texts = [text_of(s.text, where, f"the text of supervision {s.id!r}") for s in sups]
+    speakers = [text_of(s.speaker, where, f"the speaker of supervision {s.id!r}") for s in sups]
     return Entry(
-        id=utt_id,
+        id=raw_id,
         audio=audio[0],
-        transcript=" ".join(s.text for s in sups if s.text),
-        speaker=next((s.speaker for s in sups if s.speaker), ""),
-        span=span,
+        transcript=" ".join(text for text in texts if text),
+        speaker=next((speaker for speaker in speakers if speaker), ""),
+        span=times,
         where=where,
         error=audio[1],
     )
-
-
-def _decimal(seconds: float) -> Decimal:
-    """A float as the decimal it was written as (``1.1``, not 1.100000000000000088...)."""
-    return Decimal(repr(seconds))

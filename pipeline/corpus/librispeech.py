@@ -34,11 +34,12 @@ class LibriSpeechSource:
     def __init__(self, cfg: LibriSpeechConfig) -> None:
         self.root = Path(cfg.root).expanduser()
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.root", self.root)]
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.root.is_dir():
-            raise CorpusError(
-                f"{self.root}: LibriSpeech folder not found (prepare.librispeech.root)"
-            )
+            raise CorpusError(f"{self.root}: LibriSpeech folder not found (prepare.source.root)")
         subsets = (
             [self.root]
             if _is_subset(self.root)
@@ -47,7 +48,7 @@ class LibriSpeechSource:
         if not subsets:
             raise CorpusError(
                 f"{self.root}: no <speaker>/<chapter>/ folders found; point "
-                "prepare.librispeech.root at a subset such as train-clean-100 or at its parent"
+                "prepare.source.root at a subset such as train-clean-100 or at its parent"
             )
         for subset in subsets:
             split = split_of(subset.name)
@@ -55,7 +56,14 @@ class LibriSpeechSource:
                 yield from self._chapter(trans, split, subset.name)
 
     def _chapter(self, trans: Path, split: str | None, subset: str) -> Iterator[Entry]:
-        speaker = trans.parent.parent.name
+        """The utterances of a chapter's ``<speaker>-<chapter>.trans.txt``: each line
+        ``<speaker>-<chapter>-<n> TRANSCRIPT``, its audio ``<id>.flac`` beside it.
+
+        Raises:
+            CorpusError: naming the line: no transcript, or an id of another chapter (its
+                speaker would be wrong) or not a file name.
+        """
+        speaker, chapter = trans.parent.parent.name, trans.parent.name
         try:
             lines = trans.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as err:
@@ -65,9 +73,12 @@ class LibriSpeechSource:
         for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
+            where = f"{trans}:{lineno}"
             utt_id, _, text = line.partition(" ")
             if not text:
-                raise CorpusError(f"{trans}:{lineno}: expected '<utterance-id> <TRANSCRIPT>'")
-            audio = trans.parent / f"{utt_id}.flac"
-            yield Entry(id=utt_id, audio=audio, transcript=text.strip(), speaker=speaker,
-                        split=split, subset=subset, where=f"{trans}:{lineno}")  # fmt: skip
+                raise CorpusError(f"{where}: expected '<utterance-id> <TRANSCRIPT>'")
+            if not utt_id.startswith(f"{speaker}-{chapter}-") or "/" in utt_id:
+                raise CorpusError(f"{where}: {utt_id!r} is not an utterance of this chapter "
+                                  f"('{speaker}-{chapter}-<n>', as its folder says)")  # fmt: skip
+            yield Entry(id=utt_id, audio=trans.parent / f"{utt_id}.flac", transcript=text.strip(),
+                        speaker=speaker, split=split, subset=subset, where=where)  # fmt: skip

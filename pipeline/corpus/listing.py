@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry, safe_id
+from pipeline.corpus.base import SOURCES, Entry
 from pipeline.corpus.manifest import SPLITS
 
 
@@ -36,12 +36,19 @@ class ListingSource:
     def __init__(self, cfg: ListingConfig) -> None:
         self.path = Path(cfg.path).expanduser()
 
+    def inputs(self) -> list[tuple[str, Path]]:
+        return [("prepare.source.path", self.path)]
+
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if not self.path.is_file():
-            raise CorpusError(f"{self.path}: audio list not found (prepare.manifest.path)")
+            raise CorpusError(f"{self.path}: audio list not found (prepare.source.path)")
         rows = self._jsonl() if self.path.suffix == ".jsonl" else self._tsv()
+        empty = True
         for where, base, row in rows:
+            empty = False
             yield _entry(where, base, row)
+        if empty:
+            raise CorpusError(f"{self.path}: lists no audio")
 
     def _lines(self) -> list[str]:
         try:
@@ -71,7 +78,11 @@ class ListingSource:
             base = Path(first[0]).expanduser()
             for lineno, line in enumerate(lines[1:], start=2):
                 if line.strip():
-                    yield f"{self.path}:{lineno}", base, {"audio": line.split("\t")[0]}
+                    fields = line.split("\t")
+                    if len(fields) != 2 or not fields[1].strip().isdigit():
+                        raise CorpusError(f"{self.path}:{lineno}: expected a fairseq line "
+                                          f"'<path><TAB><samples>', got {line!r}")  # fmt: skip
+                    yield f"{self.path}:{lineno}", base, {"audio": fields[0]}
             return
         reader = csv.DictReader(lines, delimiter="\t")
         for lineno, row in enumerate(reader, start=2):
@@ -85,29 +96,21 @@ class ListingSource:
 
 
 def _entry(where: str, base: Path, row: dict) -> Entry:
-    """One list row as an :class:`Entry`, or a :class:`CorpusError` naming the row."""
+    """One list row as an :class:`Entry` (its id, transcript and speaker as written: prepare
+    checks them), or a :class:`CorpusError` naming the row. A row without an id (absent, null
+    or "") is named after its audio file."""
     audio = row.get("audio")
     if not isinstance(audio, str) or not audio:
         raise CorpusError(f"{where}: 'audio' must be a path (a non-empty string), got {audio!r}")
-    fields = {}
-    for name in ("id", "transcript", "speaker", "split"):
-        value = row.get(name)
-        if value is not None and not isinstance(value, (str, int)):
-            raise CorpusError(f"{where}: {name!r} must be a string, got {value!r}")
-        fields[name] = "" if value is None else str(value)
-    path = Path(audio).expanduser()
-    split = fields["split"] or None
+    split = row.get("split") or None
     if split is not None and split not in SPLITS:
         raise CorpusError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-    try:
-        utt_id = safe_id(fields["id"] or Path(audio).stem)
-    except ValueError as err:
-        raise CorpusError(f"{where}: {err}; give the row an 'id' of letters and digits") from err
+    path = Path(audio).expanduser()
     return Entry(
-        id=utt_id,
+        id=row.get("id") if row.get("id") not in (None, "") else Path(audio).stem,
         audio=path if path.is_absolute() else base / path,
-        transcript=fields["transcript"],
-        speaker=fields["speaker"],
+        transcript=row.get("transcript"),
+        speaker=row.get("speaker"),
         split=split,
         where=where,
     )

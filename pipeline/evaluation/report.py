@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.core.config import check
+from pipeline.core.errors import ConfigError
 from pipeline.evaluation.compare import (
     PAIRED,
     ErrorCounts,
@@ -194,10 +195,29 @@ def comparison_lines(metrics: dict) -> list[str]:
 def compare_lines(a: tuple[str, dict], b: tuple[str, dict], splits: list[str] | None,
                   cfg: ReportConfig) -> list[str]:  # fmt: skip
     """``pipeline compare``'s lines: A's rates minus B's (``(label, evaluation)`` each) on each
-    of ``splits`` (default: every split of A), with its design, each side's rate and
-    replicates, and what would resolve it."""
+    of ``splits`` (default: every split both were scored on, in A's order), with its design,
+    each side's rate and replicates, and what would resolve it.
+
+    Raises:
+        ConfigError: the two are the same evaluation (one model at one revision, however
+            named: ``dkd_b4 dkd_b4``, ``dkd_b4@HEAD dkd_b4`` with the workspace at HEAD), a
+            split that one of them was not scored on, or none in common.
+    """
+    if a[1] == b[1]:
+        raise ConfigError(f"{a[0]} and {b[0]} are the same evaluation (model "
+                          f"{a[1].get('name', a[0])!r}, the same results): compare two models, "
+                          "or one model at two revisions")  # fmt: skip
+    scored = [{s for s, u in side[1].get("utterances", {}).items() if u} for side in (a, b)]
+    for split in splits or []:
+        for (label, _), has in zip((a, b), scored, strict=True):
+            if split not in has:
+                raise ConfigError(f"--split {split}: {label} was not scored on it (scored: "
+                                  f"{', '.join(sorted(has)) or 'none'})")  # fmt: skip
+    wanted = splits or [s for s in a[1]["splits"] if s in scored[0] & scored[1]]
+    if not wanted:
+        raise ConfigError(f"{a[0]} and {b[0]} were scored on no split in common")
     lines = []
-    for split in splits or list(a[1]["splits"]):
+    for split in wanted:
         for metric, title in RATES:
             d = compare_models(a[1], b[1], split, metric, cfg)
             if d is None:
