@@ -192,7 +192,7 @@ def save_outputs(
         out = out_dirs[name]
         out.mkdir(parents=True, exist_ok=True)
         provenance = {"name": name, "cache_fingerprint": header.fingerprint,
-                      "train": to_dict(cfg)}  # fmt: skip
+                      "teacher_class": header.teacher_class, "train": to_dict(cfg)}  # fmt: skip
         save_student(out / CHECKPOINT, {run.seed: run.model for run in mine}, student, provenance)
         final = {k: v for k, v in mine[0].curve[-1].items() if k not in ("step", "lr")}
         size = sum(p.numel() for p in mine[0].model.parameters())
