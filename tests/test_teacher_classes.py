@@ -160,19 +160,25 @@ def test_weights_that_do_not_fit_their_class_are_an_error_naming_them(encoder_di
     _edit_config(misshaped, intermediate_size=48)
     with pytest.raises(CheckpointError, match=r"mis-shaped \['encoder.layers.0.feed_forward"):
         build_teacher(_teacher_cfg(f"hf:{misshaped}"))
+    # a model type that transformers does not know either: the same refusal
+    _edit_config(copy("hubert", "unknown"), model_type="not-a-model")
+    with pytest.raises(CheckpointError, match="model type 'not-a-model' is not a supported"):
+        build_teacher(_teacher_cfg(f"hf:{tmp_path / 'unknown'}"))
     # an adapter after the Transformer changes the frame rate: refused before loading
     _edit_config(copy("wav2vec2", "adapter"), add_adapter=True)
     with pytest.raises(CheckpointError, match="add_adapter"):
         build_teacher(_teacher_cfg(f"hf:{tmp_path / 'adapter'}"))
 
 
-def test_a_fine_tuned_checkpoint_gives_its_encoder_strictly(tmp_path):
+def test_a_fine_tuned_checkpoint_gives_its_encoder_strictly(tmp_path, caplog):
     """A ``*ForCTC`` directory holds the encoder under a prefix, beside its task head: the
     encoder loads strictly (all of it, nothing else in it), the head is not the teacher's."""
     torch.manual_seed(0)
     ctc = HubertForCTC(HubertConfig(**SIZE, vocab_size=12)).eval()
     ctc.save_pretrained(tmp_path / "ctc")
-    teacher = build_teacher(_teacher_cfg(f"hf:{tmp_path / 'ctc'}"))
+    with caplog.at_level("INFO", logger="pipeline.teacher.encoders"):
+        teacher = build_teacher(_teacher_cfg(f"hf:{tmp_path / 'ctc'}"))
+    assert "not loaded: ['lm_head.bias', 'lm_head.weight']" in caplog.text
     assert type(teacher.encoder) is HubertModel
     expected = ctc.hubert.state_dict()
     got = teacher.encoder.state_dict()

@@ -42,8 +42,8 @@ def supported() -> str:
     return ", ".join(ENCODERS)
 
 
-def encoder_class(config: PretrainedConfig, where: str) -> type[PreTrainedModel]:
-    """The transformers class of the speech encoder ``config`` describes.
+def encoder_class(config: dict, where: str) -> type[PreTrainedModel]:
+    """The transformers class of the speech encoder a ``config.json`` (its dict) describes.
 
     Raises:
         CheckpointError: not one of :data:`ENCODERS`, or a configuration the teacher cannot
@@ -51,45 +51,42 @@ def encoder_class(config: PretrainedConfig, where: str) -> type[PreTrainedModel]
     """
     import transformers
 
-    model_type = getattr(config, "model_type", "")
+    model_type = config.get("model_type") or "(none)"
     if model_type not in ENCODERS:
         raise CheckpointError(
             f"{where}: model type {model_type!r} is not a supported speech encoder; "
             f"supported: {supported()}"
         )
-    if getattr(config, "add_adapter", False):
+    if config.get("add_adapter", False):
         raise CheckpointError(
             f"{where}: {model_type} with add_adapter: true (an adapter after the Transformer "
             "changes the frame rate); only the bare encoder is supported"
         )
-    if config.feat_extract_activation != "gelu":
+    activation = config.get("feat_extract_activation", "gelu")
+    if activation != "gelu":
         raise CheckpointError(
-            f"{where}: conv stack activation {config.feat_extract_activation!r}; only gelu "
-            "(every released checkpoint's) is supported"
+            f"{where}: conv stack activation {activation!r}; only gelu (every released "
+            "checkpoint's) is supported"
         )
     return getattr(transformers, ENCODERS[model_type])
 
 
 def load_encoder(source: str, where: str, offline: bool) -> PreTrainedModel:
     """The encoder at ``source`` (a hub id or a local directory), built as the class its
-    ``config.json`` names and loaded strictly, in float32.
+    ``config.json`` names (``model_type``, as transformers' Auto classes read it) and loaded
+    strictly, in float32.
 
     Raises:
         CheckpointError: an unsupported model type (before any weight is read), or weights
             that do not fit the class (naming the keys).
         OSError: no such model (locally, or on the hub), or unreadable files.
     """
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(source, local_files_only=offline)
-    except ValueError as err:  # a config.json without a model_type transformers knows
-        raise CheckpointError(f"{where}: not a transformers model config ({err})") from err
+    config, _ = PretrainedConfig.get_config_dict(source, local_files_only=offline)
     cls = encoder_class(config, where)
     try:
         with _report_off():  # transformers' load report lists what we raise or log below
             model, info = cls.from_pretrained(
-                source, config=config, local_files_only=offline, output_loading_info=True,
+                source, local_files_only=offline, output_loading_info=True,
                 ignore_mismatched_sizes=True,  # reported in info (we refuse them), not raised
             )  # fmt: skip
     except RuntimeError as err:
