@@ -87,8 +87,8 @@ def main() -> None:
     lengths = torch.tensor([n])
     with tempfile.TemporaryDirectory() as tmp:
         teacher, params = teacher_model(args.teacher, tmp)
-        conv = ({**frontend_spec(teacher.encoder.config), "normalize": teacher.normalize},
-                teacher.encoder.feature_extractor.state_dict())  # fmt: skip
+        stack = teacher.encoder.feature_extractor
+        conv = ({**frontend_spec(stack), "normalize": teacher.normalize}, stack.state_dict())
         teacher_s = seconds_per_call(teacher.hidden_states, wav, lengths, args.repeats)
         print(f"{args.seconds:g} s of audio, {args.threads} threads, CPU, median of "
               f"{args.repeats}; teacher {teacher.description}")  # fmt: skip

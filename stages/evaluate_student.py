@@ -24,10 +24,16 @@ def run(
     ``out`` (a JSON file).
 
     Raises:
-        CacheFormatError: the student was trained on another teacher's cache.
+        CacheFormatError: the student was trained on another teacher's cache (another class of
+            teacher: both named).
     """
     models, ckpt = load_students(checkpoint)
     header = read_header(cache)
+    trained_on = ckpt.get("teacher_class", "hubert")  # checkpoints before the field: HuBERT's
+    if trained_on != header.teacher_class:
+        raise CacheFormatError(f"{checkpoint}: student {name!r} was trained on a {trained_on} "
+                               f"teacher's cache, {cache} is a {header.teacher_class} teacher's; "
+                               "retrain it")  # fmt: skip
     if ckpt.get("cache_fingerprint") != header.fingerprint:
         raise CacheFormatError(f"{checkpoint}: student {name!r} was trained on another teacher's "
                                f"cache than {cache}; retrain it")  # fmt: skip

@@ -116,6 +116,9 @@ class CacheHeader:
         features: teacher features stored per frame beside the logits, by name (``conv``: the
             conv stack's output; ``layer_<i>``: Transformer layer i, 0 = its input), each
             ``{"dim": D, "encoding": "float16" | "int8"}`` (see ``storage.codecs``).
+        teacher_class: the teacher encoder's class, as transformers' ``model_type`` names it
+            (``hubert``, ``wav2vec2``, ``wavlm``, ``data2vec-audio``); a cache written before
+            the field was a HuBERT's, the only class then. "" for a store of features only.
     """
 
     schema_version: int
@@ -135,6 +138,7 @@ class CacheHeader:
     checksums: dict[str, str] = dataclasses.field(default_factory=dict)
     frontend: dict[str, Any] | None = None
     features: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    teacher_class: str = "hubert"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -149,6 +149,27 @@ def test_paper_config_loads_and_its_student_is_paper_sized():
     assert params["cache_teacher"]["teacher"]["source"].startswith("fairseq:")
 
 
+def test_the_wavlm_config_is_the_papers_with_a_kmeans_wavlm_teacher():
+    """configs/wavlm-base-plus.yaml: paper.yaml's recipe (every other setting the same), its
+    teacher WavLM Base+ with k-means logits and targets on a configurable layer (no hub access
+    here: only the config is read)."""
+    paper = load_params(ROOT / "configs" / "paper.yaml")
+    wavlm = load_params(ROOT / "configs" / "wavlm-base-plus.yaml")
+    for name, cls in SECTIONS.items():
+        if name != "pretrain_teacher":
+            section(wavlm, name, cls)
+    teacher = section(wavlm, "cache_teacher", CacheTeacherConfig).teacher
+    assert teacher.source == "hf:microsoft/wavlm-base-plus"
+    assert teacher.logits == teacher.targets == "kmeans" and not teacher.trust_checkpoint
+    assert 1 <= teacher.kmeans.layer <= 12 and teacher.kmeans.num_clusters == 500
+    assert parse_students(wavlm) == parse_students(paper)
+    others = {k: v for k, v in wavlm["cache_teacher"].items() if k != "teacher"}
+    assert others == {k: v for k, v in paper["cache_teacher"].items() if k != "teacher"}
+    assert {k: v for k, v in wavlm.items() if k != "cache_teacher"} == {
+        k: v for k, v in paper.items() if k != "cache_teacher"
+    }
+
+
 def test_impossible_sizes_are_config_errors():
     params = tiny_params()
     params["students"]["kd"]["model"]["lstm_layers"] = 0

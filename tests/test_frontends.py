@@ -214,7 +214,7 @@ def test_the_students_conv_stack_is_transformers_own(norm):
     torch.manual_seed(0)
     theirs = HubertFeatureEncoder(config)
     torch.manual_seed(0)
-    ours = build_frontend(frontend_spec(config))
+    ours = build_frontend(frontend_spec(theirs))
     a, b = theirs.state_dict(), ours.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -150,6 +150,7 @@ def _header(upstream: Upstream, layers: int, dim: int, encoding: str) -> CacheHe
         corpus="", num_classes=0, frame_rate=SAMPLE_RATE / 320, frame_kernels=[],
         frame_strides=[], codec=None, target_source="",
         features={f"layer_{i}": {"dim": dim, "encoding": encoding} for i in range(layers)},
+        teacher_class="",
     )  # fmt: skip
 
 

@@ -1,23 +1,22 @@
 """HuBERT's convolutional front end (the conv stack that turns 16 kHz audio into 50 Hz
-frames), shared by the teacher and the students that start from it.
+frames), shared by the teacher and the students that start from it. wav2vec 2.0, WavLM and
+data2vec-audio have the same stack (data2vec-audio's always layer-normed).
 
 Students build it here, from its spec, without transformers: its parameter names are those of
-transformers' ``HubertFeatureEncoder`` (the teacher's), so weights move between the two, and a
-student (training, evaluation, an exported model) never pays transformers' import (~2.5 s).
+transformers' feature encoders (``HubertFeatureEncoder`` and its kin, the teacher's), so weights
+move between the two, and a student (training, evaluation, an exported model) never pays
+transformers' import (~2.5 s).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .frames import lengths_to_mask, masked_mean_var
-
-if TYPE_CHECKING:
-    from transformers import HubertConfig
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +67,31 @@ class ConvStack(nn.Module):
         return x
 
 
-def frontend_spec(config: HubertConfig) -> dict[str, Any]:
-    """The JSON description of a conv stack (what a student needs to rebuild it)."""
+def frontend_spec(stack: nn.Module) -> dict[str, Any]:
+    """The JSON description of a conv stack (what a student needs to rebuild it), read off the
+    module itself (``conv_layers``, each a ``conv``, an optional ``layer_norm``, GELU), so it
+    holds for every class that has one: transformers' feature encoders and :class:`ConvStack`.
+
+    Raises:
+        ValueError: a stack :class:`ConvStack` cannot rebuild (another norm pattern).
+    """
+    layers = list(stack.conv_layers)
+    norms = [type(getattr(layer, "layer_norm", None)) for layer in layers]
+    if all(n is nn.LayerNorm for n in norms):
+        norm = "layer"
+    elif norms[0] is nn.GroupNorm and all(n is type(None) for n in norms[1:]):
+        norm = "group"
+    else:
+        names = [n.__name__ for n in norms]
+        raise ValueError(f"conv stack with norms {names}: expected a group norm on the first "
+                         "layer only, or a layer norm on every layer")  # fmt: skip
+    convs = [layer.conv for layer in layers]
     return {
-        "conv_dim": list(config.conv_dim),
-        "conv_kernel": list(config.conv_kernel),
-        "conv_stride": list(config.conv_stride),
-        "norm": config.feat_extract_norm,
-        "conv_bias": bool(config.conv_bias),
+        "conv_dim": [c.out_channels for c in convs],
+        "conv_kernel": [c.kernel_size[0] for c in convs],
+        "conv_stride": [c.stride[0] for c in convs],
+        "norm": norm,
+        "conv_bias": convs[0].bias is not None,
     }
 
 

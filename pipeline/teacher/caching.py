@@ -115,7 +115,7 @@ def cache_header(
         raise ConfigError(
             f"cache_teacher.features: {unknown} not features of this teacher; choose from {names}"
         )
-    hcfg = teacher.encoder.config
+    hcfg, stack = teacher.encoder.config, teacher.encoder.feature_extractor
     features = {
         f: {"dim": hcfg.conv_dim[-1] if f == "conv" else hcfg.hidden_size,
             "encoding": cfg.feature_encoding}
@@ -133,8 +133,9 @@ def cache_header(
         frame_strides=list(teacher.frames.strides),
         codec={**fitted.codec.header(), **_constants(fitted)},
         target_source=teacher.target_source,
-        frontend={**frontend_spec(hcfg), "normalize": teacher.normalize},
+        frontend={**frontend_spec(stack), "normalize": teacher.normalize},
         features=features,
+        teacher_class=teacher.model_type,
     )
 
 

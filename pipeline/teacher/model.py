@@ -1,4 +1,5 @@
-"""The teacher: a HuBERT encoder plus cluster logits (its head or k-means), with exact batching."""
+"""The teacher: a speech encoder (HuBERT or its kin) plus cluster logits (its head or k-means),
+with exact batching."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import threading
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers import HubertModel
+from transformers import PreTrainedModel
 
 from pipeline.core.device import autocast
 from pipeline.core.errors import CheckpointError
 from pipeline.nn.conv import conv_features, normalize_waveforms
 from pipeline.nn.frames import FrameSpec, lengths_to_mask
 from pipeline.teacher.config import TeacherConfig
+from pipeline.teacher.encoders import exact_under_padding, model_type, project
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.kmeans import KMeansHead
 
@@ -25,17 +27,19 @@ _FORWARD_LOCK = threading.Lock()
 
 
 class Teacher(nn.Module):
-    """HuBERT encoder with cluster logits and per-frame targets, in eval mode.
+    """A speech encoder (one of ``teacher.encoders.ENCODERS``) with cluster logits and
+    per-frame targets, in eval mode.
 
     Attributes:
         description: provenance for the cache header.
+        model_type: the encoder's class, as transformers names it (``hubert``, ``wavlm``...).
         frames: the conv stack's frame arithmetic.
         target_source: how targets are made (for the cache header).
     """
 
     def __init__(
         self,
-        encoder: HubertModel,
+        encoder: PreTrainedModel,
         head: ClusterHead | None,
         *,
         normalize: bool,
@@ -54,6 +58,7 @@ class Teacher(nn.Module):
         self.cfg = cfg
         self.normalize = normalize
         self.description = description
+        self.model_type = model_type(encoder)
         hcfg = encoder.config
         self.frames = FrameSpec(tuple(hcfg.conv_kernel), tuple(hcfg.conv_stride))
         km = cfg.kmeans
@@ -141,8 +146,9 @@ class Teacher(nn.Module):
                 fe = self.encoder.feature_extractor
                 feats = conv_features(fe, wav, lengths)
                 mask = lengths_to_mask(frame_lengths, feats.shape[1])
-                hidden = self.encoder.feature_projection(feats)
-                final = self.encoder.encoder(hidden, attention_mask=mask).last_hidden_state
+                hidden = project(self.encoder, feats)
+                with exact_under_padding(self.encoder, mask):
+                    final = self.encoder.encoder(hidden, attention_mask=mask).last_hidden_state
         finally:
             for hook in hooks:
                 hook.remove()
@@ -202,7 +208,8 @@ class Teacher(nn.Module):
         return [logits for logits, _, _ in self.outputs(wavs)]
 
     def fingerprint(self) -> str:
-        """sha256 over every weight (encoder, head, k-means) and the logits/targets choices."""
+        """sha256 over the encoder's class, every weight (encoder, head, k-means) and the
+        logits/targets choices."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
@@ -210,6 +217,7 @@ class Teacher(nn.Module):
             digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         km = self.cfg.kmeans
         choices = {
+            "model_type": self.model_type,
             "logits": self.cfg.logits,
             "targets": self.cfg.targets,
             "normalize": self.normalize,

@@ -1,8 +1,9 @@
 """Loading a teacher from one source string, and teacher directories.
 
 - ``random``: a small seeded, *untrained* HuBERT with a cluster head.
-- ``hf:<hub id or local dir>``: a transformers ``HubertModel``; a local dir saved with
-  :func:`save_teacher` also carries its cluster head.
+- ``hf:<hub id or local dir>``: the transformers speech encoder its ``config.json`` names
+  (HuBERT, wav2vec 2.0, WavLM, data2vec-audio; see ``teacher.encoders``), loaded strictly; a
+  local dir saved with :func:`save_teacher` also carries its cluster head.
 - ``fairseq:<path.pt>``: a fairseq HuBERT checkpoint, head included (see ``teacher.fairseq``).
 """
 
@@ -16,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import HubertConfig, HubertModel
+from transformers import HubertConfig, HubertModel, PreTrainedModel
 
 from pipeline.core.device import resolve_device
 from pipeline.core.errors import CheckpointError
 from pipeline.core.progress import quiet_transformers
 from pipeline.teacher.config import RandomTeacherConfig, TeacherConfig
+from pipeline.teacher.encoders import load_encoder, untrained_copy
 from pipeline.teacher.fairseq import load_fairseq_hubert
 from pipeline.teacher.head import ClusterHead
 from pipeline.teacher.kmeans import load_centroids
@@ -53,24 +55,22 @@ def small_hubert(size: RandomTeacherConfig) -> tuple[HubertModel, ClusterHead]:
     return encoder, head
 
 
-def _random(cfg: TeacherConfig) -> tuple[HubertModel, ClusterHead, bool, str]:
+def _random(cfg: TeacherConfig) -> tuple[PreTrainedModel, ClusterHead, bool, str]:
     encoder, head = small_hubert(cfg.random)
     return encoder, head, False, f"random HuBERT (untrained, seed {cfg.random.seed})"
 
 
-def _hf(spec: str) -> tuple[HubertModel, ClusterHead | None, bool, str]:
+def _hf(spec: str) -> tuple[PreTrainedModel, ClusterHead | None, bool, str]:
     local = Path(spec).expanduser()
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
         with quiet_transformers(local.is_dir()):  # a local load is quick: no bar between ours
-            encoder = HubertModel.from_pretrained(
-                str(local) if local.is_dir() else spec, local_files_only=offline
-            ).float()  # weights may be stored in fp16; precision is chosen by autocast
+            encoder = load_encoder(str(local) if local.is_dir() else spec, f"hf:{spec}", offline)
     except OSError as err:
         hint = "HF_HUB_OFFLINE=1 is set, so only the local cache was searched. " if offline else ""
         raise CheckpointError(
             f"hf:{spec}: cannot load the model ({err}). {hint}Without network access, fetch it "
-            "on a connected machine (e.g. HubertModel.from_pretrained(id).save_pretrained(dir)) "
+            "on a connected machine (e.g. AutoModel.from_pretrained(id).save_pretrained(dir)) "
             "and use hf:<that dir>."
         ) from err
     head = load_head(local) if (local / HEAD_FILE).is_file() else None
@@ -123,12 +123,11 @@ def build_teacher(
 
 
 def untrained_teacher(cfg: TeacherConfig, seed: int = 0) -> Teacher:
-    """The configured teacher's architecture, freshly initialised from ``seed``: the
-    ``random_teacher`` baseline, which shows what pre-training adds (its head, if any, is as
-    untrained and unused)."""
+    """The configured teacher's architecture (the same class and configuration), freshly
+    initialised from ``seed``: the ``random_teacher`` baseline, which shows what pre-training
+    adds (its head, if any, is as untrained and unused)."""
     trained = build_teacher(cfg, with_kmeans=False)
-    torch.manual_seed(seed)
-    encoder = HubertModel(trained.encoder.config)
+    encoder = untrained_copy(trained.encoder, seed)
     if trained.head is not None:
         proj, hidden = trained.head.final_proj.weight.shape
         head = ClusterHead(hidden, proj, trained.head.num_classes, trained.head.logit_temp)
@@ -146,7 +145,11 @@ def untrained_teacher(cfg: TeacherConfig, seed: int = 0) -> Teacher:
 
 
 def save_teacher(
-    directory: Path, encoder: HubertModel, head: ClusterHead, meta: dict, normalize: bool = False
+    directory: Path,
+    encoder: PreTrainedModel,
+    head: ClusterHead,
+    meta: dict,
+    normalize: bool = False,
 ) -> None:
     """Write a teacher directory: ``save_pretrained`` encoder + cluster head + ``teacher.json``
     (which also records whether the model expects layer-normalised waveforms)."""

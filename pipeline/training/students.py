@@ -222,7 +222,7 @@ def save_outputs(
         out = out_dirs[name]
         out.mkdir(parents=True, exist_ok=True)
         provenance = {"name": name, "cache_fingerprint": header.fingerprint,
-                      "train": to_dict(cfg),
+                      "teacher_class": header.teacher_class, "train": to_dict(cfg),
                       "pairing": pairing(student, cfg, header, list(utts))}  # fmt: skip
         save_student(out / CHECKPOINT, {run.seed: run.final_model for run in mine}, student,
                      provenance)  # fmt: skip
