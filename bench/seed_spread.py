@@ -54,37 +54,50 @@ def main() -> None:
     args = parser.parse_args()
     changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     params = override(load_params(args.params), changes)
-    manifest, work = Path(args.manifest), Path(args.work) / args.label
     seeds = tuple(range(args.seeds))
     students = {name: dataclasses.replace(parse_students(params)[name], seeds=seeds)
                 for name in args.students}  # fmt: skip
+    started = time.perf_counter()
+    models, times = train_and_score(params, students, Path(args.manifest), args.cache,
+                                    Path(args.work) / args.label, args.asr)  # fmt: skip
+    print(f"{args.label}: {', '.join(args.students)} x {len(seeds)} training seeds; "
+          f"{' '.join(args.set) or 'params as they are'}; train {times['train']:.0f} s, "
+          f"evaluate {times['evaluate']:.0f} s (0 s: reused); {time.perf_counter() - started:.0f} "
+          "s in all")  # fmt: skip
+    split = section(params, "evaluate", EvaluateConfig).splits[0]
+    for metric in ["per", "wer"] if args.asr else ["per"]:
+        report(models, split, metric)
+
+
+def train_and_score(
+    params: dict, students: dict, manifest: Path, cache: str, work: Path, asr: bool
+) -> tuple[dict[str, dict], dict[str, float]]:
+    """Train ``students`` not yet trained there (each with its seeds, in one run: each seed's
+    batches read once for all) into ``work/<name>``, score each seed with the phoneme probe
+    (and the ASR probe with ``asr``) into ``work/<name>.json``, reusing what ``work`` holds;
+    returns the evaluations and the seconds each part took."""
     outs = {name: work / name for name in students}
     started = time.perf_counter()
-    if not all((out / CHECKPOINT).is_file() for out in outs.values()):
-        train_student.run(students, section(params, "train", TrainConfig), manifest, args.cache,
-                          outs, work / "state.pt")  # fmt: skip
-    trained = time.perf_counter() - started
+    missing = {name: s for name, s in students.items() if not (outs[name] / CHECKPOINT).is_file()}
+    if missing:
+        train_student.run(missing, section(params, "train", TrainConfig), manifest, cache,
+                          {name: outs[name] for name in missing}, work / "state.pt")  # fmt: skip
+    trained = time.perf_counter()
     cfg = section(params, "evaluate", EvaluateConfig)
     data = probe_data(cfg, read_manifest(manifest))
-    if not args.asr:
+    if not asr:
         data = dataclasses.replace(data, tasks=[PR])
     models = {}
     for name, out in outs.items():
         path = work / f"{name}.json"
         if not path.is_file():
-            seeds_models, checkpoint = load_students(out / CHECKPOINT)
-            metrics = score_upstreams(student_upstreams(name, seeds_models), cfg, data, manifest)
+            seeds, checkpoint = load_students(out / CHECKPOINT)
+            metrics = score_upstreams(student_upstreams(name, seeds), cfg, data, manifest)
             metrics["pairing"] = checkpoint.get("pairing", "")
             path.write_text(json.dumps(metrics))
         models[name] = json.loads(path.read_text())
-    scored = time.perf_counter() - started - trained
-    print(f"{args.label}: {', '.join(args.students)} x {len(seeds)} training seeds; "
-          f"{' '.join(args.set) or 'params as they are'}; train {trained:.0f} s, evaluate "
-          f"{scored:.0f} s (0 s: reused)")  # fmt: skip
-    split = cfg.splits[0]
-    metrics = ["per", "wer"] if args.asr else ["per"]
-    for metric in metrics:
-        report(models, split, metric)
+    times = {"train": trained - started, "evaluate": time.perf_counter() - trained}
+    return models, times
 
 
 def report(models: dict[str, dict], split: str, metric: str) -> None:

@@ -102,6 +102,7 @@ def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
 def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tmp_path):
     params = tiny_params()
     params["train"].update(steps=40, checkpoint_every=3, log_every=5)
+    params["train"]["average"] = {"kind": "swa", "start": 0.15}  # checkpointed with the run
     params["students"]["kd"]["model"].update(
         conv_dim=32, lstm_hidden=64, lstm_layers=2, dropout=0.2
     )
@@ -134,6 +135,63 @@ def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tm
     curves = read_curves(out)
     assert set(curves) == {"seed0", "seed1"}  # the tiny params' kd has two training seeds
     assert curves == read_curves(tmp_path / "ref")  # no point logged twice or lost
+
+
+def test_a_training_seed_fixes_the_batch_order_every_student_of_it_shares(tiny_corpus,
+                                                                         tiny_cache):  # fmt: skip
+    """Each training seed streams its own batch order, the same for every student trained with
+    it (whatever else it trains beside): seed 0's batches are seed 0's, not seed 1's."""
+    from pipeline.corpus.manifest import read_manifest
+    from pipeline.training.students import cache_streams
+
+    cfg = section(tiny_params(), "train", TrainConfig)
+    utts = read_manifest(tiny_corpus, split="train")
+
+    def order(seed):
+        stream = cache_streams(tiny_cache, utts, tiny_corpus, cfg, seed)
+        return [tuple(batch.ids) for _ in range(6) for _, batch in next(stream)]
+
+    assert order(0) == order(0) and order(1) == order(1)
+    assert order(0) != order(1)
+
+
+def test_weight_averages_are_torchs_over_the_last_part_of_training():
+    """``swa`` keeps the mean of the weights after each update from ``start`` on, ``ema`` an
+    exponential average from there; ``none`` keeps the last weights."""
+    import torch
+
+    from pipeline.core.config import Choice
+    from pipeline.training.averaging import AVERAGES, EMAConfig, SWAConfig
+
+    def run(kind, cfg):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        average = Choice(kind, cfg, AVERAGES).build().attach(model, steps=4)
+        seen = []
+        for step in range(4):
+            with torch.no_grad():
+                model.weight.add_(float(step + 1))
+            seen.append(model.weight.detach().clone())
+            if average is not None:
+                average.update(model, step)
+        return seen, (model if average is None else average.model)
+
+    seen, kept = run("swa", SWAConfig(start=0.5))
+    torch.testing.assert_close(kept.weight, (seen[2] + seen[3]) / 2)  # steps 2 and 3
+    seen, kept = run("ema", EMAConfig(decay=0.9, start=0.5))
+    torch.testing.assert_close(kept.weight, 0.9 * seen[2] + 0.1 * seen[3])
+    seen, kept = run("none", AVERAGES["none"].config_type())
+    torch.testing.assert_close(kept.weight, seen[3])
+
+
+def test_training_curves_list_seeds_by_number(tmp_path):
+    from pipeline.training.live import PLOTS
+
+    for seed in (10, 2, 1):
+        folder = tmp_path / PLOTS / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "loss.tsv").write_text("step\tloss\n1\t0.5\n")
+    assert list(read_curves(tmp_path)) == ["seed1", "seed2", "seed10"]
 
 
 def test_the_gpu_benchmark_runs_on_the_cpu_at_toy_sizes():

@@ -96,6 +96,10 @@ class ErrorCounts:
         row = {s: i for i, s in enumerate(self.seeds)}
         return self.errors[[row[s] for s in seeds]]
 
+    def select(self, seeds: tuple[int, ...]) -> ErrorCounts:
+        """The counts of the replicates of ``seeds`` only, in that order."""
+        return dataclasses.replace(self, errors=self.by_seed(seeds), seeds=tuple(seeds))
+
 
 def replicates(runs: list[dict]) -> dict[object, list[int]]:
     """The runs of each replicate of a model, by its key (indices into ``runs``, each run a

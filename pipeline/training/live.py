@@ -94,8 +94,15 @@ def read_curves(folder: Path, name: str = "") -> dict[str, list[dict]]:
     ``{}`` if there are none."""
     root = Path(folder) / PLOTS / name
     curves = {name: read_curve(folder, name)} if any(root.glob("*.tsv")) else {}
-    seeds = sorted(p.name for p in root.glob("seed*") if p.is_dir()) if root.is_dir() else []
+    found = [p.name for p in root.glob("seed*") if p.is_dir()] if root.is_dir() else []
+    seeds = sorted(found, key=_seed_order)
     for seed in seeds:
         curves[f"{name}/{seed}" if name else seed] = read_curve(folder, f"{name}/{seed}" if name
                                                                 else seed)  # fmt: skip
     return curves
+
+
+def _seed_order(label: str) -> tuple[int, str]:
+    """``seed2`` before ``seed10``: by the seed's number, then as text."""
+    digits = label.removeprefix("seed")
+    return (int(digits) if digits.isdigit() else -1, label)
