@@ -468,7 +468,7 @@ def test_a_part_is_named_by_its_audio_not_by_where_it_lives(tiny_corpus):
     def names(rows):
         return [shard.name for shard in plan_shards(rows, cfg, header)]
 
-    assert names([replace(u, audio=f"elsewhere/{u.audio}") for u in utts]) == names(utts)
+    assert names([replace(u, audio=u.audio.under(Path("elsewhere"))) for u in utts]) == names(utts)
     fixed = names([replace(utts[0], sha256="0" * 64), *utts[1:]])
     assert [a != b for a, b in zip(names(utts), fixed, strict=True)].count(True) == 1
 
@@ -532,7 +532,7 @@ def test_bad_list_rows_are_named(tmp_path, line, needle):
 def test_non_utf8_lists_and_short_tsv_rows_are_named(tmp_path):
     args = _listing(tmp_path, [])
     (tmp_path / "list.jsonl").write_bytes(b'{"audio": "caf\xe9.wav"}\n')
-    _one_line_error(runner.invoke(app, ["prepare", *args]), "list.jsonl: not UTF-8")
+    _one_line_error(runner.invoke(app, ["prepare", *args]), "list.jsonl:1: not UTF-8 text")
     wav = _tone(tmp_path / "a.wav")
     (tmp_path / "list.tsv").write_text(f"audio\ttranscript\n{wav}\n")
     params = json.loads(json.dumps(tiny_params()))
