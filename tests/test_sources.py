@@ -7,7 +7,6 @@ line naming its file and line (or row), or is skipped and counted with --skip-ba
 import hashlib
 import json
 import re
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +15,8 @@ import torch
 from conftest import ROOT, tiny_params
 from corpora import RATE, UTTS, cut, cut_files, hf_saved, hf_shards, kaldi_dir, lhotse_manifests
 
-from pipeline.audio import embedded
 from pipeline.audio.embedded import TableRow
-from pipeline.audio.files import AudioFile, FileRange, read_audio, to_samples
+from pipeline.audio.files import AudioFile, FileRange, read_audio
 from pipeline.core.config import section
 from pipeline.core.errors import AudioError, CorpusError
 from pipeline.corpus.manifest import (
@@ -56,13 +54,6 @@ SOURCES = {
     "hf-parquet": lambda root: {"kind": "hf", "path": str(hf_shards(root))},
     "hf-save-to-disk": lambda root: {"kind": "hf", "path": str(hf_saved(root))},
 }
-
-
-def test_times_become_samples_rounding_half_up():
-    assert to_samples(Decimal("0.00003125"), 16_000) == 1  # 0.5 samples; a float gives 0
-    assert to_samples("1.50003125", 16_000) == 24_001
-    assert to_samples("0.000031", 16_000) == 0 and to_samples("2.1", 16_000) == 33_600
-    assert to_samples("0.5", 22_050) == 11_025 and to_samples("1e-4", 22_050) == 2  # 2.205
 
 
 def test_every_stage_reads_audio_through_the_manifest_row():
@@ -179,6 +170,7 @@ def _cache(manifest: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # 5 sources, each prepared twice and cached twice
 @pytest.mark.parametrize(
     "kind", ["kaldi-segments", "lhotse-cuts", "hf-parquet", "hf-save-to-disk", "kaldi-files"]
 )
@@ -199,6 +191,7 @@ def test_the_teacher_caches_each_source_as_it_caches_the_same_audio_in_files(tmp
         assert _parts(ours) == _parts(theirs) != {}
 
 
+@pytest.mark.slow  # a corpus prepared and cached, a student trained
 def test_a_student_trains_on_a_segmented_corpus(tmp_path):
     """Stage two reads audio for a log-mel front end: from the recordings, by seeking."""
     from pipeline.students import parse_students
@@ -216,25 +209,6 @@ def test_a_student_trains_on_a_segmented_corpus(tmp_path):
     train_student.run(student, section(params, "train", TrainConfig), manifest, cache,
                       {"fbank": out}, tmp_path / "state.pt", out)  # fmt: skip
     assert (out / "model.pt").is_file()
-
-
-def test_parquet_rows_read_out_of_order_read_each_row_group_once(tmp_path, monkeypatch):
-    """Stage one reads a shard's rows in length order, not row order: the decoded row groups
-    are kept, so each is read from its file once."""
-    manifest = _prepare(SOURCES["hf-parquet"](tmp_path / "corpus"), tmp_path / "data")
-    reads = []
-    read_group = embedded.ParquetTable.group
-
-    def counted(self, index, column):
-        reads.append((self.path.name, index))
-        return read_group(self, index, column)
-
-    embedded._GROUPS.clear()
-    monkeypatch.setattr(embedded.ParquetTable, "group", counted)
-    rows = read_manifest(manifest)
-    for row in rows[::2] + rows[1::2]:  # every row group visited twice, apart
-        read_utterance(row, manifest)
-    assert len(reads) == len(set(reads)) == 3  # 6 rows in 2 shards, 2 per row group
 
 
 # --- bad input: one line naming the file and the line or row; skipped with --skip-bad --------
@@ -329,8 +303,11 @@ def _truncated_arrow(root: Path) -> Path:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (_damaged_parquet_head, r"train-00000-of-00002\.parquet: cannot read the parquet shard "
-                                r"\(.+\)$"),
+        (
+            _damaged_parquet_head,
+            r"train-00000-of-00002\.parquet: cannot read the parquet shard "
+            r"\(.+\)$",
+        ),
         (_truncated_arrow, r"data-00000-of-00001\.arrow: cannot read the Arrow file \(.+\)$"),
     ],
 )

@@ -46,6 +46,17 @@ class Source(ABC):
         return [(f"prepare.source.{key}", Path(value).expanduser()) for key, value in named
                 if value]  # fmt: skip
 
+    def found(self, key: str, what: str, folder: bool = False) -> Path:
+        """The file (or ``folder``) the setting ``key`` names, ``~`` expanded.
+
+        Raises:
+            CorpusError: ``<path>: <what> not found (prepare.source.<key>)``.
+        """
+        path = Path(getattr(self.cfg, key)).expanduser()
+        if not (path.is_dir() if folder else path.is_file()):
+            raise CorpusError(f"{path}: {what} not found (prepare.source.{key})")
+        return path
+
     @abstractmethod
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         """The utterances, in the corpus's order (a synthesising source writes its audio into

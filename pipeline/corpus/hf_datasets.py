@@ -54,10 +54,7 @@ class HFSource(Source):
     paths = ("path",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        top = Path(self.cfg.path).expanduser()
-        if not top.is_dir():
-            raise CorpusError(f"{top}: folder of parquet or Arrow files not found "
-                              "(prepare.source.path; a local copy: no hub access)")  # fmt: skip
+        top = self.found("path", "folder of parquet or Arrow files (no hub access)", folder=True)
         files = sorted(p for p in top.rglob("*") if p.suffix in SUFFIXES)
         if not files:
             raise CorpusError(f"{top}: no {' or '.join(SUFFIXES)} files in this folder or below")

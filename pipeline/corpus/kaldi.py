@@ -46,9 +46,7 @@ class KaldiSource(Source):
     paths = ("dir",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        top = Path(self.cfg.dir).expanduser()
-        if not top.is_dir():
-            raise CorpusError(f"{top}: Kaldi data directory not found (prepare.source.dir)")
+        top = self.found("dir", "Kaldi data directory", folder=True)
         if (top / "wav.scp").is_file():
             folders = [top]
         else:

@@ -69,17 +69,17 @@ class LhotseSource(Source):
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if self.cfg.cuts:
-            for where, cut in _items(self.cfg.cuts):
+            for where, cut in _items(self.found("cuts", "Lhotse cut set")):
                 yield self._cut(where, cut)
             return
-        path = Path(self.cfg.recordings).expanduser()
+        path = self.found("recordings", "Lhotse recording set")
         rows = ((w, text_of(r.id, w, "the recording id"), r) for w, r in _items(path))
         recordings = keyed(rows, path, "recording")
         if not self.cfg.supervisions:
             for where, rec in recordings.values():
                 yield _entry(where, rec.id, self._recording(rec))
             return
-        for where, sup in _items(self.cfg.supervisions):
+        for where, sup in _items(self.found("supervisions", "Lhotse supervision set")):
             times = _span(where, sup)
             rec = sup.recording_id
             if not isinstance(rec, (str, int)) or rec not in recordings:
@@ -126,7 +126,7 @@ class LhotseSource(Source):
         return Entry(id=recording.id, audio=AudioFile(path if path.is_absolute() else root / path))
 
 
-def _items(manifest: str | Path) -> Iterator[tuple[str, Any]]:
+def _items(path: Path) -> Iterator[tuple[str, Any]]:
     """``(path:line, lhotse object)`` for each line of a jsonl(.gz) manifest.
 
     Raises:
@@ -134,9 +134,6 @@ def _items(manifest: str | Path) -> Iterator[tuple[str, Any]]:
             items at all.
     """
     serialization = _lhotse()
-    path = Path(manifest).expanduser()
-    if not path.is_file():
-        raise CorpusError(f"{path}: Lhotse manifest not found (prepare.source)")
     empty = True
     for where, value in json_lines(path, what="Lhotse manifest"):
         try:

@@ -36,9 +36,7 @@ class LibriSpeechSource(Source):
     paths = ("root",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        root = Path(self.cfg.root).expanduser()
-        if not root.is_dir():
-            raise CorpusError(f"{root}: LibriSpeech folder not found (prepare.source.root)")
+        root = self.found("root", "LibriSpeech folder", folder=True)
         subsets = (
             [root]
             if _is_subset(root)

@@ -37,9 +37,7 @@ class ListingSource(Source):
     paths = ("path",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        path = Path(self.cfg.path).expanduser()
-        if not path.is_file():
-            raise CorpusError(f"{path}: audio list not found (prepare.source.path)")
+        path = self.found("path", "audio list")
         rows = _jsonl(path) if path.suffix == ".jsonl" else _tsv(path)
         empty = True
         for where, base, row in rows:
