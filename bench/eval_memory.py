@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def replicate(manifest: Path, factor: int, out: Path) -> Path:
     """``manifest`` with each row ``factor`` times (ids ``<id>~<k>``, absolute audio paths)."""
-    from pipeline.corpus.manifest import audio_path, read_manifest, write_manifest
+    from pipeline.corpus.manifest import audio_root, read_manifest, write_manifest
 
+    root = audio_root(manifest).resolve()  # each address keeps its kind (a range, a row)
     rows = [
-        dataclasses.replace(u, id=f"{u.id}~{k}", audio=str(audio_path(u, manifest).resolve()))
+        dataclasses.replace(u, id=f"{u.id}~{k}", audio=u.audio.under(root))
         for u in read_manifest(manifest)
         for k in range(factor)
     ]

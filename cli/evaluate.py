@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -31,14 +33,9 @@ def evaluate_teacher_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Score the teacher (cache_teacher.teacher): ASR probe on its frozen layers, RTF, memory."""
-    from pipeline.evaluation.scoring import EvaluateConfig
     from stages import evaluate_teacher
 
-    with reported():
-        raw = load_params(params)
-        cfg = section(raw, "evaluate", EvaluateConfig)
-        evaluate_teacher.run(cfg, _teacher(raw), manifest, _out("teacher", out))
-    typer.echo(f"teacher: {_out('teacher', out)}")
+    _score("teacher", evaluate_teacher.run, out, manifest, params)
 
 
 @app.command("evaluate-baseline")
@@ -49,13 +46,20 @@ def evaluate_baseline_cmd(
     params: Path = PARAMS,
 ) -> None:
     """Score a baseline in the same probe: log-mel features, or the untrained teacher."""
-    from pipeline.evaluation.scoring import EvaluateConfig
     from stages import evaluate_baseline
+
+    _score(name, partial(evaluate_baseline.run, name=name), out, manifest, params)
+
+
+def _score(name: str, run: Callable, out: Path | None, manifest: Path, params: Path) -> None:
+    """Score model ``name`` built from the teacher's settings (``cache_teacher.teacher``) with
+    ``run(cfg, teacher=..., manifest=..., out=...)``, the params ``evaluate`` its ``cfg``."""
+    from pipeline.evaluation.scoring import EvaluateConfig
 
     with reported():
         raw = load_params(params)
         cfg = section(raw, "evaluate", EvaluateConfig)
-        evaluate_baseline.run(cfg, name, _teacher(raw), manifest, _out(name, out))
+        run(cfg, teacher=_teacher(raw), manifest=manifest, out=_out(name, out))
     typer.echo(f"{name}: {_out(name, out)}")
 
 

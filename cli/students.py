@@ -7,8 +7,11 @@ from pathlib import Path
 import typer
 
 from cli.common import CACHE, MANIFEST, PARAMS, app, reported
-from pipeline.core.config import load_params, section
+from pipeline.core.config import load_params, section, to_dict
 from pipeline.core.errors import ConfigError
+from pipeline.core.io import write_json
+
+SWEEP_RECORD = "sweep.json"  # in a params sweep's folder: its students, as resolved
 
 
 @app.command("train-student")
@@ -74,8 +77,8 @@ def sweep_cmd(
     ),
 ) -> None:
     """Train several students in one pass over the cache (each batch read once for all): a
-    grid around BASE, or the students of the params `sweep` section; or spread them over a
-    dask cluster's workers."""
+    grid around BASE, or the students of the params `sweep` section (recorded, as resolved, in
+    <out>/sweep.json); or spread them over a dask cluster's workers."""
     from pipeline.students import grid_students, parse_grid, parse_student, sweep_students
     from pipeline.training.config import TrainConfig
     from stages import train_student
@@ -92,7 +95,9 @@ def sweep_cmd(
             raws = grid_students(base, raw["students"][base], parse_grid(grid))
             students = {name: parse_student(cfg, f"sweep {name}") for name, cfg in raws.items()}
         dirs = {name: out / name for name in students}
-        out.mkdir(parents=True, exist_ok=True)  # there even for a sweep of no students
+        out.mkdir(parents=True, exist_ok=True)
+        if base is None:  # a file even for a sweep of none: DVC and git keep no empty folder
+            write_json(out / SWEEP_RECORD, {n: to_dict(s) for n, s in students.items()})
         train_cfg = section(raw, "train", TrainConfig)
         if scheduler:
             metrics = train_student.run_on_cluster(

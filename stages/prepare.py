@@ -18,7 +18,6 @@ from pipeline.core.io import atomic_dir, write_json
 from pipeline.core.locks import output_lock
 from pipeline.core.outputs import Outputs
 from pipeline.core.progress import progress_bar
-from pipeline.corpus.addresses import locate
 from pipeline.corpus.base import Entry, Source, UtteranceIds, text_of
 from pipeline.corpus.manifest import SUMMARY, Utterance, write_manifest
 from pipeline.corpus.sources import SOURCES
@@ -34,10 +33,8 @@ class PrepareConfig:
     """The `prepare` section of params.yaml.
 
     Attributes:
-        source: the corpus source and its settings: ``{kind: demo, seed, speakers, ...}``,
-            ``{kind: librispeech, root}``, ``{kind: manifest, path}``, ``{kind: kaldi, dir}``,
-            ``{kind: lhotse, cuts}`` (or ``recordings`` and ``supervisions``), ``{kind: hf,
-            path}``.
+        source: the corpus source and its settings: ``{kind: <a registered source>, ...its
+            settings}`` (:func:`pipeline.corpus.sources.described`, `pipeline prepare --help`).
         skip_bad: skip and count unusable audio (missing, unreadable, empty, non-finite,
             shorter than a frame, a segment outside its recording, a source's bad entry)
             instead of stopping.
@@ -118,31 +115,34 @@ def _checked(entry: Entry, cfg: PrepareConfig, ids: UtteranceIds, outputs: Outpu
              tmp: Path) -> Utterance:  # fmt: skip
     """The manifest row of ``entry``: its id, transcript and speaker checked (CorpusError,
     never skipped), its audio outside every output (OutputError) and sound (AudioError)."""
-    where = entry.where or str(entry.audio)
+    where = entry.where or entry.audio.where
     utt_id = ids.add(entry.id, where)
     transcript = text_of(entry.transcript, where, "the transcript")
     speaker = text_of(entry.speaker, where, "the speaker")
-    if not entry.error and not entry.audio.is_relative_to(tmp):  # the demo's own audio aside
-        outputs.check(entry.audio, where)
-    address = locate(entry)
+    path = entry.audio.path
+    if not entry.error and not path.is_relative_to(tmp):  # the demo's own audio aside
+        outputs.check(path, where)
+    found = entry.locate()
     least = HUBERT_FRAMES.receptive_field
-    if (n := resampled_length(address.samples, address.sample_rate)) < least:
+    if (n := resampled_length(found.samples, found.sample_rate)) < least:
         prefix = f"{entry.where}: " if entry.where else ""
-        whole = entry.span is None and entry.row is None
         raise AudioError(
-            f"{prefix}{entry.audio}{'' if whole else f' ({utt_id})'}: {n} samples at 16 kHz, "
-            f"shorter than one teacher frame ({least} samples, {1000 * least / SAMPLE_RATE:g} ms)"
+            f"{prefix}{path}{'' if entry.audio.whole else f' ({utt_id})'}: {n} samples at 16 "
+            f"kHz, shorter than one teacher frame ({least} samples, "
+            f"{1000 * least / SAMPLE_RATE:g} ms)"
         )
     split = entry.split or assign_split(speaker or utt_id, cfg.dev_fraction, cfg.test_fraction)
     return Utterance(
         id=utt_id,
-        audio=str(_absolute(entry.audio)),
+        audio=dataclasses.replace(found.address, path=_absolute(path)),
+        samples=found.samples,
+        sample_rate=found.sample_rate,
         transcript=transcript,
         speaker=speaker,
         split=split,
         phonemes=entry.phonemes,
         subset=entry.subset,
-        **address._asdict(),
+        sha256=found.sha256,
     )
 
 
@@ -156,13 +156,14 @@ def _audio_root(rows: list[Utterance], out_dir: Path) -> Path:
     """The folder every audio file is under: the corpus folder being written (the demo's), or
     the deepest folder the source's files share (a LibriSpeech tree, a user list's files)."""
     inside = _absolute(out_dir)
-    if all(Path(r.audio).is_relative_to(inside) for r in rows):
+    if all(r.audio.path.is_relative_to(inside) for r in rows):
         return inside
-    return Path(os.path.commonpath([str(Path(r.audio).parent) for r in rows]))
+    return Path(os.path.commonpath([str(r.audio.path.parent) for r in rows]))
 
 
 def _relative(row: Utterance, root: Path) -> Utterance:
-    return dataclasses.replace(row, audio=Path(row.audio).relative_to(root).as_posix())
+    address = dataclasses.replace(row.audio, path=row.audio.path.relative_to(root))
+    return dataclasses.replace(row, audio=address)
 
 
 def _check_corpus(

@@ -1,20 +1,24 @@
 """Audio input: read any soundfile-readable file, or a sample range of one, as 16 kHz mono
-float32, or fail naming it."""
+float32, or fail naming it; and the two addresses of samples in such files: a whole file
+(:class:`AudioFile`) and a range of a longer recording (:class:`FileRange`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from pipeline.audio.address import ADDRESSES, Address, Located
 from pipeline.core.errors import AudioError, single_line
+from pipeline.core.hashing import sha256_bytes, sha256_file
 from pipeline.nn.frames import SAMPLE_RATE
 
 
@@ -126,3 +130,76 @@ def _format(path: Path) -> str:
     if fmt not in sf.available_formats():
         raise AudioError(f"{path}: unsupported audio extension {path.suffix!r}")
     return fmt
+
+
+class Span(NamedTuple):
+    """A time range of a recording, in seconds: from ``start`` to ``end`` (Kaldi's segments),
+    or for ``duration`` (Lhotse's supervisions and cuts), or to the recording's end."""
+
+    start: Decimal
+    end: Decimal | None = None
+    duration: Decimal | None = None
+
+    def samples(self, rate: int, total: int) -> tuple[int, int]:
+        """``[first, last)``: its samples in a recording of ``total`` samples at ``rate`` Hz,
+        each time rounded half up (:func:`to_samples`); a duration becomes a sample count the
+        same way, as Lhotse counts it (so ``last`` may be past ``total``: the caller checks)."""
+        first = to_samples(self.start, rate)
+        if self.duration is not None:
+            return first, first + to_samples(self.duration, rate)
+        return first, total if self.end is None else to_samples(self.end, rate)
+
+
+@ADDRESSES.register
+@dataclass(frozen=True)
+class AudioFile(Address):
+    """Every sample of the audio file ``path``, identified by the file's sha256."""
+
+    name = "file"
+    whole = True
+    path: Path
+
+    def locate(self) -> Located:
+        with open_audio(self.path, self.path) as f:
+            samples, rate = read_frames(f, self.path).shape[0], f.samplerate
+        return Located(self, samples, rate, sha256_file(self.path))
+
+    def read(self, samples: int) -> torch.Tensor:
+        return read_range(self.path, self.path, 0, samples)
+
+
+@ADDRESSES.register
+@dataclass(frozen=True)
+class FileRange(Address):
+    """Samples ``[start, start + n)`` of the longer recording ``path`` (a Kaldi segment, a
+    Lhotse supervision or cut), read by seeking. A source names them by a time range (``span``;
+    none: from ``start`` to the end); :meth:`locate` makes its times samples (``time x rate``,
+    rounded half up) and pins the address down to its first sample ``start``, which its
+    manifest row holds (left out at 0).
+    Identity: the sha256 of the decoded samples (float32 little-endian, channels interleaved,
+    at the file's rate), so a range changes identity exactly when its samples do."""
+
+    name = "range"
+    keys = ("start",)
+    path: Path
+    start: int = 0
+    span: Span | None = field(default=None, compare=False)
+
+    def locate(self) -> Located:
+        path = self.path
+        with open_audio(path, path) as f:
+            rate, total = f.samplerate, f.frames
+            first, last = self.span.samples(rate, total) if self.span else (self.start, total)
+            if last > total:
+                raise AudioError(
+                    f"{path}: the range ends at sample {last} ({last / rate:g} s), past the "
+                    f"recording's end ({total} samples, {total / rate:g} s)"
+                )
+            if last <= first:
+                raise AudioError(f"{path}: the range is empty (samples {first} to {last})")
+            data = read_frames(f, path, first, last - first)
+        digest = sha256_bytes(data.astype("<f4", copy=False).tobytes())
+        return Located(FileRange(path, first), last - first, rate, digest)
+
+    def read(self, samples: int) -> torch.Tensor:
+        return read_range(self.path, self.path, self.start, samples)

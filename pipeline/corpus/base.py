@@ -1,29 +1,63 @@
-"""What a corpus source yields, and the registry of sources."""
+"""What a corpus source is and yields (:class:`Source`, :class:`Entry`), the registry of
+sources, and the checks every source shares: ids, texts, times, keys."""
 
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import NamedTuple, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pipeline.audio.files import to_samples
-from pipeline.core.errors import CorpusError
+from pipeline.audio.address import Address, Located
+from pipeline.audio.files import Span
+from pipeline.core.errors import AudioError, CorpusError
 from pipeline.core.registry import Registry
 
-SOURCES: Registry = Registry("corpus source")
+SOURCES: Registry = Registry("corpus source")  # filled by pipeline.corpus.sources
 
 
-class Source(Protocol):
-    """A corpus source, registered in :data:`SOURCES` under its ``name``, built from its
-    ``config_type``."""
+class Source(ABC):
+    """A corpus source: registered in :data:`SOURCES` under its ``name``, built from its
+    settings (``prepare.source`` less its ``kind``), it lists its corpus's utterances.
+
+    Attributes:
+        name: its kind (``prepare.source.kind``).
+        config_type: the frozen dataclass of its settings.
+        summary: what it reads, in a few words (``pipeline prepare --help`` lists it).
+        paths: its settings that name files or folders it reads (:meth:`inputs`).
+    """
+
+    name: ClassVar[str]
+    config_type: ClassVar[type]
+    summary: ClassVar[str]
+    paths: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
 
     def inputs(self) -> list[tuple[str, Path]]:
-        """``(params key, path)`` of each file or folder its settings name, which `prepare`
-        checks before any work (none may lie inside an output)."""
+        """``(params key, path)`` of each file or folder its settings name (the :attr:`paths`
+        that are set), which `prepare` checks before any work (none may lie inside an
+        output)."""
+        named = ((key, getattr(self.cfg, key)) for key in self.paths)
+        return [(f"prepare.source.{key}", Path(value).expanduser()) for key, value in named
+                if value]  # fmt: skip
 
+    def found(self, key: str, what: str, folder: bool = False) -> Path:
+        """The file (or ``folder``) the setting ``key`` names, ``~`` expanded.
+
+        Raises:
+            CorpusError: ``<path>: <what> not found (prepare.source.<key>)``.
+        """
+        path = Path(getattr(self.cfg, key)).expanduser()
+        if not (path.is_dir() if folder else path.is_file()):
+            raise CorpusError(f"{path}: {what} not found (prepare.source.{key})")
+        return path
+
+    @abstractmethod
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         """The utterances, in the corpus's order (a synthesising source writes its audio into
         ``out_dir``).
@@ -37,24 +71,6 @@ T = TypeVar("T")
 _ID_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class Span(NamedTuple):
-    """A time range of a recording, in seconds: from ``start`` to ``end`` (Kaldi's segments),
-    or for ``duration`` (Lhotse's supervisions and cuts), or to the recording's end."""
-
-    start: Decimal
-    end: Decimal | None = None
-    duration: Decimal | None = None
-
-    def samples(self, rate: int, total: int) -> tuple[int, int]:
-        """``[first, last)``: its samples in a recording of ``total`` samples at ``rate`` Hz,
-        each time rounded half up (:func:`to_samples`); a duration becomes a sample count the
-        same way, as Lhotse counts it (so ``last`` may be past ``total``: the caller checks)."""
-        first = to_samples(self.start, rate)
-        if self.duration is not None:
-            return first, first + to_samples(self.duration, rate)
-        return first, total if self.end is None else to_samples(self.end, rate)
-
-
 @dataclass(frozen=True)
 class Entry:
     """An utterance found by a source, before its audio is checked.
@@ -62,33 +78,41 @@ class Entry:
     Attributes:
         id: the utterance id as the source found it (a string, or an integer of an id
             column); prepare checks it and makes it safe (:class:`UtteranceIds`).
-        audio: where its bytes are: an audio file, a long recording (with ``span``) or a
-            parquet or Arrow file (with ``row`` and ``column``).
+        audio: where its samples are (a whole file, a range of a recording, a table's row).
         transcript, speaker: as the source found them; prepare makes them strings
             (:func:`text_of`): "" or None when unknown.
         phonemes: "" when unknown.
         split: None when the source does not know it; the prepare stage then assigns one.
         subset: the corpus's own name for the part it comes from ("" when none).
-        span: the time range of the recording ``audio`` it is; None: the whole file.
-        row: the row of the parquet or Arrow file ``audio`` (0-based, of the whole file).
-        column: the file's audio column (a struct of ``bytes`` and ``path``).
         where: where the source lists the utterance (``wav.scp:3``), prefixed to messages.
         error: why the source already knows the entry is unusable (a piped command, an unknown
             recording); prepare counts it as bad audio, so ``--skip-bad`` skips it.
     """
 
     id: object
-    audio: Path
+    audio: Address
     transcript: object = ""
     speaker: object = ""
     split: str | None = None
     phonemes: str = ""
     subset: str = ""
-    span: Span | None = None
-    row: int | None = None
-    column: str = ""
     where: str = ""
     error: str = ""
+
+    def locate(self) -> Located:
+        """Its audio decoded, checked and pinned down (:meth:`Address.locate`).
+
+        Raises:
+            AudioError: one line, prefixed with :attr:`where`: the source's own complaint, or
+                missing, undecodable, empty, NaN/Inf or out-of-range audio.
+        """
+        prefix = f"{self.where}: " if self.where else ""
+        if self.error:
+            raise AudioError(prefix + self.error)
+        try:
+            return self.audio.locate()
+        except AudioError as err:  # named once: a table row's message names its row already
+            raise AudioError(f"{'' if str(err).startswith(prefix) else prefix}{err}") from err
 
 
 def text_of(value: object, where: str, name: str) -> str:
@@ -123,10 +147,7 @@ class UtteranceIds:
         if raw is None:
             raise CorpusError(f"{where}: the utterance id is null")
         written = text_of(raw, where, "the utterance id")
-        try:
-            utt_id = safe_id(written)
-        except ValueError as err:
-            raise CorpusError(f"{where}: {err}") from err
+        utt_id = safe_id(written, where)
         if utt_id in self._seen:
             first, at = self._seen[utt_id]
             if first == written:
@@ -193,11 +214,16 @@ def span(where: str, start: Decimal, end: Decimal | None = None,
     return Span(start, end, duration)
 
 
-def safe_id(raw: str) -> str:
-    """An utterance id usable as a WebDataset key and a file name: ``[A-Za-z0-9_-]+``."""
+def safe_id(raw: str, where: str) -> str:
+    """An utterance id usable as a WebDataset key and a file name: ``[A-Za-z0-9_-]+``, the
+    other characters of ``raw`` made ``_``.
+
+    Raises:
+        CorpusError: ``where: cannot make an utterance id from ...``: nothing would be left.
+    """
     cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", raw).strip("_")
     if not cleaned or not _ID_OK.match(cleaned):
-        raise ValueError(f"cannot make an utterance id from {raw!r}")
+        raise CorpusError(f"{where}: cannot make an utterance id from {raw!r}")
     return cleaned
 
 

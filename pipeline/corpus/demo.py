@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.audio.files import SAMPLE_RATE, resample, write_audio
-from pipeline.corpus.base import SOURCES, Entry
+from pipeline.audio.files import SAMPLE_RATE, AudioFile, resample, write_audio
+from pipeline.corpus.base import SOURCES, Entry, Source
 from pipeline.corpus.espeak import speak
 
 # eSpeak NG voice names; "en" is British English.
@@ -154,17 +154,13 @@ def speakers(cfg: DemoConfig) -> list[Speaker]:
 
 
 @SOURCES.register
-class DemoSource:
-    """Synthesise the demo corpus into ``<out_dir>/audio/*.flac`` (16 kHz, 16-bit)."""
+class DemoSource(Source):
+    """Synthesise the demo corpus into ``<out_dir>/audio/*.flac`` (16 kHz, 16-bit); it reads
+    no file (no :attr:`paths`)."""
 
     name = "demo"
     config_type = DemoConfig
-
-    def __init__(self, cfg: DemoConfig) -> None:
-        self.cfg = cfg
-
-    def inputs(self) -> list[tuple[str, Path]]:
-        return []  # synthesised: it reads nothing
+    summary = "the offline demo corpus, synthesised with eSpeak NG"
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         audio_dir = out_dir / "audio"
@@ -191,6 +187,6 @@ class DemoSource:
                     wav = torch.from_numpy(pcm.astype(np.float32) / 32768.0)
                     write_audio(path, resample(wav, rate, SAMPLE_RATE))
                     yield Entry(
-                        id=utt_id, audio=path, transcript=text, speaker=spk.id, split=spk.split,
-                        phonemes=" ".join(phones),
+                        id=utt_id, audio=AudioFile(path), transcript=text, speaker=spk.id,
+                        split=spk.split, phonemes=" ".join(phones),
                     )  # fmt: skip

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.audio.embedded import SUFFIXES, table_columns
+from pipeline.audio.embedded import SUFFIXES, TableRow, table_columns
 from pipeline.core.errors import AudioError, CorpusError
-from pipeline.corpus.base import SOURCES, Entry, split_of
+from pipeline.corpus.base import SOURCES, Entry, Source, split_of
 
 _SHARD = re.compile(r"^(?P<split>.+?)-\d+-of-\d+$")
 
@@ -42,7 +42,7 @@ class HFConfig:
 
 
 @SOURCES.register
-class HFSource:
+class HFSource(Source):
     """One utterance per row of each file. The split comes from a parquet shard's name, before
     ``-0000N-of-0000M`` (``train*``; ``validation``/``dev*``; ``test*``), or else (the hub's
     ``<config>/<split>/0000.parquet``, and Arrow files) from its folder's name; each row keeps
@@ -50,25 +50,18 @@ class HFSource:
 
     name = "hf"
     config_type = HFConfig
-
-    def __init__(self, cfg: HFConfig) -> None:
-        self.cfg = cfg
-        self.path = Path(cfg.path).expanduser()
-
-    def inputs(self) -> list[tuple[str, Path]]:
-        return [("prepare.source.path", self.path)]
+    summary = "`datasets` parquet shards or a save_to_disk folder (Arrow files), offline"
+    paths = ("path",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        if not self.path.is_dir():
-            raise CorpusError(f"{self.path}: folder of parquet or Arrow files not found "
-                              "(prepare.source.path; a local copy: no hub access)")  # fmt: skip
-        files = sorted(p for p in self.path.rglob("*") if p.suffix in SUFFIXES)
+        top = self.found("path", "folder of parquet or Arrow files (no hub access)", folder=True)
+        files = sorted(p for p in top.rglob("*") if p.suffix in SUFFIXES)
         if not files:
-            raise CorpusError(f"{self.path}: no .parquet or .arrow files in this folder or below")
+            raise CorpusError(f"{top}: no {' or '.join(SUFFIXES)} files in this folder or below")
         for path in files:
-            yield from self._file(path)
+            yield from self._file(top, path)
 
-    def _file(self, path: Path) -> Iterator[Entry]:
+    def _file(self, top: Path, path: Path) -> Iterator[Entry]:
         cfg = self.cfg
         try:
             table, rows, names = table_columns(
@@ -81,19 +74,11 @@ class HFSource:
                               f"{', '.join(names)}; prepare.source.audio_column)")  # fmt: skip
         match = _SHARD.match(path.stem)
         subset = match["split"] if match and path.suffix == ".parquet" else path.parent.name
-        named = path.relative_to(self.path).with_suffix("").as_posix()
+        named = path.relative_to(top).with_suffix("").as_posix()
         ids = table.get(cfg.id_column, [f"{named}_{row}" for row in range(rows)])
         texts = table.get(cfg.text_column, [None] * rows)
         speakers = table.get(cfg.speaker_column, [None] * rows)
         for row in range(rows):
-            yield Entry(
-                id=ids[row],
-                audio=path,
-                transcript=texts[row],
-                speaker=speakers[row],
-                split=split_of(subset),
-                subset=subset,
-                row=row,
-                column=cfg.audio_column,
-                where=f"{path}: row {row}",
-            )
+            audio = TableRow(path, row, cfg.audio_column)
+            yield Entry(id=ids[row], audio=audio, transcript=texts[row], speaker=speakers[row],
+                        split=split_of(subset), subset=subset, where=audio.where)  # fmt: skip

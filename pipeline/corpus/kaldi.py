@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.audio.files import AudioFile, FileRange
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry, keyed, seconds, span, split_of
+from pipeline.corpus.base import SOURCES, Entry, Source, keyed, seconds, span, split_of
+from pipeline.corpus.lines import numbered_lines
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class KaldiConfig:
 
 
 @SOURCES.register
-class KaldiSource:
+class KaldiSource(Source):
     """One utterance per ``segments`` line (a time range of a ``wav.scp`` recording), or per
     ``wav.scp`` line where there is no ``segments``; words from ``text``, speakers from
     ``utt2spk``, both optional. ``wav.scp`` must name files: a piped command (``... |``) is a
@@ -40,28 +42,22 @@ class KaldiSource:
 
     name = "kaldi"
     config_type = KaldiConfig
-
-    def __init__(self, cfg: KaldiConfig) -> None:
-        self.dir = Path(cfg.dir).expanduser()
-        self.root = Path(cfg.root).expanduser() if cfg.root else None
-
-    def inputs(self) -> list[tuple[str, Path]]:
-        return [("prepare.source.dir", self.dir)]
+    summary = "a Kaldi or ESPnet data directory: wav.scp, optional segments, text, utt2spk"
+    paths = ("dir",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        if not self.dir.is_dir():
-            raise CorpusError(f"{self.dir}: Kaldi data directory not found (prepare.source.dir)")
-        if (self.dir / "wav.scp").is_file():
-            folders = [self.dir]
+        top = self.found("dir", "Kaldi data directory", folder=True)
+        if (top / "wav.scp").is_file():
+            folders = [top]
         else:
-            folders = sorted(p.parent for p in self.dir.glob("*/wav.scp"))
+            folders = sorted(p.parent for p in top.glob("*/wav.scp"))
         if not folders:
-            raise CorpusError(f"{self.dir}: no wav.scp here or in its subfolders")
+            raise CorpusError(f"{top}: no wav.scp here or in its subfolders")
         for folder in folders:
             yield from self._folder(folder)
 
     def _folder(self, folder: Path) -> Iterator[Entry]:
-        root = self.root or folder
+        root = Path(self.cfg.root).expanduser() if self.cfg.root else folder
         scp = folder / "wav.scp"
         recordings = keyed(((w, rec, _recording(w, loc, root)) for w, (rec, loc) in
                               _lines(scp, 2)), scp, "recording")  # fmt: skip
@@ -86,8 +82,8 @@ def _recording(where: str, location: str, root: Path) -> Entry:
         error = (f"{location!r} is a piped command, not a file: write the audio to files "
                  "(e.g. with Kaldi's wav-copy) and list them")  # fmt: skip
     audio = Path(location).expanduser()
-    return Entry(id="", audio=audio if audio.is_absolute() else root / audio, where=where,
-                 error=error)  # fmt: skip
+    return Entry(id="", audio=AudioFile(audio if audio.is_absolute() else root / audio),
+                 where=where, error=error)  # fmt: skip
 
 
 def _segment(where: str, fields: list[str], recordings: dict, scp: Path) -> Entry:
@@ -96,10 +92,11 @@ def _segment(where: str, fields: list[str], recordings: dict, scp: Path) -> Entr
     first = seconds(start, where, "start")
     times = span(where, first, None if end == "-1" else seconds(end, where, "end"))
     if rec not in recordings:
-        return Entry(id=utt, audio=scp, span=times, error=f"recording {rec!r} is not in wav.scp")
+        return Entry(id=utt, audio=FileRange(scp, span=times),
+                     error=f"recording {rec!r} is not in wav.scp")  # fmt: skip
     rec_where, recording = recordings[rec]  # a bad recording makes each segment bad, naming it
     error = recording.error and f"{rec_where}: {recording.error}"
-    return Entry(id=utt, audio=recording.audio, span=times, error=error)
+    return Entry(id=utt, audio=FileRange(recording.audio.path, span=times), error=error)
 
 
 def _table(path: Path, utts: dict, listing: Path, least: int) -> dict[str, str]:
@@ -133,17 +130,9 @@ def _lines(path: Path, columns: int, at_least: int | None = None) -> Iterator[tu
         CorpusError: naming the file and line, for a line with too few fields or a file that
             is not UTF-8.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as err:
-        raise CorpusError(f"{path}: not found") from err
-    except UnicodeDecodeError as err:
-        raise CorpusError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     least = columns if at_least is None else at_least
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for where, line in numbered_lines(path):
         fields = line.strip().split(None, columns - 1)
         if len(fields) < least:
-            raise CorpusError(f"{path}:{lineno}: expected {columns} fields, got {line.strip()!r}")
-        yield f"{path}:{lineno}", fields + [""] * (columns - len(fields))
+            raise CorpusError(f"{where}: expected {columns} fields, got {line.strip()!r}")
+        yield where, fields + [""] * (columns - len(fields))

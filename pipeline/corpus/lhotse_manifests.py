@@ -3,15 +3,16 @@ as ``.jsonl`` or ``.jsonl.gz``, read through lhotse itself (an optional extra)."
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.audio.files import AudioFile, FileRange, Span
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry, Span, keyed, seconds, span, text_of
+from pipeline.corpus.base import SOURCES, Entry, Source, keyed, seconds, span, text_of
+from pipeline.corpus.lines import json_lines
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def _lhotse() -> Any:
 
 
 @SOURCES.register
-class LhotseSource:
+class LhotseSource(Source):
     """Utterances of a Lhotse cut set or supervision set. Each recording must be one audio
     file (any channel count: channels are averaged, whichever a cut or supervision names);
     a recording read from a URL, a command or memory, split over several files, or with
@@ -63,96 +64,92 @@ class LhotseSource:
 
     name = "lhotse"
     config_type = LhotseConfig
-
-    def __init__(self, cfg: LhotseConfig) -> None:
-        self.cfg = cfg
-
-    def inputs(self) -> list[tuple[str, Path]]:
-        named = (("cuts", self.cfg.cuts), ("recordings", self.cfg.recordings),
-                 ("supervisions", self.cfg.supervisions), ("root", self.cfg.root))  # fmt: skip
-        return [(f"prepare.source.{key}", Path(value).expanduser()) for key, value in named
-                if value]  # fmt: skip
+    summary = "Lhotse manifests: a cut set, or recordings (with supervisions)"
+    paths = ("cuts", "recordings", "supervisions", "root")
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
         if self.cfg.cuts:
-            for where, cut in self._items(self.cfg.cuts):
+            for where, cut in _items(self.found("cuts", "Lhotse cut set")):
                 yield self._cut(where, cut)
             return
-        path = Path(self.cfg.recordings).expanduser()
-        rows = ((w, text_of(r.id, w, "the recording id"), r) for w, r in self._items(path))
+        path = self.found("recordings", "Lhotse recording set")
+        rows = ((w, text_of(r.id, w, "the recording id"), r) for w, r in _items(path))
         recordings = keyed(rows, path, "recording")
         if not self.cfg.supervisions:
             for where, rec in recordings.values():
-                yield _entry(where, rec.id, self._audio(rec))
+                yield _entry(where, rec.id, self._recording(rec))
             return
-        for where, sup in self._items(self.cfg.supervisions):
+        for where, sup in _items(self.found("supervisions", "Lhotse supervision set")):
             times = _span(where, sup)
             rec = sup.recording_id
             if not isinstance(rec, (str, int)) or rec not in recordings:
-                error = f"recording {rec!r} is not in {path}"
-                yield _entry(where, sup.id, (path, error), [sup], times)
+                unknown = Entry(id="", audio=AudioFile(path),
+                                error=f"recording {rec!r} is not in {path}")  # fmt: skip
+                yield _entry(where, sup.id, unknown, [sup], times)
                 continue
-            yield _entry(where, sup.id, self._audio(recordings[rec][1]), [sup], times)
+            yield _entry(where, sup.id, self._recording(recordings[rec][1]), [sup], times)
 
     def _cut(self, where: str, cut: Any) -> Entry:
         recording = getattr(cut, "recording", None)
         if recording is None:
-            kind = type(cut).__name__
-            return _entry(where, cut.id, (Path(self.cfg.cuts), f"a {kind} has no recording of "
-                                          "its own to cut from"))  # fmt: skip
+            error = f"a {type(cut).__name__} has no recording of its own to cut from"
+            return _entry(where, cut.id, Entry(id="", audio=AudioFile(self.cfg.cuts), error=error))
         for sup in cut.supervisions:
             if sup.recording_id != recording.id:
                 raise CorpusError(
                     f"{where}: supervision {sup.id!r} is of recording "
                     f"{sup.recording_id!r}, not the cut's {recording.id!r}"
                 )
-        return _entry(where, cut.id, self._audio(recording), cut.supervisions, _span(where, cut))
+        return _entry(where, cut.id, self._recording(recording), cut.supervisions,
+                      _span(where, cut))  # fmt: skip
 
-    def _items(self, manifest: str | Path) -> Iterator[tuple[str, Any]]:
-        """``(path:line, lhotse object)`` for each line of a jsonl(.gz) manifest.
-
-        Raises:
-            CorpusError: naming the line: not JSON or not a Lhotse item; or a manifest with
-                no items at all.
-        """
-        serialization = _lhotse()
-        path = Path(manifest).expanduser()
-        if not path.is_file():
-            raise CorpusError(f"{path}: Lhotse manifest not found (prepare.source)")
-        empty = True
-        with serialization.open_best(path, "r") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    item = serialization.deserialize_item(json.loads(line))
-                except (ValueError, TypeError, KeyError, AttributeError) as err:
-                    raise CorpusError(f"{where}: not a Lhotse manifest item ({err})") from err
-                empty = False
-                yield where, item
-        if empty:
-            raise CorpusError(f"{path}: lists no Lhotse items")
-
-    def _audio(self, recording: Any) -> tuple[Path, str]:
-        """The recording's file (relative paths from ``root``) and what is wrong with it."""
+    def _recording(self, recording: Any) -> Entry:
+        """The recording as an entry: its file (relative paths from ``root``), and what is
+        wrong with it (its ``error``)."""
         manifest = Path(self.cfg.cuts or self.cfg.recordings).expanduser()
         root = Path(self.cfg.root).expanduser() if self.cfg.root else manifest.parent
         sources = recording.sources
+        error = ""
         if len(sources) != 1 or sources[0].type != "file":
             kinds = ", ".join(str(s.type) for s in sources)
-            error = f"recording {recording.id!r} comes from {len(sources)} source(s) ({kinds})"
-            return manifest, f"{error}; hubert-kd reads recordings held in one file"
-        transforms = [t if isinstance(t, dict) else t.to_dict() for t in recording.transforms or []]
-        others = [t.get("name") for t in transforms if t.get("name") != "Resample"]
-        if others:
-            return manifest, (f"recording {recording.id!r} has transforms {others}; hubert-kd "
-                              "reads recordings as stored (resampling aside)")  # fmt: skip
-        if not isinstance(sources[0].source, str) or not sources[0].source:
-            return manifest, (f"recording {recording.id!r}: its source must be a file's path, "
-                              f"got {sources[0].source!r}")  # fmt: skip
+            error = (f"recording {recording.id!r} comes from {len(sources)} source(s) ({kinds}); "
+                     "hubert-kd reads recordings held in one file")  # fmt: skip
+        elif others := _transforms(recording):
+            error = (f"recording {recording.id!r} has transforms {others}; hubert-kd reads "
+                     "recordings as stored (resampling aside)")  # fmt: skip
+        elif not isinstance(sources[0].source, str) or not sources[0].source:
+            error = (f"recording {recording.id!r}: its source must be a file's path, got "
+                     f"{sources[0].source!r}")  # fmt: skip
+        if error:
+            return Entry(id=recording.id, audio=AudioFile(manifest), error=error)
         path = Path(sources[0].source).expanduser()
-        return (path if path.is_absolute() else root / path), ""
+        return Entry(id=recording.id, audio=AudioFile(path if path.is_absolute() else root / path))
+
+
+def _items(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(path:line, lhotse object)`` for each line of a jsonl(.gz) manifest.
+
+    Raises:
+        CorpusError: naming the line: not JSON or not a Lhotse item; or a manifest with no
+            items at all.
+    """
+    serialization = _lhotse()
+    empty = True
+    for where, value in json_lines(path, what="Lhotse manifest"):
+        try:
+            item = serialization.deserialize_item(value)
+        except (ValueError, TypeError, KeyError, AttributeError) as err:
+            raise CorpusError(f"{where}: not a Lhotse manifest item ({err})") from err
+        empty = False
+        yield where, item
+    if empty:
+        raise CorpusError(f"{path}: lists no Lhotse items")
+
+
+def _transforms(recording: Any) -> list:
+    """The names of a recording's transforms other than resampling."""
+    transforms = [t if isinstance(t, dict) else t.to_dict() for t in recording.transforms or []]
+    return [t.get("name") for t in transforms if t.get("name") != "Resample"]
 
 
 def _span(where: str, item: Any) -> Span:
@@ -169,17 +166,19 @@ def _time(where: str, item: Any, name: str) -> float:
     return value
 
 
-def _entry(where: str, raw_id: object, audio: tuple[Path, str], supervisions=(),
+def _entry(where: str, raw_id: object, recording: Entry, supervisions=(),
            times: Span | None = None) -> Entry:  # fmt: skip
+    """The utterance ``raw_id`` listed at ``where``: its ``recording`` (whole, or the time range
+    ``times`` of it), its words and speaker from its ``supervisions``."""
     sups = sorted(supervisions, key=lambda s: _time(where, s, "start"))  # may start before a cut
     texts = [text_of(s.text, where, f"the text of supervision {s.id!r}") for s in sups]
     speakers = [text_of(s.speaker, where, f"the speaker of supervision {s.id!r}") for s in sups]
+    path = recording.audio.path
     return Entry(
         id=raw_id,
-        audio=audio[0],
+        audio=AudioFile(path) if times is None else FileRange(path, span=times),
         transcript=" ".join(text for text in texts if text),
         speaker=next((speaker for speaker in speakers if speaker), ""),
-        span=times,
         where=where,
-        error=audio[1],
+        error=recording.error,
     )

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.audio.files import AudioFile
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry, split_of
+from pipeline.corpus.base import SOURCES, Entry, Source, split_of
+from pipeline.corpus.lines import numbered_lines
 
 
 @dataclass(frozen=True)
@@ -24,30 +26,25 @@ def _is_subset(folder: Path) -> bool:
 
 
 @SOURCES.register
-class LibriSpeechSource:
+class LibriSpeechSource(Source):
     """Every utterance listed in a ``*.trans.txt``; the split comes from the subset name
     (``train-*``, ``dev-*``, ``test-*``), which each row also keeps (``test-other``)."""
 
     name = "librispeech"
     config_type = LibriSpeechConfig
-
-    def __init__(self, cfg: LibriSpeechConfig) -> None:
-        self.root = Path(cfg.root).expanduser()
-
-    def inputs(self) -> list[tuple[str, Path]]:
-        return [("prepare.source.root", self.root)]
+    summary = "LibriSpeech folders: <speaker>/<chapter>/*.flac and *.trans.txt"
+    paths = ("root",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        if not self.root.is_dir():
-            raise CorpusError(f"{self.root}: LibriSpeech folder not found (prepare.source.root)")
+        root = self.found("root", "LibriSpeech folder", folder=True)
         subsets = (
-            [self.root]
-            if _is_subset(self.root)
-            else sorted(p for p in self.root.iterdir() if p.is_dir() and _is_subset(p))
+            [root]
+            if _is_subset(root)
+            else sorted(p for p in root.iterdir() if p.is_dir() and _is_subset(p))
         )
         if not subsets:
             raise CorpusError(
-                f"{self.root}: no <speaker>/<chapter>/ folders found; point "
+                f"{root}: no <speaker>/<chapter>/ folders found; point "
                 "prepare.source.root at a subset such as train-clean-100 or at its parent"
             )
         for subset in subsets:
@@ -64,21 +61,13 @@ class LibriSpeechSource:
                 speaker would be wrong) or not a file name.
         """
         speaker, chapter = trans.parent.parent.name, trans.parent.name
-        try:
-            lines = trans.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            raise CorpusError(
-                f"{trans}: not UTF-8 text ({err.reason} at byte {err.start})"
-            ) from err
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{trans}:{lineno}"
+        for where, line in numbered_lines(trans):
             utt_id, _, text = line.partition(" ")
             if not text:
                 raise CorpusError(f"{where}: expected '<utterance-id> <TRANSCRIPT>'")
             if not utt_id.startswith(f"{speaker}-{chapter}-") or "/" in utt_id:
                 raise CorpusError(f"{where}: {utt_id!r} is not an utterance of this chapter "
                                   f"('{speaker}-{chapter}-<n>', as its folder says)")  # fmt: skip
-            yield Entry(id=utt_id, audio=trans.parent / f"{utt_id}.flac", transcript=text.strip(),
-                        speaker=speaker, split=split, subset=subset, where=where)  # fmt: skip
+            yield Entry(id=utt_id, audio=AudioFile(trans.parent / f"{utt_id}.flac"),
+                        transcript=text.strip(), speaker=speaker, split=split, subset=subset,
+                        where=where)  # fmt: skip

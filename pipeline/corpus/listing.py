@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.audio.files import AudioFile
 from pipeline.core.errors import CorpusError
-from pipeline.corpus.base import SOURCES, Entry
+from pipeline.corpus.base import SOURCES, Entry, Source
+from pipeline.corpus.lines import json_lines, numbered_lines
 from pipeline.corpus.manifest import SPLITS
 
 
@@ -27,72 +28,58 @@ class ListingConfig:
 
 
 @SOURCES.register
-class ListingSource:
+class ListingSource(Source):
     """Utterances from a user's JSONL or TSV list."""
 
     name = "manifest"
     config_type = ListingConfig
-
-    def __init__(self, cfg: ListingConfig) -> None:
-        self.path = Path(cfg.path).expanduser()
-
-    def inputs(self) -> list[tuple[str, Path]]:
-        return [("prepare.source.path", self.path)]
+    summary = "a list of audio files: JSONL, a TSV with a header, or fairseq's TSV"
+    paths = ("path",)
 
     def entries(self, out_dir: Path) -> Iterator[Entry]:
-        if not self.path.is_file():
-            raise CorpusError(f"{self.path}: audio list not found (prepare.source.path)")
-        rows = self._jsonl() if self.path.suffix == ".jsonl" else self._tsv()
+        path = self.found("path", "audio list")
+        rows = _jsonl(path) if path.suffix == ".jsonl" else _tsv(path)
         empty = True
         for where, base, row in rows:
             empty = False
             yield _entry(where, base, row)
         if empty:
-            raise CorpusError(f"{self.path}: lists no audio")
+            raise CorpusError(f"{path}: lists no audio")
 
-    def _lines(self) -> list[str]:
-        try:
-            return self.path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as err:
-            where = f"{self.path}: not UTF-8 text"
-            raise CorpusError(f"{where} ({err.reason} at byte {err.start})") from err
 
-    def _jsonl(self) -> Iterator[tuple[str, Path, dict]]:
-        for lineno, line in enumerate(self._lines(), start=1):
-            if line.strip():
-                where = f"{self.path}:{lineno}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise CorpusError(f"{where}: not JSON ({err})") from err
-                if not isinstance(row, dict):
-                    raise CorpusError(f"{where}: expected a JSON object with 'audio', got {line!r}")
-                yield where, self.path.parent, row
+def _jsonl(path: Path) -> Iterator[tuple[str, Path, dict]]:
+    for where, row in json_lines(path, what="audio list"):
+        if not isinstance(row, dict):
+            raise CorpusError(f"{where}: expected a JSON object with 'audio', got {row!r}")
+        yield where, path.parent, row
 
-    def _tsv(self) -> Iterator[tuple[str, Path, dict]]:
-        lines = self._lines()
-        if not lines:
-            raise CorpusError(f"{self.path}: empty list")
-        first = lines[0].split("\t")
-        if len(first) == 1 and "audio" not in first:  # fairseq: root dir, then path<TAB>n
-            base = Path(first[0]).expanduser()
-            for lineno, line in enumerate(lines[1:], start=2):
-                if line.strip():
-                    fields = line.split("\t")
-                    if len(fields) != 2 or not fields[1].strip().isdigit():
-                        raise CorpusError(f"{self.path}:{lineno}: expected a fairseq line "
-                                          f"'<path><TAB><samples>', got {line!r}")  # fmt: skip
-                    yield f"{self.path}:{lineno}", base, {"audio": fields[0]}
-            return
-        reader = csv.DictReader(lines, delimiter="\t")
-        for lineno, row in enumerate(reader, start=2):
-            where = f"{self.path}:{lineno}"
-            if None in row or None in row.values():
-                raise CorpusError(
-                    f"{where}: {len(lines[lineno - 1].split(chr(9)))} columns where the header "
-                    f"names {len(reader.fieldnames)} ({', '.join(reader.fieldnames)})"
-                )
-            yield where, self.path.parent, row
+
+def _tsv(path: Path) -> Iterator[tuple[str, Path, dict]]:
+    lines = numbered_lines(path, what="audio list")
+    first = next(lines, None)
+    if first is None:
+        raise CorpusError(f"{path}: empty list")
+    header = _fields(first[1])
+    if len(header) == 1 and "audio" not in header:  # fairseq: root dir, then path<TAB>n
+        base = Path(header[0]).expanduser()
+        for where, line in lines:
+            fields = line.split("\t")
+            if len(fields) != 2 or not fields[1].strip().isdigit():
+                raise CorpusError(f"{where}: expected a fairseq line '<path><TAB><samples>', "
+                                  f"got {line!r}")  # fmt: skip
+            yield where, base, {"audio": fields[0]}
+        return
+    for where, line in lines:
+        values = _fields(line)
+        if len(values) != len(header):
+            raise CorpusError(f"{where}: {len(values)} columns where the header names "
+                              f"{len(header)} ({', '.join(header)})")  # fmt: skip
+        yield where, path.parent, dict(zip(header, values, strict=True))
+
+
+def _fields(line: str) -> list[str]:
+    """A TSV line's fields (csv's quoting rules, as a spreadsheet writes them)."""
+    return next(csv.reader([line], delimiter="\t"))
 
 
 def _entry(where: str, base: Path, row: dict) -> Entry:
@@ -108,7 +95,7 @@ def _entry(where: str, base: Path, row: dict) -> Entry:
     path = Path(audio).expanduser()
     return Entry(
         id=row.get("id") if row.get("id") not in (None, "") else Path(audio).stem,
-        audio=path if path.is_absolute() else base / path,
+        audio=AudioFile(path if path.is_absolute() else base / path),
         transcript=row.get("transcript"),
         speaker=row.get("speaker"),
         split=split,

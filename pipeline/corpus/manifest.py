@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -12,12 +11,13 @@ from pathlib import Path
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from pipeline.audio.addresses import Address, address_of
 from pipeline.audio.batching import length_batches
-from pipeline.audio.embedded import embedded_audio
-from pipeline.audio.files import read_range
+from pipeline.audio.files import AudioFile
 from pipeline.core.config import from_dict
 from pipeline.core.errors import ConfigError, ManifestError
 from pipeline.core.io import atomic_write_text
+from pipeline.corpus.lines import json_lines
 
 SPLITS = ("train", "dev", "test")
 
@@ -31,9 +31,12 @@ class Utterance:
 
     Attributes:
         id: unique utterance id (letters, digits, ``-`` and ``_``; no dots, for WebDataset keys).
-        audio: path to the audio file, the recording or the table file; a relative path is
-            relative to the corpus's audio root (:func:`audio_root`), so a corpus can move
-            without changing its manifest.
+        audio: where its samples are (:mod:`pipeline.audio.addresses`; a path alone, a string
+            or a :class:`~pathlib.Path`, is a whole file): the path of the audio file, the
+            recording or the table file, and what else its kind needs (``start``; ``row`` and
+            ``column``), written into the row after ``sha256`` where not at their defaults. A
+            relative path is relative to the corpus's audio root (:func:`audio_root`), so a
+            corpus can move without changing its manifest.
         samples: the utterance's number of samples at its own ``sample_rate``.
         sample_rate: the audio's sample rate in Hz (loaders resample to 16 kHz).
         transcript: the words spoken ("" when unknown).
@@ -46,14 +49,10 @@ class Utterance:
             bytes; a table cell's embedded bytes; for a range of a recording, its decoded
             samples (float32, little-endian, channels interleaved, at the file's rate). The
             manifest changes exactly when the audio does, wherever it lives.
-        start: the utterance's first sample within ``audio`` (0 for a whole file).
-        row: the row (0-based) of the parquet or Arrow file ``audio``; None when ``audio`` is
-            an audio file.
-        column: that file's audio column ("" when ``audio`` is an audio file).
     """
 
     id: str
-    audio: str
+    audio: Address
     samples: int
     sample_rate: int
     transcript: str
@@ -62,9 +61,10 @@ class Utterance:
     phonemes: str = ""
     subset: str = ""
     sha256: str = ""
-    start: int = 0
-    row: int | None = None
-    column: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.audio, (str, Path)):
+            object.__setattr__(self, "audio", AudioFile(Path(self.audio)))
 
     def belongs_to(self, name: str) -> bool:
         """Whether this row is in split or subset ``name`` (``test``, ``test-other``, ...)."""
@@ -99,24 +99,20 @@ def audio_root(manifest: Path) -> Path:
 
 
 def audio_path(utt: Utterance, manifest: Path) -> Path:
-    """The audio path of ``utt`` listed in ``manifest``."""
-    path = Path(utt.audio)
-    return path if path.is_absolute() else audio_root(manifest) / path
+    """The path of the file holding the audio of ``utt``, listed in ``manifest``."""
+    return utt.audio.under(audio_root(manifest)).path
 
 
 def read_utterance(utt: Utterance, manifest: Path) -> torch.Tensor:
     """The audio of ``utt`` (listed in ``manifest``), wherever its bytes are, as a mono float32
-    waveform at 16 kHz, shape ``(samples,)``: a file, the utterance's range of a recording
-    (found by seeking), or the audio embedded in a table's row. Every stage reads audio here.
+    waveform at 16 kHz, shape ``(samples,)``: read as its address's kind reads it (a file, the
+    utterance's range of a recording found by seeking, the audio embedded in a table's row).
+    Every stage reads audio here.
 
     Raises:
         AudioError: naming the file (and row): missing, unreadable or changed audio.
     """
-    path = audio_path(utt, manifest)
-    if utt.row is None:
-        return read_range(path, path, utt.start, utt.samples)
-    data = io.BytesIO(embedded_audio(path, utt.row, utt.column))
-    return read_range(data, f"{path}: row {utt.row}", utt.start, utt.samples)
+    return utt.audio.under(audio_root(manifest)).read(utt.samples)
 
 
 def audio_batches(
@@ -129,26 +125,25 @@ def audio_batches(
         yield group, pad_sequence(wavs, batch_first=True), torch.tensor([len(w) for w in wavs])
 
 
-_ADDRESS = {"start": 0, "row": None, "column": ""}  # written only where a row needs them
-
-
 def write_manifest(path: Path, utterances: Iterable[Utterance]) -> None:
-    """Write rows as JSONL, atomically. The address fields beyond a file's path (``start``,
-    ``row``, ``column``) are left out where they hold their defaults, so a corpus of whole
-    files keeps the manifest it always had, byte for byte."""
+    """Write rows as JSONL, atomically. An address writes its path as ``audio`` and, after the
+    other fields, only those of its own fields that are not at their defaults, so a corpus of
+    whole files keeps the manifest it always had, byte for byte."""
     lines = [json.dumps(_row(u), ensure_ascii=False) for u in utterances]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _row(utt: Utterance) -> dict:
-    """The row's fields in order, less the address fields at their defaults (a shallow copy:
-    ``dataclasses.asdict`` deep-copies every value, a third of a millisecond a row)."""
+    """The row's fields in order (a shallow copy: ``dataclasses.asdict`` deep-copies every
+    value, a third of a millisecond a row), then its address's own."""
     row = {f.name: getattr(utt, f.name) for f in dataclasses.fields(utt)}
-    return {k: v for k, v in row.items() if k not in _ADDRESS or v != _ADDRESS[k]}
+    row["audio"] = utt.audio.path.as_posix()
+    return row | utt.audio.manifest_keys()
 
 
 def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
-    """Read a JSONL manifest, optionally keeping one split.
+    """Read a JSONL manifest, optionally keeping one split; each row's address is of the kind
+    its keys name (:func:`~pipeline.audio.address.address_of`); keys no field has are ignored.
 
     Raises:
         ManifestError: naming the file and line of a malformed row.
@@ -157,23 +152,13 @@ def read_manifest(path: Path, split: str | None = None) -> list[Utterance]:
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run `pipeline prepare` first)")
     rows = []
-    names = {f.name for f in dataclasses.fields(Utterance)}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ManifestError(f"{path}: cannot read the manifest ({err})") from err
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{where}: bad manifest row ({err})") from err
+    names = {f.name for f in dataclasses.fields(Utterance)} - {"audio"}
+    for where, raw in json_lines(path, ManifestError, "manifest"):
         if not isinstance(raw, dict):
             raise ManifestError(f"{where}: bad manifest row (a JSON object expected)")
         try:
-            utt = from_dict(Utterance, {k: v for k, v in raw.items() if k in names}, where)
+            fields = {k: v for k, v in raw.items() if k in names}
+            utt = from_dict(Utterance, {**fields, "audio": address_of(raw, where)}, where)
         except ConfigError as err:
             raise ManifestError(f"bad manifest row: {err}") from err
         if split is None or utt.split == split:

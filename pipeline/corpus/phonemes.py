@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pipeline.core.errors import CorpusError
 from pipeline.core.registry import Registry
+from pipeline.corpus.lines import numbered_lines
 from pipeline.corpus.manifest import Utterance
 
 PHONEMIZERS: Registry = Registry("phoneme source")
@@ -92,12 +93,10 @@ def read_lexicon(path: str, stress: bool) -> dict[str, str]:
     if not file.is_file():
         raise CorpusError(f"{file}: lexicon not found (evaluate.probe.phonemes.path)")
     lexicon: dict[str, str] = {}
-    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for where, line in numbered_lines(file, what="lexicon"):
         fields = line.split()
-        if not fields:
-            continue
         if len(fields) < 2:
-            raise CorpusError(f"{file}:{lineno}: expected 'WORD PH1 PH2 ...', got {line!r}")
+            raise CorpusError(f"{where}: expected 'WORD PH1 PH2 ...', got {line!r}")
         phones = fields[1:] if stress else [p.rstrip("012") for p in fields[1:]]
         lexicon.setdefault(fields[0].upper(), " ".join(phones))
     return lexicon

@@ -174,8 +174,8 @@ def plan_shards(utts: list[Utterance], cfg: CacheTeacherConfig, header: CacheHea
     groups += [current] if current else []
     shards = []
     for group in groups:
-        rows = "\n".join(f"{u.id}\t{u.sha256 or u.audio}\t{u.samples}\t{u.sample_rate}"
-                         for u in group)  # fmt: skip
+        rows = "\n".join(f"{u.id}\t{u.sha256 or u.audio.path.as_posix()}\t{u.samples}\t"
+                         f"{u.sample_rate}" for u in group)  # fmt: skip
         name = "part-" + sha256_bytes(f"{settings}\n{rows}".encode())[:20]
         shards.append(Shard(name, group))
     return shards

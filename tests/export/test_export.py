@@ -168,7 +168,7 @@ def test_an_exported_student_loads_with_transformers_alone(tmp_path, frontend):
 
 def test_the_s3prl_upstream_gives_the_students_layers_at_a_320_sample_rate(tmp_path):
     """The export's upstream folder, through its own entry point (quick, without s3prl; the
-    real s3prl runs it in tests/test_s3prl.py): a list of waveforms in, the LSTM layers out,
+    real s3prl runs it in tests/export/test_s3prl.py): a list of waveforms in, the LSTM layers out,
     zero beyond each utterance's frames."""
     student, ckpt = _lstm(tmp_path)
     export.run(ExportConfig(formats=["hf"]), ckpt, tmp_path / "out", None)

@@ -156,3 +156,32 @@ def test_every_quoted_params_key_exists(page):
         if not _accepts(SECTIONS[section], rest):
             unknown.append(key)
     assert unknown == []
+
+
+def _source_kinds(text: str) -> list[str]:
+    """The corpus sources a params file's ``prepare.source`` names: its ``kind`` and, in its
+    comments, each ``{kind: ...}``."""
+    section = re.search(r"^prepare:\n(.*?)^\S", text, re.S | re.M)
+    source = re.search(r"^  source:.*?(?=^  \S)", section[1], re.S | re.M)[0]
+    return re.findall(r"\bkind: ([\w-]+)", source)
+
+
+def test_the_listed_corpus_sources_are_the_registered_ones():
+    """The sources' registry is the one list of them: params.yaml's comments (and the params
+    files that copy them) list every registered source once, as docs/data.md does, and
+    `pipeline prepare --help` reads them from the registry."""
+    from typer.testing import CliRunner
+
+    from pipeline.corpus.sources import SOURCES
+
+    registered = sorted(SOURCES.names())
+    for path in [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]:
+        kinds = _source_kinds(path.read_text())
+        assert set(kinds) <= set(registered), path.name
+        if len(kinds) > 1 or path.name == "params.yaml":  # a file that lists them
+            assert sorted(kinds) == registered, path.name
+    data = (ROOT / "docs" / "data.md").read_text()
+    section = re.search(r"^## Corpus sources .*?\n(.*?)^## ", data, re.S | re.M)[1]
+    assert sorted(re.findall(r"^- `([\w-]+)`", section, re.M)) == registered
+    shown = CliRunner().invoke(app, ["prepare", "--help"], env={"COLUMNS": "200"}).output
+    assert all(re.search(rf"- {kind} \(", shown) for kind in registered), shown

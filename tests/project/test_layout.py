@@ -127,3 +127,21 @@ def test_modules_and_stage_functions_stay_small():
             if isinstance(node, ast.FunctionDef) and node.name == "run":
                 lines = node.end_lineno - node.lineno + 1
                 assert lines <= 50, f"{path.name}: run() is {lines} lines"
+
+
+def test_the_tests_are_laid_out_like_the_packages():
+    """Each test file sits in ``tests/<package>/`` (a subpackage of pipeline, or storage, cli)
+    or ``tests/project/`` (the repository as a whole), none at the top; module names are
+    unique, and pyproject's ``pythonpath`` makes tests/ and each folder importable by name."""
+    import tomllib
+
+    tests = ROOT / "tests"
+    packages = set(LEVEL) | {"storage", "cli", "project"}
+    folders = {p.parent.name for p in tests.rglob("test_*.py")}
+    assert not list(tests.glob("test_*.py")) and folders <= packages
+    assert all(p.parent.parent == tests for p in tests.rglob("test_*.py"))
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names))
+    pytest_options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]
+    paths = pytest_options["ini_options"]["pythonpath"]
+    assert paths == ["tests", *(f"tests/{f}" for f in sorted(folders))]

@@ -197,7 +197,7 @@ def test_training_curves_list_seeds_by_number(tmp_path):
 def test_the_gpu_benchmark_runs_on_the_cpu_at_toy_sizes():
     """bench/gpu.py, which fills issue 15's table on a GPU, runs end to end here."""
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).parents[1] / "bench" / "gpu.py"), "--small",
+        [sys.executable, str(Path(__file__).parents[2] / "bench" / "gpu.py"), "--small",
          "--utterances", "4", "--seconds", "2", "--steps", "2"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip

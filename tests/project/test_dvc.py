@@ -211,3 +211,31 @@ def test_a_corpus_inside_the_corpus_output_survives_dvc_repro(repo):
     assert refused.returncode != 0 and "data/notes.txt was not written by" in refused.stderr
     assert (repo / "data" / "notes.txt").read_text() == "mine"
     assert (repo / "data" / "manifest.jsonl").is_file()
+
+
+def test_a_fresh_clone_is_up_to_date_after_dvc_pull(repo, tmp_path):
+    """The demo's shape (a sweep of no students): `dvc repro` finds no output empty, and a
+    clone of the committed project, after `dvc pull` from its remote, is up to date: every
+    output a clone restores (git's files, DVC's cache) is what `dvc.lock` records."""
+    repo, env = repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["students"] = {"kd": params["students"]["kd"]}
+    params["sweep"]["students"] = {}  # the demo's
+    params["evaluate"]["baselines"] = []
+    params["report"]["compare"] = [["kd", "teacher"]]
+    write_params(repo / "params.yaml", params)
+    _run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], repo, env)
+    output = _run(["dvc", "repro"], repo, env)
+    assert "is empty" not in output, output
+    assert json.loads((repo / "sweeps" / "models" / "sweep.json").read_text()) == {}
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "the demo, run"], repo, env)
+    _run(["dvc", "push"], repo, env)
+
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    _run(["dvc", "pull"], clone, env)
+    status = subprocess.run(["dvc", "status", "--json"], cwd=clone, env=env, capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    assert json.loads(status.stdout) == {}, status.stdout
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], clone, env)

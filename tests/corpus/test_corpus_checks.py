@@ -183,7 +183,7 @@ def lhotse_not_json(root):
     paths = lhotse_manifests(root)
     with gzip.open(paths["cuts"], "at") as f:
         f.write("{not json\n")
-    return {"kind": "lhotse", "cuts": str(paths["cuts"])}, r"cuts\.jsonl\.gz:7: not a Lhotse"
+    return {"kind": "lhotse", "cuts": str(paths["cuts"])}, r"cuts\.jsonl\.gz:7: not JSON \("
 
 
 def lhotse_empty(root):

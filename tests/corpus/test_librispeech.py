@@ -16,7 +16,7 @@ from test_teacher_sources import _write_fairseq
 
 pytestmark = pytest.mark.slow
 
-MARKER = "tests/test_librispeech.py"
+MARKER = "tests/corpus/test_librispeech.py"
 
 
 def recipe() -> list[str]:

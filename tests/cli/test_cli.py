@@ -68,7 +68,7 @@ def test_stages_run_from_the_cli(tmp_path, monkeypatch):
     seeded = json.loads((tmp_path / "students" / "dkd_b4" / "metrics.json").read_text())
     assert {"ce", "dkd", "tckd", "nckd", "loss", "parameters"} <= set(seeded["seed1"])
 
-    # a model against another, in the workspace (across revisions: tests/test_dvc.py)
+    # a model against another, in the workspace (across revisions: tests/project/test_dvc.py)
     result = runner.invoke(app, ["compare", "dkd_b4", "ce"])
     assert result.exit_code == 0, result.output
     assert "test PER: dkd_b4 - ce = " in result.output and "2 vs 1 replicates" in result.output

@@ -7,7 +7,6 @@ line naming its file and line (or row), or is skipped and counted with --skip-ba
 import hashlib
 import json
 import re
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,8 @@ import torch
 from conftest import ROOT, tiny_params
 from corpora import RATE, UTTS, cut, cut_files, hf_saved, hf_shards, kaldi_dir, lhotse_manifests
 
-from pipeline.audio import embedded
-from pipeline.audio.files import read_audio, to_samples
+from pipeline.audio.embedded import TableRow
+from pipeline.audio.files import AudioFile, FileRange, read_audio
 from pipeline.core.config import section
 from pipeline.core.errors import AudioError, CorpusError
 from pipeline.corpus.manifest import (
@@ -57,25 +56,19 @@ SOURCES = {
 }
 
 
-def test_times_become_samples_rounding_half_up():
-    assert to_samples(Decimal("0.00003125"), 16_000) == 1  # 0.5 samples; a float gives 0
-    assert to_samples("1.50003125", 16_000) == 24_001
-    assert to_samples("0.000031", 16_000) == 0 and to_samples("2.1", 16_000) == 33_600
-    assert to_samples("0.5", 22_050) == 11_025 and to_samples("1e-4", 22_050) == 2  # 2.205
-
-
 def test_every_stage_reads_audio_through_the_manifest_row():
-    """No stage reads a file by its path alone: read_utterance is the one way in, so no stage
-    knows which shape the corpus had."""
-    readers = {"pipeline/audio/files.py", "pipeline/corpus/manifest.py"}
+    """No stage reads a file by its path alone: read_utterance, which reads a row's address as
+    its kind does, is the one way in, so no stage knows which shape the corpus had."""
     calls = [
         str(path.relative_to(ROOT))
         for package in ("pipeline", "stages", "storage", "cli")
         for path in (ROOT / package).rglob("*.py")
-        if re.search(r"\b(read_audio|read_range)\(", path.read_text())
-        and str(path.relative_to(ROOT)) not in readers
+        if re.search(r"\b(read_audio|read_range|embedded_audio)\(", path.read_text())
+        and path.parent != ROOT / "pipeline" / "audio"  # the address kinds
     ]
     assert calls == []
+    manifest = (ROOT / "pipeline" / "corpus" / "manifest.py").read_text()
+    assert re.search(r"\.read\(utt\.samples\)", manifest)
 
 
 def test_a_corpus_of_files_keeps_its_manifest_byte_for_byte(tiny_corpus, tmp_path):
@@ -112,11 +105,13 @@ def test_every_source_reads_the_samples_its_utterances_cut_into_files_hold(tmp_p
         assert torch.equal(read_utterance(row, manifest), want), row.id
         assert row.samples == utt.last - utt.first and row.sample_rate == RATE
         if kind.startswith("hf"):  # the embedded bytes, named by file and row
-            assert row.row is not None and row.column == "audio" and row.start == 0
+            assert isinstance(row.audio, TableRow) and row.audio.column == "audio"
             assert row.sha256 == hashlib.sha256((tmp_path / "cuts" / f"{row.id}.flac")
                                                 .read_bytes()).hexdigest()  # fmt: skip
-        else:  # a range of the recording: its decoded samples
-            assert row.audio == f"{utt.recording}.flac" and row.start == utt.first
+        else:  # a range of the recording: its decoded samples (from 0: as the whole file)
+            assert row.audio.path.as_posix() == f"{utt.recording}.flac"
+            assert row.audio == (FileRange(row.audio.path, utt.first) if utt.first else
+                                 AudioFile(row.audio.path))  # fmt: skip
             decoded = (cut(utt) / 32768).astype("<f4")
             assert row.sha256 == hashlib.sha256(decoded.tobytes()).hexdigest()
 
@@ -134,7 +129,7 @@ def test_a_segment_of_an_8_khz_recording_reads_as_its_cut_file(tmp_path):
     (data / "segments").write_text("u r 0.25 1.5000625\n")  # 12000.5 samples: up to 12001
     manifest = _prepare({"kind": "kaldi", "dir": str(data)}, tmp_path / "out")
     (row,) = read_manifest(manifest)
-    assert (row.start, row.samples, row.sample_rate) == (2_000, 10_001, 8_000)
+    assert (row.audio.start, row.samples, row.sample_rate) == (2_000, 10_001, 8_000)
     wav = read_utterance(row, manifest)
     assert len(wav) == 20_002 and torch.equal(wav, read_audio(tmp_path / "cut.flac"))
 
@@ -175,6 +170,7 @@ def _cache(manifest: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.slow  # 5 sources, each prepared twice and cached twice
 @pytest.mark.parametrize(
     "kind", ["kaldi-segments", "lhotse-cuts", "hf-parquet", "hf-save-to-disk", "kaldi-files"]
 )
@@ -195,6 +191,7 @@ def test_the_teacher_caches_each_source_as_it_caches_the_same_audio_in_files(tmp
         assert _parts(ours) == _parts(theirs) != {}
 
 
+@pytest.mark.slow  # a corpus prepared and cached, a student trained
 def test_a_student_trains_on_a_segmented_corpus(tmp_path):
     """Stage two reads audio for a log-mel front end: from the recordings, by seeking."""
     from pipeline.students import parse_students
@@ -212,30 +209,6 @@ def test_a_student_trains_on_a_segmented_corpus(tmp_path):
     train_student.run(student, section(params, "train", TrainConfig), manifest, cache,
                       {"fbank": out}, tmp_path / "state.pt", out)  # fmt: skip
     assert (out / "model.pt").is_file()
-
-
-def test_parquet_rows_read_out_of_order_read_each_row_group_once(tmp_path, monkeypatch):
-    """Stage one reads a shard's rows in length order, not row order: the decoded row groups
-    are kept, so each is read from its file once."""
-    manifest = _prepare(SOURCES["hf-parquet"](tmp_path / "corpus"), tmp_path / "data")
-    reads = []
-    open_shard = embedded._parquet
-
-    class Counted:
-        def __init__(self, path):
-            self.path, self.shard = path, open_shard(path)
-            self.metadata, self.schema_arrow = self.shard.metadata, self.shard.schema_arrow
-
-        def read_row_group(self, group, columns):
-            reads.append((self.path.name, group))
-            return self.shard.read_row_group(group, columns=columns)
-
-    embedded._GROUPS.clear()
-    monkeypatch.setattr(embedded, "_parquet", Counted)
-    rows = read_manifest(manifest)
-    for row in rows[::2] + rows[1::2]:  # every row group visited twice, apart
-        read_utterance(row, manifest)
-    assert len(reads) == len(set(reads)) == 3  # 6 rows in 2 shards, 2 per row group
 
 
 # --- bad input: one line naming the file and the line or row; skipped with --skip-bad --------
@@ -260,8 +233,8 @@ def _segment_past_the_end(root):
     source = _kaldi(root)
     segments = Path(source["dir"]) / "segments"
     segments.write_text(segments.read_text().replace("b-2 rec-b 0.6 1.2", "b-2 rec-b 0.6 9.5"))
-    return source, (r"segments:5: \S+/rec-b\.flac: b-2 ends at sample 152000 \(9\.5 s\), past "
-                    r"the recording's end \(30400 samples, 1\.9 s\)")  # fmt: skip
+    return source, (r"segments:5: \S+/rec-b\.flac: the range ends at sample 152000 \(9\.5 s\), "
+                    r"past the recording's end \(30400 samples, 1\.9 s\)")  # fmt: skip
 
 
 def _unknown_recording(root):
@@ -330,7 +303,11 @@ def _truncated_arrow(root: Path) -> Path:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (_damaged_parquet_head, r"train-00000-of-00002\.parquet: cannot read the table \(.+\)$"),
+        (
+            _damaged_parquet_head,
+            r"train-00000-of-00002\.parquet: cannot read the parquet shard "
+            r"\(.+\)$",
+        ),
         (_truncated_arrow, r"data-00000-of-00001\.arrow: cannot read the Arrow file \(.+\)$"),
     ],
 )

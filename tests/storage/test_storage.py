@@ -121,7 +121,7 @@ def test_round_trip(tmp_path, backend, codec_name):
         got = reader.codec.decode(stored).numpy()
         np.testing.assert_array_equal(got, codec.decode(codec.encode(logits)).numpy())
         centred = logits - logits.mean(1, keepdims=True)
-        if codec_name != "pq":  # exact up to float16 (pq: see tests/test_codecs.py)
+        if codec_name != "pq":  # exact up to float16 (pq: see tests/storage/test_codecs.py)
             got = got - got.mean(1, keepdims=True)
             np.testing.assert_allclose(got, centred, rtol=1e-3, atol=2e-2)
     sliced = reader.read("utt-4", frames=slice(3, 6))
