@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.core.config import section
-from pipeline.evaluation.report import ReportConfig, compare_lines
+from pipeline.evaluation.readout import compare_lines
+from pipeline.evaluation.report import ReportConfig
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.students import parse_students
 from pipeline.teacher.caching import CacheTeacherConfig

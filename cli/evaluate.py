@@ -96,7 +96,8 @@ def report_cmd(
 ) -> None:
     """Gather the teacher, the baselines, every student and every sweep student in params into
     one report, with every model's intervals and the comparisons of params `report`."""
-    from pipeline.evaluation.report import ReportConfig, comparison_lines
+    from pipeline.evaluation.readout import comparison_lines
+    from pipeline.evaluation.report import ReportConfig
     from pipeline.evaluation.scoring import EvaluateConfig
     from pipeline.students import parse_students, sweep_students
     from pipeline.training.live import read_curves
@@ -127,7 +128,8 @@ def compare_cmd(
     """A's error rates minus B's (PER, WER, CER), paired by utterance, with the interval and
     verdict of params `report` (confidence, bootstrap): e.g. `pipeline compare dkd_b4@exp-a
     dkd_b4@exp-b` reads a queued sweep."""
-    from pipeline.evaluation.report import ReportConfig, compare_lines
+    from pipeline.evaluation.readout import compare_lines
+    from pipeline.evaluation.report import ReportConfig
     from pipeline.evaluation.revisions import read_evaluation
 
     with reported():

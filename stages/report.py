@@ -10,7 +10,8 @@ from pathlib import Path
 from pipeline.core.errors import ManifestError
 from pipeline.core.io import atomic_write_text, write_json
 from pipeline.evaluation.figures import plot, plot_curves
-from pipeline.evaluation.report import ReportConfig, gather, markdown
+from pipeline.evaluation.readout import markdown
+from pipeline.evaluation.report import ReportConfig, gather
 from pipeline.evaluation.scoring import EvaluateConfig
 
 METRICS = "metrics.json"

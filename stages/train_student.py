@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import torch
@@ -10,6 +17,7 @@ from pipeline.students import StudentConfig
 from pipeline.training import distributed
 from pipeline.training.config import TrainConfig
 from pipeline.training.loop import train
+from pipeline.training.shares import merge_shares, per_process, seed_shares, share_students
 from pipeline.training.students import (
     describe,
     forget,
@@ -43,23 +51,36 @@ def run(
 
     A training seed fixes a model's initial weights, dropout and batch order, exactly as alone:
     the models of one seed (one architecture's students, a sweep) start alike and see the same
-    batches, each read once for them all. Under ``torchrun`` the ranks split the data streams
-    (DistributedDataParallel) and rank 0 writes. A checkpoint at ``state_path`` every
-    ``train.checkpoint_every`` steps resumes a killed run exactly, on any ranks and node, with
-    the same settings (others are an error; ``restart`` deletes it).
+    batches, each read once for them all. With ``train.processes`` > 1 the seeds are shared out
+    to as many processes (each resuming its share), whose outputs are merged into those one
+    process writes; a checkpoint of a run in one process resumes in one. Under
+    ``torchrun`` the ranks split the data streams (DistributedDataParallel) and rank 0 writes.
+    A checkpoint at ``state_path`` every ``train.checkpoint_every`` steps resumes a killed run
+    exactly, on any ranks and node, with the same settings (others are an error; ``restart``
+    deletes it).
 
     Raises:
         CacheFormatError: the cache is incomplete, damaged (named), of another schema or teacher.
         ConfigError: a checkpoint made for other settings.
         OutputError: another run trains into the same place (on every rank at once).
     """
+    labels = run_labels(students, train_cfg, sweep)
+    shares = seed_shares(labels, train_cfg.processes)
+    if len(shares) > 1 and not state_path.is_file():  # else: resume a one-process run
+        return _in_processes(students, train_cfg, manifest, cache, out_dirs, state_path, log_dir,
+                             shares, restart)  # fmt: skip
+    return _here(students, per_process(train_cfg), manifest, cache, out_dirs, state_path, log_dir,
+                 labels, restart)  # fmt: skip
+
+
+def _here(students, train_cfg, manifest, cache, out_dirs, state_path, log_dir, labels, restart):
+    """:func:`run` in this process, for the models of ``labels``."""
     device = distributed.setup(train_cfg.device, "train.device", train_cfg.dist_timeout)
     torch.set_num_threads(train_cfg.threads)
     try:
         with distributed.main_lock(state_path):
             if restart:
                 forget(state_path)
-            labels = run_labels(students, train_cfg, sweep)
             log = training_log(log_dir, labels)
             if not students:  # an empty sweep: its empty training log, so its outputs exist
                 return save_outputs([], {}, None, train_cfg, {}, {}, log)
@@ -75,6 +96,53 @@ def run(
             return results
     finally:
         distributed.teardown()
+
+
+def _in_processes(students, train_cfg, manifest, cache, out_dirs, state_path, log_dir, shares,
+                  restart):  # fmt: skip
+    """:func:`run` with each share of the seeds trained by a process of its own (spawned; the
+    threads shared out too), each into ``.train_state.work/<share>/`` beside ``state_path``
+    (where a killed share resumes), then merged into the outputs one process would write."""
+    work = state_path.parent / f".{state_path.stem}.work"
+    each = per_process(train_cfg)
+    started = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")
+    with distributed.main_lock(state_path), ProcessPoolExecutor(len(shares), spawn) as pool:
+        jobs = [
+            pool.submit(
+                _share,
+                i,
+                share_students(students, share),
+                each,
+                manifest,
+                cache,
+                work / str(i),
+                share,
+                restart,
+            )
+            for i, share in enumerate(shares)
+        ]
+        try:
+            parts = [(share, work / str(i), job.result()) for i, (share, job) in
+                     enumerate(zip(shares, jobs, strict=True))]  # fmt: skip
+        except BrokenProcessPool as err:
+            raise ChildProcessError(f"{work}: a training process ended before its share of the "
+                                    "seeds was trained (killed, or out of memory); run again: "
+                                    "each share resumes from its last checkpoint") from err
+        results = merge_shares(students, train_cfg, parts, out_dirs, log_dir,
+                               time.perf_counter() - started)  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _share(index: int, students, cfg, manifest, cache, folder: Path, labels, restart) -> dict:
+    """One process's share: its students' seeds trained into ``folder`` (only the first share
+    shows a progress bar)."""
+    if index:
+        os.environ["HUBERT_KD_NO_PROGRESS"] = "1"
+    out_dirs = {name: folder / name for name in students}
+    return _here(students, cfg, manifest, cache, out_dirs, folder / STATE, folder / "log", labels,
+                 restart)  # fmt: skip
 
 
 def run_on_cluster(
@@ -93,6 +161,7 @@ def run_on_cluster(
     logs its students' curves in ``state_dir/training-<i>``."""
     from distributed import Client
 
+    train_cfg = dataclasses.replace(train_cfg, processes=1)  # a worker is a process already
     with Client(scheduler) as client:
         count = max(1, len(client.scheduler_info()["workers"]))
         names = list(students)

@@ -47,6 +47,8 @@ def tiny_params() -> dict:
     p["cache_teacher"]["backend"]["chunk_frames"] = 64
     p["cache_teacher"]["fit_utterances"] = 6
     p["train"].update(steps=3, warmup_steps=1, batch_seconds=8.0, log_every=2)
+    p["train"]["processes"] = 1  # one process, as the kill-and-resume tests expect; tests of
+    # seeds shared out to processes set their own
     p["evaluate"].update(efficiency_seconds=1.0)
     p["evaluate"]["probe"]["asr"].update(hidden=8, layers=1, epochs=2)
     p["evaluate"]["probe"]["pr"].update(epochs=2)

@@ -84,6 +84,25 @@ def save_student(
         torch.save(payload, tmp)
 
 
+def merge_checkpoints(parts: list[Path], path: Path, seeds: tuple[int, ...]) -> None:
+    """Write ``path``, one student's checkpoint of every seed of ``seeds`` (in that order), from
+    checkpoints of that student holding disjoint sets of them (``parts``), atomically; the
+    recipe, losses and provenance are the first part's.
+
+    Raises:
+        CheckpointError: a part is not a student checkpoint, or a seed is in none.
+    """
+    loaded = [load_weights(part, "student checkpoint") for part in parts]
+    states = {seed: state for ckpt in loaded
+              for seed, state in zip(ckpt["seeds"], ckpt["state_dicts"], strict=True)}  # fmt: skip
+    missing = [seed for seed in seeds if seed not in states]
+    if missing:
+        raise CheckpointError(f"{path}: training seeds {missing} are in none of {parts}")
+    payload = {**loaded[0], "seeds": list(seeds), "state_dicts": [states[s] for s in seeds]}
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
+
+
 def load_students(path: Path) -> tuple[dict[int, nn.Module], dict[str, Any]]:
     """Rebuild every training seed of a saved student, in eval mode; returns ``({seed: model}
     in the student's seed order, checkpoint dict)``.

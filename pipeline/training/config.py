@@ -23,7 +23,7 @@ class LoopConfig:
         warmup_steps: linear warm-up of the learning rate, then linear decay to 0 at ``steps``.
         weight_decay: AdamW weight decay.
         grad_clip: max global gradient norm (> 0).
-        threads: torch intra-op threads.
+        threads: torch intra-op threads (of all the processes together).
         device: ``cpu``, ``cuda`` or ``cuda:<index>`` (under torchrun, each rank takes
             ``cuda:<LOCAL_RANK>``).
         precision: ``fp32``, or ``bf16``/``fp16`` autocast (CUDA; fp16 with gradient scaling).
@@ -72,6 +72,12 @@ class TrainConfig(LoopConfig):
             any cache (its fingerprint is recorded in each checkpoint either way).
         dist_timeout: seconds a data-parallel rank waits for the others in a collective before
             the run fails (torchrun).
+        processes: processes training a run's seeds side by side, each its share of the seeds
+            (whole seeds: every model of a seed in one process) and of ``threads``; 1: this
+            process. On a CPU, small students train about twice as fast in 2 processes of one
+            thread as in one of 2 (``bench/seed_cost.py``). Ignored under ``torchrun``. A
+            killed run resumes with the same number (each share its own checkpoint), or in one
+            process where it was in one.
         average: the weights each student keeps: ``{kind: none}`` (the last step's), ``{kind:
             swa, start}`` or ``{kind: ema, decay, start}`` (an average over the last part of
             training, :mod:`pipeline.training.averaging`).
@@ -86,15 +92,17 @@ class TrainConfig(LoopConfig):
     loader_workers: int
     expect_teacher: str
     dist_timeout: float
+    processes: int
     average: Annotated[Choice, AVERAGES]
 
     OPERATIONAL: ClassVar[tuple[str, ...]] = (
         "threads", "device", "log_every", "checkpoint_every", "expect_teacher", "dist_timeout",
+        "processes",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        positive(self, "streams", "dist_timeout")
+        positive(self, "streams", "dist_timeout", "processes")
         non_negative(self, "distill_warmup_steps", "shuffle_pool", "loader_workers")
 
     def result_settings(self) -> dict:

@@ -16,7 +16,8 @@ from pipeline.corpus.phonemes import normalize_text
 from pipeline.evaluation.figures import plot, plot_curves
 from pipeline.evaluation.probe import ProbeBatch, ProbeConfig, score, train_probes
 from pipeline.evaluation.probe_models import AsrProbe, LinearProbes
-from pipeline.evaluation.report import ReportConfig, gather, markdown
+from pipeline.evaluation.readout import markdown
+from pipeline.evaluation.report import ReportConfig, gather
 from pipeline.evaluation.scoring import EvaluateConfig
 from pipeline.evaluation.tasks import PR, Reference, Vocabulary, edit_counts, tasks_for
 from pipeline.students.checkpoint import CHECKPOINT
@@ -288,12 +289,20 @@ def test_each_model_is_its_own_evaluation_and_the_report_gathers_them(
     metrics = report.run(cfg, pairs, names, out, curves, tmp_path / "eval")
     assert list(metrics["models"]) == names and metrics["splits"] == ["test"]
     runs = {"ce": 4, "distilhubert": 2, "teacher": 2, "fbank": 2}  # seeds x probe seeds
+    asr = {**runs, "ce": 2}  # probe.asr.training_seeds: 1, the ASR probe on ce's first seed only
     for name, row in metrics["models"].items():
         scores = row["splits"]["test"]
-        assert {"wer", "cer", "per"} <= set(scores) and len(scores["wer"]["runs"]) == runs[name]
-        assert len(row["probe_curves"]) == runs[name] and row["rtf"] > 0
+        assert len(scores["per"]["runs"]) == runs[name] and len(row["probe_curves"]) == runs[name]
+        assert len(scores["wer"]["runs"]) == len(scores["cer"]["runs"]) == asr[name]
+        assert row["rtf"] > 0
         assert ("top1_agreement" in scores) == (name == "ce")  # students with logits only
     assert metrics["models"]["ce"]["replicates"] == 2
+    ce = metrics["models"]["ce"]
+    assert [r["metrics"] for r in ce["runs"] if r["train_seed"] == 1] == [["per"]] * 2
+    assert (
+        ce["splits"]["test"]["wer"]["replicates"] == 1
+        and ce["splits"]["test"]["wer"]["low"] is None
+    )
     assert len(metrics["models"]["ce"]["splits"]["test"]["top1_agreement"]["seeds"]) == 2
     saved_ce = json.loads((out / "ce.json").read_text())
     test_utts = saved_ce["utterances"]["test"]

@@ -156,6 +156,7 @@ def test_queued_experiments_never_run_the_teacher_and_keep_their_metrics(repo):
         assert "dkd_b8" in metrics["sweeps/training/metrics.json"]  # the sweep's students too
         compared = metrics["eval/metrics.json"]["comparisons"]["dkd_b4 vs kd"]["test"]
         assert compared["per"]["verdict"] in ("better", "worse", "not resolved")
+        assert compared["per"]["design"] == "paired by seed"  # one architecture, same seeds
     trained = [experiments[n]["students/dkd_b4/metrics.json"]["seed0"]["loss"]
                for n in ("beta2", "beta16")]  # fmt: skip
     assert trained[0] != trained[1]  # each experiment keeps its own numbers
@@ -163,7 +164,7 @@ def test_queued_experiments_never_run_the_teacher_and_keep_their_metrics(repo):
     # the same student in two queued experiments, paired by utterance, read through DVC
     shown = _run([PIPELINE, "compare", "dkd_b4@beta2", "dkd_b4@beta16"], repo, env)
     assert re.search(r"test PER: dkd_b4@beta2 - dkd_b4@beta16 = [-+]\d+\.\d \[[-+]", shown)
-    assert "2 vs 2 replicates" in shown, shown
+    assert "paired by seed (2 seeds)" in shown, shown  # one architecture, the same seeds
     ours = json.loads((repo / "eval" / "models" / "dkd_b4.json").read_text())
     theirs = json.loads(_run(["git", "show", "HEAD:eval/models/dkd_b4.json"], repo, env))
     assert ours == theirs  # the workspace is the baseline: the two experiments were read

@@ -99,9 +99,13 @@ def test_sweep_from_the_cli(tiny_corpus, tiny_cache, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tmp_path):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tmp_path, processes):
+    """Killed at a checkpoint (in one process; or every process of a run whose seeds are
+    shared out, which then fails in one line), training resumes to the weights and curves of
+    an uninterrupted run."""
     params = tiny_params()
-    params["train"].update(steps=40, checkpoint_every=3, log_every=5)
+    params["train"].update(steps=40, checkpoint_every=3, log_every=5, processes=processes)
     params["train"]["average"] = {"kind": "swa", "start": 0.15}  # checkpointed with the run
     params["students"]["kd"]["model"].update(
         conv_dim=32, lstm_hidden=64, lstm_layers=2, dropout=0.2
@@ -124,14 +128,22 @@ def test_killed_training_resumes_to_the_same_weights(tiny_corpus, tiny_cache, tm
     cmd = [PIPELINE, "train-student", "kd", *common, "--out", str(out)]
     env = {**os.environ, "HUBERT_KD_NO_PROGRESS": "1", FAULT: "checkpoint:9"}
     killed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert (out / train_student.STATE).exists()
+    if processes == 1:
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert (out / train_student.STATE).exists()
+    else:  # each share's process killed itself; the run says so in one line
+        assert killed.returncode == 1, killed.stderr[-2000:]
+        assert "a training process ended before its share" in killed.stderr
+        assert "Traceback" not in killed.stderr
+        shares = out / f".{Path(train_student.STATE).stem}.work"  # the first process killed
+        assert list(shares.glob(f"*/{train_student.STATE}"))  # ends the others where they are
     assert not (out / "model.pt").exists()
     resumed = CliRunner().invoke(app, ["train-student", "kd", *common, "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
     _assert_same(tmp_path / "ref" / "model.pt", out / "model.pt")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == 9
+    resumed = metrics["resumed_from_step"]  # shared out: the earliest share's step
+    assert resumed == 9 if processes == 1 else resumed in (0, 3, 6, 9)
     curves = read_curves(out)
     assert set(curves) == {"seed0", "seed1"}  # the tiny params' kd has two training seeds
     assert curves == read_curves(tmp_path / "ref")  # no point logged twice or lost
@@ -153,6 +165,32 @@ def test_a_training_seed_fixes_the_batch_order_every_student_of_it_shares(tiny_c
 
     assert order(0) == order(0) and order(1) == order(1)
     assert order(0) != order(1)
+
+
+def test_seeds_shared_out_to_processes_train_as_one_process_does(tiny_corpus, tiny_cache,
+                                                                 tmp_path):  # fmt: skip
+    """``kd``'s two seeds trained in two processes of one thread each give what one process of
+    one thread gives: the checkpoint (its seeds in their order, the same weights), the curves
+    and the figures; the shares' work folder is gone."""
+    params = tiny_params()
+    params["train"].update(steps=4, checkpoint_every=0, threads=1, processes=1)
+    kd = {"kd": parse_students(params)["kd"]}
+    assert kd["kd"].seeds == (0, 1)
+    alone = train_student.run(kd, section(params, "train", TrainConfig), tiny_corpus, tiny_cache,
+                              {"kd": tmp_path / "one"}, tmp_path / "one" / "s.pt",
+                              tmp_path / "one")  # fmt: skip
+    params["train"].update(threads=2, processes=2)
+    shared = train_student.run(kd, section(params, "train", TrainConfig), tiny_corpus, tiny_cache,
+                               {"kd": tmp_path / "two"}, tmp_path / "two" / "s.pt",
+                               tmp_path / "two")  # fmt: skip
+    _assert_same(tmp_path / "one" / "model.pt", tmp_path / "two" / "model.pt")
+    assert read_curves(tmp_path / "one") == read_curves(tmp_path / "two")
+    assert set(read_curves(tmp_path / "two")) == {"seed0", "seed1"}
+    assert shared["kd"]["final"] == alone["kd"]["final"] and shared["kd"]["seeds"] == [0, 1]
+    logged = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert {"seed0", "seed1", "seconds", "frames_per_second"} <= set(logged)
+    assert logged["seed1"]["parameters"] == alone["kd"]["parameters"]
+    assert not (tmp_path / "two" / ".s.work").exists()
 
 
 def test_weight_averages_are_torchs_over_the_last_part_of_training():
