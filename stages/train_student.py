@@ -126,9 +126,11 @@ def _in_processes(students, train_cfg, manifest, cache, out_dirs, state_path, lo
             parts = [(share, work / str(i), job.result()) for i, (share, job) in
                      enumerate(zip(shares, jobs, strict=True))]  # fmt: skip
         except BrokenProcessPool as err:
-            raise ChildProcessError(f"{work}: a training process ended before its share of the "
-                                    "seeds was trained (killed, or out of memory); run again: "
-                                    "each share resumes from its last checkpoint") from err
+            raise ChildProcessError(
+                f"{work}: a training process ended before its share of the "
+                "seeds was trained (killed, or out of memory); run again: "
+                "each share resumes from its last checkpoint"
+            ) from err
         results = merge_shares(students, train_cfg, parts, out_dirs, log_dir,
                                time.perf_counter() - started)  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
