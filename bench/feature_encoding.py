@@ -62,7 +62,7 @@ def main() -> None:
             model, _ = load_student(out / CHECKPOINT)
             batches = CacheBatches(cache, test, manifest, batch_seconds=60.0, seed=0,
                                    shuffle=False, pool=0)  # fmt: skip
-            agreement = teacher_agreement(model, batches)
+            (agreement,) = teacher_agreement([model], batches)
             feature = cache_summary(cache)["features"]["conv"]
             print(
                 f"  conv as {encoding:<7}: {feature:<28} final loss {result['final']['loss']:.4f}"

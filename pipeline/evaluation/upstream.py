@@ -63,16 +63,21 @@ def student_upstreams(name: str, models: dict[int, nn.Module]) -> dict[int, Upst
     front-end weights (the teacher's frozen conv stack of ``frontend: cached``), they share it:
     :func:`~pipeline.evaluation.features.write_stores` runs it once per batch of audio for all
     of them (the same features, a fraction of the cost)."""
-    first = next(iter(models.values()))
-    front = first.frontend if len(models) > 1 and _same_frontend(models.values()) else None
+    front = shared_frontend(list(models.values()))
     return {seed: Upstream(name, "student", m.extract_features, m, front)
             for seed, m in models.items()}  # fmt: skip
 
 
-def _same_frontend(models) -> bool:
+def shared_frontend(models: list[nn.Module]) -> nn.Module | None:
+    """The front end of several students when they all have the same weights (the teacher's
+    frozen conv stack of ``frontend: cached``): a caller running them on the same audio
+    computes it once. None for one model or front ends that differ."""
+    if len(models) < 2:
+        return None
     states = [m.frontend.state_dict() for m in models]
-    return all(s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s)
+    same = all(s.keys() == states[0].keys() and all(torch.equal(s[k], states[0][k]) for k in s)
                for s in states[1:])  # fmt: skip
+    return models[0].frontend if same else None
 
 
 def fbank_layers(frames: FrameSpec, bins: int = 80) -> Layers:

@@ -115,8 +115,9 @@ class LSTMStudent(nn.Module):
         return [x, *self.lstms(x, frame_lengths)]
 
     def forward(
-        self, wav: torch.Tensor, lengths: torch.Tensor
+        self, wav: torch.Tensor, lengths: torch.Tensor, front: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``wav (B, S)``, ``lengths (B,)`` in samples -> ``logits (B, T, C)``, frame lengths."""
-        layers, frame_lengths = self.extract_features(wav, lengths)
+        """``wav (B, S)``, ``lengths (B,)`` in samples -> ``logits (B, T, C)``, frame lengths.
+        ``front``: as in :meth:`extract_features`."""
+        layers, frame_lengths = self.extract_features(wav, lengths, front)
         return self.head(layers[-1]), frame_lengths

@@ -361,14 +361,19 @@ def test_probe_features_refuse_a_scratch_folder_without_room(tiny_corpus, tmp_pa
     assert not list((tmp_path / "scratch").iterdir()) and not (tmp_path / "fbank.json").exists()
 
 
-def test_seeds_that_share_a_frozen_front_end_run_it_once_per_batch(tiny_corpus, tmp_path):
+def test_seeds_that_share_a_frozen_front_end_run_it_once_per_batch(
+    tiny_corpus, tiny_cache, tmp_path
+):
     """A student's training seeds with the same front-end weights (the teacher's frozen conv
-    stack) get their stored layers from one front-end pass per batch, exactly as each alone;
-    seeds whose front ends differ (trained ones) each run their own; and efficiency (RTF,
-    memory) always times the whole student, front end included."""
+    stack) get their stored layers and their agreement with the teacher from one front-end pass
+    per batch, exactly as each alone; seeds whose front ends differ (trained ones) each run
+    their own; and efficiency (RTF, memory) always times the whole student, front end
+    included."""
     from test_export import TEACHER_CONV
 
     from pipeline.corpus.manifest import audio_batches, read_manifest
+    from pipeline.evaluation.agreement import teacher_agreement
+    from pipeline.training.cache_batches import CacheBatches
     from pipeline.evaluation.features import StoreBatches, write_stores
     from pipeline.evaluation.upstream import efficiency, student_upstreams
     from pipeline.nn.frames import HUBERT_FRAMES
@@ -381,7 +386,7 @@ def test_seeds_that_share_a_frozen_front_end_run_it_once_per_batch(tiny_corpus, 
         models = {}
         for seed in (0, 1):
             torch.manual_seed(seed)
-            models[seed] = STUDENTS["lstm"](cfg, num_classes=12, frames=HUBERT_FRAMES,
+            models[seed] = STUDENTS["lstm"](cfg, num_classes=20, frames=HUBERT_FRAMES,
                                             frontend=spec).eval()  # fmt: skip
         if frontend == "cached":  # frozen: the teacher's weights, the same for every seed
             models[1].frontend.load_state_dict(models[0].frontend.state_dict())
@@ -406,6 +411,13 @@ def test_seeds_that_share_a_frozen_front_end_run_it_once_per_batch(tiny_corpus, 
                     alone = upstreams[seed].probe_layers(wav, torch.tensor([wav.shape[1]]))[0]
                     torch.testing.assert_close(layers[:, :n], alone[0, :, :n], rtol=1e-3,
                                                atol=1e-3)  # float16 storage  # fmt: skip
+        calls.clear()
+        cached = CacheBatches(tiny_cache, utts, tiny_corpus, batch_seconds=3.0, seed=0,
+                              shuffle=False, pool=0)  # fmt: skip
+        together = teacher_agreement(list(models.values()), cached)
+        assert len(calls) == per_batch * len(list(cached)) > 2, frontend
+        alone = [teacher_agreement([model], cached)[0] for model in models.values()]
+        assert together == alone and together[0] != together[1]
         calls.clear()
         efficiency(upstreams[0], seconds=0.5, repeats=2)
         assert len(calls) >= 4  # warm-up, 2 timed forwards, the memory pass: all of them
