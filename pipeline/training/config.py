@@ -74,7 +74,7 @@ class TrainConfig(LoopConfig):
             the run fails (torchrun).
         processes: processes training a run's seeds side by side, each its share of the seeds
             (whole seeds: every model of a seed in one process) and of ``threads``; 1: this
-            process. On a CPU, small students train about twice as fast in 2 processes of one
+            process. On a CPU, small students train 1.7x to 1.9x as fast in 2 processes of one
             thread as in one of 2 (``bench/seed_cost.py``). Ignored under ``torchrun``. A
             killed run resumes with the same number (each share its own checkpoint), or in one
             process where it was in one.

@@ -2,7 +2,7 @@
 
 The seeds of a run are independent (each its own initial weights, dropout and batch order),
 so they can train in separate processes: on a CPU, processes of one thread each train small
-students about twice as fast on 2 cores as one process of 2 threads, whose small kernels gain
+students 1.7x to 1.9x as fast on 2 cores as one process of 2 threads, whose small kernels gain
 little from a second thread (``bench/seed_cost.py``). Each share holds whole seeds, every model
 of a seed (one architecture's students, a sweep's grid), so a seed's batches are still read
 once for all its models. The merged outputs are those one process writes: each student's

@@ -373,12 +373,12 @@ def test_seeds_that_share_a_frozen_front_end_run_it_once_per_batch(
 
     from pipeline.corpus.manifest import audio_batches, read_manifest
     from pipeline.evaluation.agreement import teacher_agreement
-    from pipeline.training.cache_batches import CacheBatches
     from pipeline.evaluation.features import StoreBatches, write_stores
     from pipeline.evaluation.upstream import efficiency, student_upstreams
     from pipeline.nn.frames import HUBERT_FRAMES
     from pipeline.nn.lstm import LSTMStudentConfig
     from pipeline.students import STUDENTS
+    from pipeline.training.cache_batches import CacheBatches
 
     def seeds(frontend):
         cfg = LSTMStudentConfig(**{**TINY_MODEL, "frontend": frontend})
