@@ -56,16 +56,18 @@ def design_text(d: dict) -> str:
 
 def needed_text(d: dict | None) -> str:
     """What would resolve an unresolved comparison, from its measured spread: ``31 seeds a side
-    for its size, 12 for 1 point``; "" for a resolved one or one without a spread."""
+    for its size, 12 for 1 point``; where the test utterances alone are wider than the
+    difference, no number of seeds is enough and it says so; "" for a resolved one or one
+    without a spread."""
     needed = (d or {}).get("seeds_needed")
     if not needed:
         return ""
-
-    def count(n: int | None) -> str:
-        return f"{n:,}" if n is not None else "none: more test utterances"
-
-    return f"{count(needed['its_size'])} seeds a side for its size, {count(needed['one_point'])} " \
-        "for 1 point"  # fmt: skip
+    its, one = needed["its_size"], needed["one_point"]
+    first = (f"{its:,} seeds a side for its size" if its is not None
+             else "more test utterances for its size (no number of seeds is enough)")  # fmt: skip
+    if one is None:
+        return f"{first}, more test utterances for 1 point"
+    return f"{first}, {one:,} {'for' if its is not None else 'seeds a side for'} 1 point"
 
 
 def comparison_lines(metrics: dict) -> list[str]:

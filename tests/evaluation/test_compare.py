@@ -22,6 +22,7 @@ from pipeline.evaluation.compare import (
     replicate_seeds,
     verdict,
 )
+from pipeline.evaluation.readout import needed_text
 from pipeline.evaluation.variance import Spread, interaction, seeds_needed
 
 
@@ -236,6 +237,20 @@ def test_seeds_needed_is_the_fewest_that_resolve():
     assert set(result.seeds_needed) == {"its_size", "one_point"}
     a, b = _correlated_pair(rng, seeds=range(6), shift_b=1.0)
     assert estimate(a, b, draws=400).seeds_needed is None  # resolved: nothing needed
+
+
+def test_what_it_would_take_reads_as_a_sentence():
+    """The report's and compare's words for seeds_needed, with a figure missing where no number
+    of seeds is enough (the test utterances alone are wider than the difference)."""
+
+    def text(its, one):
+        return needed_text({"seeds_needed": {"its_size": its, "one_point": one}})
+
+    assert text(1200, 5) == "1,200 seeds a side for its size, 5 for 1 point"
+    assert text(None, 6) == ("more test utterances for its size (no number of seeds is enough), "
+                             "6 seeds a side for 1 point")  # fmt: skip
+    assert text(None, None).endswith(", more test utterances for 1 point")
+    assert needed_text({"seeds_needed": None}) == needed_text(None) == ""
 
 
 # --- `pipeline compare` refuses what it cannot compare --------------------------------------
